@@ -1,0 +1,87 @@
+"""TripoSR's framing of the cut-out object: crop, square, pad, grey background, 512×512.
+
+The model was trained on objects that fill about 85 % of a grey square, so the official
+pipeline (``run.py`` + ``tsr.utils.resize_foreground`` + ``TSR.image_processor``) is reproduced
+here exactly, including its quirks: the bounding box drops the last foreground row and column,
+and the grey composite truncates instead of rounding. Torch is not needed: the model's
+``F.interpolate(bilinear, antialias=True)`` is a port of Pillow's resampling, so Pillow's
+float ("F" mode) bilinear resize gives the same result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+from img2mesh.errors import InvalidInput
+
+CONDITION_SIZE = 512
+DEFAULT_FOREGROUND_RATIO = 0.85
+
+
+def resize_foreground(rgba: np.ndarray, ratio: float) -> np.ndarray:
+    """Crop to the foreground, pad to a square, then pad so the object fills ``ratio`` of the side.
+
+    As ``tsr.utils.resize_foreground``: the box of ``alpha > 0`` is cropped with exclusive ends
+    (``[y1:y2, x1:x2]`` where y2/x2 are the last foreground row/column, so those are dropped),
+    padding is transparent black with any odd pixel on the bottom/right, and the final side is
+    ``int(side / ratio)``. No resampling happens here.
+
+    Raises:
+        InvalidInput: no pixel has ``alpha > 0``, or the foreground is a single row or column.
+    """
+    rows, columns = np.nonzero(rgba[..., 3] > 0)
+    if rows.size == 0:
+        raise InvalidInput(
+            "no foreground object found: background removal left every pixel transparent; "
+            "photograph the product against a plain, contrasting background"
+        )
+    y1, y2, x1, x2 = rows.min(), rows.max(), columns.min(), columns.max()
+    foreground = rgba[y1:y2, x1:x2]
+    side = max(foreground.shape[0], foreground.shape[1])
+    if side == 0:
+        raise InvalidInput(
+            "no foreground object found: the foreground is a single pixel wide and high; "
+            "send a photo in which the product is clearly visible"
+        )
+    square = _pad_centered(foreground, side)
+    return _pad_centered(square, int(side / ratio))
+
+
+def composite_on_gray(rgba: np.ndarray) -> np.ndarray:
+    """Blend the RGBA image onto 50 % grey, as ``run.py``: ``rgb·a + 0.5·(1 − a)``, truncated to uint8."""
+    image = rgba.astype(np.float32) / 255.0
+    alpha = image[:, :, 3:4]
+    blended = image[:, :, :3] * alpha + (1 - alpha) * 0.5
+    return (blended * 255.0).astype(np.uint8)
+
+
+def condition_image(
+    rgba: np.ndarray,
+    *,
+    foreground_ratio: float = DEFAULT_FOREGROUND_RATIO,
+    size: int = CONDITION_SIZE,
+) -> np.ndarray:
+    """The TripoSR encoder input ``FP32 [3, size, size]`` in [0, 1] for a cut-out RGBA image.
+
+    Frames the foreground, composites onto grey, then resizes like TripoSR's
+    ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` on ``uint8 / 255``.
+    """
+    framed = composite_on_gray(resize_foreground(rgba, foreground_ratio))
+    channels = framed.astype(np.float32) / 255.0
+    resized = [
+        np.asarray(Image.fromarray(np.ascontiguousarray(channels[:, :, c])).resize((size, size), Image.Resampling.BILINEAR))
+        for c in range(3)
+    ]
+    return np.stack(resized).astype(np.float32)
+
+
+def _pad_centered(image: np.ndarray, side: int) -> np.ndarray:
+    """Pad ``image`` with transparent black to ``side × side``, the odd pixel going bottom/right."""
+    height, width = image.shape[:2]
+    top, left = (side - height) // 2, (side - width) // 2
+    return np.pad(
+        image,
+        ((top, side - height - top), (left, side - width - left), (0, 0)),
+        mode="constant",
+    )
