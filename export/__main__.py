@@ -1,0 +1,93 @@
+"""``python -m export``: build the Triton model repository from the official checkpoints.
+
+    python -m export build --checkpoint stabilityai/TripoSR --u2net download --flavour gpu --output model_repository
+    python -m export test-weights --output build/test-weights     # GENERATED weights, for offline use
+    python -m export configs --flavour gpu --output model_repository
+
+``build`` on a repository that already has models adds the next version number and leaves the
+served versions alone; ops then roll Triton to it (see docs/runbook.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from export.repository import FLAVOURS, Shapes, write_configs
+
+TEST_WEIGHTS_LABEL = (
+    "GENERATED TEST WEIGHTS — not the official TripoSR or U²-Net. Meshes made with them show a "
+    "known test shape (analytic: a sphere), not the photographed product."
+)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from export.build import build_repository  # noqa: PLC0415 - imports torch
+
+    report = build_repository(
+        args.checkpoint,
+        args.output,
+        flavour=args.flavour,
+        u2net=args.u2net,
+        version=args.version,
+        cache_dir=args.cache_dir,
+    )
+    rembg = f", rembg version {report.rembg_version}" if report.rembg_version else ""
+    print(f"[export] {report.repository}: {report.flavour} flavour, TripoSR version {report.version}{rembg}")
+    return 0
+
+
+def _test_weights(args: argparse.Namespace) -> int:
+    from export.u2net_synthetic import write_u2net_like  # noqa: PLC0415
+    from triposr.synthetic import write_checkpoint  # noqa: PLC0415 - imports torch
+
+    print(f"[export] {TEST_WEIGHTS_LABEL}")
+    checkpoint = write_checkpoint(args.output / "triposr", size=args.size, kind=args.kind)
+    u2net = write_u2net_like(args.output / "u2net.onnx")
+    print(f"[export] TripoSR ({args.size}, {args.kind}) checkpoint: {checkpoint}")
+    print(f"[export] U²-Net stand-in: {u2net}")
+    return 0
+
+
+def _configs(args: argparse.Namespace) -> int:
+    write_configs(args.output, args.flavour, Shapes())
+    print(f"[export] wrote {args.flavour} configs for the official architecture into {args.output}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    build = commands.add_parser("build", help="export checkpoints into a (new version of a) repository")
+    build.add_argument("--checkpoint", default="stabilityai/TripoSR", help="hub repo id or a directory with config.yaml + model.ckpt")
+    build.add_argument("--u2net", help="'download' (rembg's downloader, checksum checked) or a path to u2net.onnx; "
+                       "omit to keep the repository's current rembg version")
+    build.add_argument("--flavour", choices=FLAVOURS, default="gpu")
+    build.add_argument("--output", type=Path, default=Path("model_repository"))
+    build.add_argument("--version", type=int, help="version number to write (default: the next free one)")
+    build.add_argument("--cache-dir", type=Path, help="download cache for the hub and rembg")
+    build.set_defaults(run=_build)
+
+    weights = commands.add_parser("test-weights", help="write GENERATED checkpoints in the official formats (offline use)")
+    weights.add_argument("--output", type=Path, required=True)
+    weights.add_argument("--kind", choices=["analytic", "random"], default="analytic")
+    weights.add_argument("--size", choices=["tiny", "official"], default="tiny")
+    weights.set_defaults(run=_test_weights)
+
+    configs = commands.add_parser("configs", help="rewrite the configs of the official architecture only")
+    configs.add_argument("--flavour", choices=FLAVOURS, default="gpu")
+    configs.add_argument("--output", type=Path, default=Path("model_repository"))
+    configs.set_defaults(run=_configs)
+
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Build (or add a version to) a Triton model repository from TripoSR and U²-Net checkpoints.
+
+Steps, each reported as it runs: load TripoSR strictly, export encoder and decoder to ONNX,
+compare them with eager PyTorch, stamp them with the version number, prepare rembg's U²-Net,
+write configs for the chosen flavour, then move each ONNX file into its new version directory.
+Nothing in a version that is already there is modified.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx
+
+from export.repository import Shapes, existing_versions, install_version, next_version, write_configs
+from export.version_tag import add_version_output
+
+Log = Callable[[str], None]
+# Protobuf refuses single files of 2 GiB; stay clear of it for the official encoder (1.68 GB).
+_EXTERNAL_DATA_ABOVE = 1 << 30
+
+
+@dataclass
+class BuildReport:
+    repository: Path
+    flavour: str
+    version: int
+    rembg_version: int | None
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _step(log: Log, report: BuildReport, name: str, message: str) -> Callable[[], None]:
+    log(f"[export] {message} …")
+    started = time.perf_counter()
+
+    def done() -> None:
+        report.seconds[name] = round(time.perf_counter() - started, 2)
+        log(f"[export] {message}: done in {report.seconds[name]:.1f} s")
+
+    return done
+
+
+def _stamp(path: Path, version: int) -> None:
+    """Add the ``version`` output to the ONNX file at ``path`` in place (keeping external data)."""
+    model = onnx.load(str(path))
+    add_version_output(model, version)
+    large = model.ByteSize() > _EXTERNAL_DATA_ABOVE
+    for stale in path.parent.iterdir():
+        if stale != path:
+            stale.unlink()
+    onnx.save_model(model, str(path), save_as_external_data=large, location="model.onnx.data")
+    onnx.checker.check_model(str(path))
+
+
+def build_repository(
+    checkpoint: str,
+    output: Path,
+    *,
+    flavour: str,
+    u2net: str | None,
+    version: int | None = None,
+    cache_dir: Path | None = None,
+    log: Log = print,
+) -> BuildReport:
+    """Export TripoSR (``checkpoint``: hub id or local dir) and U²-Net into ``output``.
+
+    ``u2net`` is ``"download"`` (rembg's own downloader, checksum checked), a path to
+    ``u2net.onnx``, or None to keep the rembg version already in the repository.
+    """
+    from export.rembg_onnx import prepare_u2net  # noqa: PLC0415 - heavy imports only when building
+    from export.triposr_onnx import compare_with_eager, export_decoder, export_encoder  # noqa: PLC0415
+    from triposr.checkpoint import load_tsr  # noqa: PLC0415
+
+    output.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(output)
+    if u2net is None and not existing_versions(output, "rembg"):
+        raise ValueError(f"{output} has no rembg model yet: pass --u2net download or --u2net PATH/u2net.onnx")
+    rembg_version = (max(existing_versions(output, "rembg"), default=0) + 1) if u2net else None
+    report = BuildReport(output, flavour, version, rembg_version)
+
+    done = _step(log, report, "load", f"loading TripoSR from {checkpoint}")
+    model = load_tsr(checkpoint, cache_dir=cache_dir)
+    done()
+    _, channels, side, _ = model.scene_code_shape
+    shapes = Shapes(scene_code_channels=channels, scene_code_size=side, condition_size=model.config.cond_image_size)
+
+    with tempfile.TemporaryDirectory(dir=output, prefix=".export-") as scratch:
+        staged = {name: Path(scratch) / name for name in ("triposr_encoder", "triposr_decoder", "rembg")}
+        for folder in staged.values():
+            folder.mkdir()
+        done = _step(log, report, "encoder", "exporting the encoder to ONNX")
+        export_encoder(model, staged["triposr_encoder"] / "model.onnx")
+        done()
+        done = _step(log, report, "decoder", "exporting the decoder to ONNX")
+        export_decoder(model, staged["triposr_decoder"] / "model.onnx")
+        done()
+        done = _step(log, report, "parity", "comparing ONNX Runtime with eager PyTorch")
+        report.parity = compare_with_eager(
+            model, staged["triposr_encoder"] / "model.onnx", staged["triposr_decoder"] / "model.onnx"
+        )
+        done()
+        for name, errors in report.parity.items():
+            log(f"[export]   {name}: max abs error {errors['max_abs']:.3g}, max rel error {errors['max_rel']:.3g}")
+        for name in ("triposr_encoder", "triposr_decoder"):
+            _stamp(staged[name] / "model.onnx", version)
+        if u2net:
+            done = _step(log, report, "rembg", f"preparing rembg's U²-Net from {u2net}")
+            source = None if u2net == "download" else Path(u2net)
+            prepare_u2net(source, staged["rembg"] / "model.onnx", cache_dir=cache_dir)
+            done()
+
+        done = _step(log, report, "install", f"writing {flavour} configs and version {version} into {output}")
+        write_configs(output, flavour, shapes)
+        for name in ("triposr_encoder", "triposr_decoder"):
+            install_version(output, name, version, staged[name], flavour)
+        if rembg_version is not None:
+            install_version(output, "rembg", rembg_version, staged["rembg"], flavour)
+        done()
+    return report

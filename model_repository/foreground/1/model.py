@@ -1,0 +1,34 @@
+"""Image bytes + U²-Net mask → the 512² condition image TripoSR sees.
+
+The image is decoded again rather than passed between steps so that every tensor inside the
+ensemble has a fixed shape and Triton's dynamic batcher can group requests of different photos.
+An image that already has transparency keeps its own alpha (the official pipeline skips rembg
+for it); otherwise rembg's cut-out is applied, then the official crop, padding to the
+foreground ratio, grey composite and resize.
+"""
+
+import json
+
+import triton_python_backend_utils as pb_utils
+
+from img2mesh.background_removal import foreground_rgba
+from img2mesh.framing import condition_image
+from img2mesh.image_decoding import decode_image
+from img2mesh.triton_model_io import answer_each, input_array, mesh_parameters, model_parameter, single_bytes
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.max_pixels = int(model_parameter(config, "max_pixels", "40000000"))
+
+    def execute(self, requests):
+        return answer_each(pb_utils, requests, self._frame)
+
+    def _frame(self, request):
+        parameters = mesh_parameters(request)
+        rgba = decode_image(single_bytes(pb_utils, request, "IMAGE"), max_pixels=self.max_pixels)
+        prediction = input_array(pb_utils, request, "MASK")[0]
+        cut_out = foreground_rgba(rgba, prediction)
+        condition = condition_image(cut_out, foreground_ratio=parameters.foreground_ratio)
+        return [pb_utils.Tensor("CONDITION", condition[None])]

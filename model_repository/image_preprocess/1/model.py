@@ -1,0 +1,28 @@
+"""Encoded image bytes → U²-Net input, exactly as rembg prepares it.
+
+Decoding is where hostile files are caught (not an image, truncated, zero-size, decompression
+bombs), so this first step also validates the request parameters: a bad request fails here,
+before any network runs.
+"""
+
+import json
+
+import triton_python_backend_utils as pb_utils
+
+from img2mesh.background_removal import u2net_input
+from img2mesh.image_decoding import decode_image
+from img2mesh.triton_model_io import answer_each, mesh_parameters, model_parameter, single_bytes
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.max_pixels = int(model_parameter(config, "max_pixels", "40000000"))
+
+    def execute(self, requests):
+        return answer_each(pb_utils, requests, self._preprocess)
+
+    def _preprocess(self, request):
+        mesh_parameters(request)
+        rgba = decode_image(single_bytes(pb_utils, request, "IMAGE"), max_pixels=self.max_pixels)
+        return [pb_utils.Tensor("U2NET_INPUT", u2net_input(rgba)[None])]
