@@ -1,0 +1,220 @@
+"""Where finished GLBs go: Supabase Storage (production) or a local directory (embedded default).
+
+Both backends take an object key from :func:`storage_key` and return the public URL that the
+webhook reports as ``modelUrl``. Uploads overwrite (upsert): a key names one job, so a retried
+job rewrites its own object and never creates a second one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import tempfile
+import urllib.parse
+from pathlib import Path
+from typing import Protocol
+
+import httpx
+from storage3.exceptions import StorageApiError
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+from client_worker.errors import PermanentJobError, TransientJobError
+
+GLB_CONTENT_TYPE = "model/gltf-binary"
+
+#: A key names one job's output and is never reused for other content, so CDNs and browsers may
+#: cache it for a year.
+DEFAULT_CACHE_CONTROL_SECONDS = 31_536_000
+
+
+class Storage(Protocol):
+    """Stores one GLB under ``key`` (overwriting) and returns the URL it is publicly served at."""
+
+    async def upload(self, key: str, data: bytes) -> str: ...
+
+
+_SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_SHOPIFY_GID = re.compile(r"gid://shopify/[A-Za-z]+/(\d+)(?:\?.*)?")
+
+
+def storage_key(shop: str, product_id: str | int, variant_id: str | int | None, job_id: str) -> str:
+    """The object key of a job's GLB: ``{shop}/products/{id}[/variants/{id}]/{job}.glb``.
+
+    Deterministic, so a retry of the same job overwrites its object, and the job id is part of
+    it, so two jobs for the same product never share one. Shopify GIDs
+    (``gid://shopify/Product/123``) are reduced to their numeric id: storage3 would silently drop
+    the empty segment of ``//``. Each segment is checked against a conservative character set
+    (no ``/``, no ``..``, nothing Supabase refuses); one that is not safe as given is replaced by
+    a slug plus a hash of the original, so distinct inputs still give distinct keys.
+
+    Raises:
+        PermanentJobError: the shop is empty, or an id is neither a Shopify GID nor a number.
+    """
+    shop_segment = _safe_segment(shop.strip().lower(), "shop")
+    parts = [shop_segment, "products", _numeric_id(product_id, "product_id")]
+    if variant_id is not None and str(variant_id).strip():
+        parts += ["variants", _numeric_id(variant_id, "variant_id")]
+    return "/".join(parts) + f"/{_safe_segment(str(job_id), 'job_id')}.glb"
+
+
+def _numeric_id(value: str | int, field: str) -> str:
+    """``gid://shopify/Product/123`` or ``123`` → ``"123"``; anything else is a bad job."""
+    text = str(value).strip()
+    if text.isascii() and text.isdigit():
+        return str(int(text))
+    match = _SHOPIFY_GID.fullmatch(text)
+    if match is None:
+        raise PermanentJobError(
+            f"{field} {text[:100]!r} is neither a Shopify GID like gid://shopify/Product/123 "
+            "nor a numeric id"
+        )
+    return str(int(match.group(1)))
+
+
+def _safe_segment(text: str, field: str) -> str:
+    """Return ``text`` if it is a safe single path segment, else a slug with a hash suffix."""
+    if _SAFE_SEGMENT.fullmatch(text) and ".." not in text:
+        return text
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-_")[:64]
+    if not slug:
+        raise PermanentJobError(f"{field} {text[:100]!r} has no letters or digits to name the stored model by")
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{slug}-{digest}"
+
+
+def _check_key(key: str) -> list[str]:
+    """Split a key into segments, refusing absolute paths, empty and dot segments."""
+    segments = key.split("/")
+    if not key or any(segment in ("", ".", "..") for segment in segments) or "\\" in key:
+        raise PermanentJobError(f"refusing unsafe storage key {key!r}: use storage_key() to build keys")
+    return segments
+
+
+class SupabaseStorage:
+    """Uploads through supabase-py's async client (storage3) to one public bucket.
+
+    The bucket must exist and be public for the returned URL to work; uploads use the service-role
+    key, which bypasses row-level security. The client is created on first use because
+    ``acreate_client`` is a coroutine; call :meth:`aclose` on shutdown.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        service_role_key: str,
+        bucket: str,
+        *,
+        cache_control_seconds: int = DEFAULT_CACHE_CONTROL_SECONDS,
+        timeout_s: float = 60.0,
+    ) -> None:
+        self._url = url
+        self._key = service_role_key
+        self.bucket = bucket
+        self._cache_control = str(cache_control_seconds)
+        self._http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=True)
+        self._client: AsyncClient | None = None
+        self._client_lock = asyncio.Lock()
+
+    async def _supabase(self) -> AsyncClient:
+        async with self._client_lock:
+            if self._client is None:
+                options = AsyncClientOptions(httpx_client=self._http)
+                self._client = await acreate_client(self._url, self._key, options=options)
+            return self._client
+
+    async def upload(self, key: str, data: bytes) -> str:
+        """Upload (upsert) ``data`` as ``model/gltf-binary`` and return its public URL.
+
+        Raises:
+            PermanentJobError: the bucket refuses the object (missing bucket, too large, MIME type
+                not allowed, bad key or credentials); the message names the bucket and the fix.
+            TransientJobError: timeouts, connection errors, 5xx, 429 and lock timeouts.
+        """
+        _check_key(key)
+        bucket = (await self._supabase()).storage.from_(self.bucket)
+        file_options = {
+            "content-type": GLB_CONTENT_TYPE,
+            "cache-control": self._cache_control,
+            "upsert": "true",
+        }
+        try:
+            await bucket.upload(key, data, file_options)
+        except StorageApiError as error:
+            raise self._map_api_error(error, key, len(data)) from error
+        except httpx.TimeoutException as error:
+            raise TransientJobError(
+                f"upload of {key} to Supabase bucket {self.bucket!r} timed out: {error!r}"
+            ) from error
+        except httpx.TransportError as error:
+            raise TransientJobError(
+                f"upload of {key} to Supabase bucket {self.bucket!r} failed to connect: {error!r}"
+            ) from error
+        return await bucket.get_public_url(key)
+
+    def _map_api_error(self, error: StorageApiError, key: str, size: int) -> Exception:
+        """Turn storage3's error (status = the body's string ``statusCode``) into a job error."""
+        status = str(error.status)
+        where = f"Supabase bucket {self.bucket!r}"
+        detail = f"({error.code}: {error.message})"
+        permanent = {
+            "400": f"{where} refused the key {key!r} {detail}",
+            "401": f"{where} refused the credentials {detail}: set SUPABASE_SERVICE_ROLE_KEY to the "
+            "project's service_role key",
+            "403": f"{where} denied the upload {detail}: set SUPABASE_SERVICE_ROLE_KEY to the "
+            "project's service_role key (the anon key is subject to row-level security)",
+            "404": f"{where} does not exist {detail}: create it as a public bucket or set "
+            "SUPABASE_BUCKET_NAME",
+            "409": f"{where} already holds {key!r} and refused to overwrite it {detail}",
+            "413": f"the GLB of {size} bytes exceeds the maximum object size of {where} {detail}: "
+            "raise the bucket's file size limit or use a lower quality preset",
+            "415": f"{where} does not accept {GLB_CONTENT_TYPE} {detail}: add {GLB_CONTENT_TYPE} "
+            "(or model/*) to the bucket's allowed MIME types",
+        }
+        if status in permanent:
+            return PermanentJobError(permanent[status])
+        if status == "429" or status.startswith("5"):
+            return TransientJobError(f"{where} is temporarily unavailable, HTTP {status} {detail}")
+        return PermanentJobError(f"{where} rejected the upload of {key!r}, status {status} {detail}")
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections (the supabase client shares our httpx client)."""
+        await self._http.aclose()
+
+
+class LocalStorage:
+    """Writes GLBs below a directory, for the embedded default and ``generate`` without Supabase.
+
+    ``public_base_url`` is the URL that serves ``directory`` (e.g. an nginx location); without it
+    the returned URL is the file's ``file://`` URI, which is only meaningful on this machine.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], public_base_url: str | None = None) -> None:
+        self.directory = Path(directory).resolve()
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+
+    async def upload(self, key: str, data: bytes) -> str:
+        """Write ``data`` atomically (temporary file, then rename) and return its URL."""
+        segments = _check_key(key)
+        target = self.directory.joinpath(*segments)
+        await asyncio.to_thread(_write_atomically, target, data)
+        if self.public_base_url is None:
+            return target.as_uri()
+        return f"{self.public_base_url}/{urllib.parse.quote(key)}"
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Readers see the old file or the complete new one, never a partial GLB."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
