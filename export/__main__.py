@@ -32,6 +32,7 @@ def _build(args: argparse.Namespace) -> int:
         u2net=args.u2net,
         version=args.version,
         cache_dir=args.cache_dir,
+        verify_u2net_checksum=not args.u2net_unverified,
     )
     rembg = f", rembg version {report.rembg_version}" if report.rembg_version else ""
     print(f"[export] {report.repository}: {report.flavour} flavour, TripoSR version {report.version}{rembg}")
@@ -64,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--checkpoint", default="stabilityai/TripoSR", help="hub repo id or a directory with config.yaml + model.ckpt")
     build.add_argument("--u2net", help="'download' (rembg's downloader, checksum checked) or a path to u2net.onnx; "
                        "omit to keep the repository's current rembg version")
+    build.add_argument("--u2net-unverified", action="store_true",
+                       help="accept a u2net.onnx whose md5 differs from rembg's (another export, or the generated stand-in)")
     build.add_argument("--flavour", choices=FLAVOURS, default="gpu")
     build.add_argument("--output", type=Path, default=Path("model_repository"))
     build.add_argument("--version", type=int, help="version number to write (default: the next free one)")

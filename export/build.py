@@ -65,12 +65,14 @@ def build_repository(
     u2net: str | None,
     version: int | None = None,
     cache_dir: Path | None = None,
+    verify_u2net_checksum: bool = True,
     log: Log = print,
 ) -> BuildReport:
     """Export TripoSR (``checkpoint``: hub id or local dir) and U²-Net into ``output``.
 
     ``u2net`` is ``"download"`` (rembg's own downloader, checksum checked), a path to
-    ``u2net.onnx``, or None to keep the rembg version already in the repository.
+    ``u2net.onnx`` (checked against rembg's md5 unless ``verify_u2net_checksum`` is False, for
+    another U²-Net export or the generated stand-in), or None to keep the repository's rembg.
     """
     from export.rembg_onnx import prepare_u2net  # noqa: PLC0415 - heavy imports only when building
     from export.triposr_onnx import compare_with_eager, export_decoder, export_encoder  # noqa: PLC0415
@@ -111,7 +113,7 @@ def build_repository(
         if u2net:
             done = _step(log, report, "rembg", f"preparing rembg's U²-Net from {u2net}")
             source = None if u2net == "download" else Path(u2net)
-            prepare_u2net(source, staged["rembg"] / "model.onnx", cache_dir=cache_dir)
+            prepare_u2net(source, staged["rembg"] / "model.onnx", cache_dir=cache_dir, verify_checksum=verify_u2net_checksum)
             done()
 
         done = _step(log, report, "install", f"writing {flavour} configs and version {version} into {output}")

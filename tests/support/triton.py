@@ -1,0 +1,99 @@
+"""Real Triton servers for the tests, on repositories exported from generated checkpoints.
+
+Session fixtures build each repository once with the real exporter (``python -m export build``'s
+code path), in the portable flavour the local ``tritonserver`` can serve:
+
+- ``analytic_repository``: the tiny architecture with analytic weights whose surface is a sphere
+  of known radius and colour — every photo yields the same, checkable mesh;
+- ``random_repository``: tiny random weights, for parity with the eager reference.
+
+``triton_server`` serves the analytic repository for the whole session; ``start_triton`` starts
+further servers (explicit model control, a private copy of a repository) for tests that stop,
+kill or roll them.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from local_triton import LocalTriton
+
+ANALYTIC_RADIUS = 0.5
+ANALYTIC_COLOR = (0.8, 0.3, 0.2)
+
+
+@dataclass(frozen=True)
+class TestWeights:
+    """Generated checkpoints in the official file formats (see export.test-weights)."""
+
+    analytic: Path
+    random: Path
+    u2net: Path
+
+
+@pytest.fixture(scope="session")
+def test_weights(tmp_path_factory: pytest.TempPathFactory) -> TestWeights:
+    from export.u2net_synthetic import write_u2net_like
+    from triposr.synthetic import write_checkpoint
+
+    root = tmp_path_factory.mktemp("weights")
+    return TestWeights(
+        analytic=write_checkpoint(
+            root / "analytic", size="tiny", kind="analytic", radius=ANALYTIC_RADIUS, color=ANALYTIC_COLOR
+        ),
+        random=write_checkpoint(root / "random", size="tiny", kind="random", seed=7),
+        u2net=write_u2net_like(root / "u2net.onnx"),
+    )
+
+
+def build_portable_repository(checkpoint: Path, u2net: Path, output: Path, version: int | None = None) -> Path:
+    from export.build import build_repository
+
+    build_repository(str(checkpoint), output, flavour="portable", u2net=str(u2net), version=version,
+                     verify_u2net_checksum=False, log=lambda _: None)
+    return output
+
+
+@pytest.fixture(scope="session")
+def analytic_repository(test_weights: TestWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_portable_repository(test_weights.analytic, test_weights.u2net, tmp_path_factory.mktemp("repo") / "analytic")
+
+
+@pytest.fixture(scope="session")
+def random_repository(test_weights: TestWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_portable_repository(test_weights.random, test_weights.u2net, tmp_path_factory.mktemp("repo") / "random")
+
+
+@pytest.fixture(scope="session")
+def triton_server(analytic_repository: Path) -> Iterator[LocalTriton]:
+    """A tritonserver serving the analytic repository for the whole session."""
+    with LocalTriton(analytic_repository) as server:
+        yield server
+
+
+@pytest.fixture
+def start_triton(tmp_path: Path) -> Iterator[Callable[..., LocalTriton]]:
+    """Start a server on a private copy of a repository; every server is stopped after the test.
+
+    ``start_triton(repository, copy=True, **LocalTriton options)``: with ``copy`` the test may add,
+    break or remove versions without disturbing other tests.
+    """
+    servers: list[LocalTriton] = []
+
+    def start(repository: Path, *, copy: bool = True, **options: object) -> LocalTriton:
+        if copy:
+            target = tmp_path / f"repository-{len(servers)}"
+            shutil.copytree(repository, target, symlinks=True)
+            repository = target
+        server = LocalTriton(repository, **options)  # type: ignore[arg-type]
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()

@@ -1,0 +1,93 @@
+"""The eager reference pipeline: image bytes → coloured mesh in one process, no Triton.
+
+It runs the same img2mesh steps as the Triton models (decoding, rembg's pre/post-processing,
+framing, marching cubes) around the PyTorch model and an onnxruntime session of rembg's own
+``u2net.onnx``, with the official settings (256³ grid, decoder chunks of 8192 points). Tests use
+it as the ground truth for the Triton ensemble, and the benchmark as the speed reference.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from img2mesh.background_removal import foreground_rgba, u2net_input
+from img2mesh.framing import condition_image
+from img2mesh.image_decoding import decode_image
+from img2mesh.mesh_extraction import colors_to_uint8, grid_points, iter_chunks, marching_cubes
+from img2mesh.parameters import MeshParameters
+from triposr.system import TSR
+
+OFFICIAL_CHUNK_SIZE = 8192
+
+
+@dataclass
+class Mesh:
+    """A mesh in the TripoSR world frame (Z up, front +X; see docs/architecture.md)."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings_ms: dict[str, float] = {}
+
+    def lap(self, name: str, started: float) -> float:
+        now = time.perf_counter()
+        self.timings_ms[name] = round((now - started) * 1000.0, 2)
+        return now
+
+
+class ReferencePipeline:
+    """``run(image_bytes, parameters)`` → :class:`Mesh`, timing each stage."""
+
+    def __init__(self, model: TSR, u2net_path: Path, *, chunk_size: int = OFFICIAL_CHUNK_SIZE) -> None:
+        self.model = model.eval()
+        self.chunk_size = chunk_size
+        self.u2net = ort.InferenceSession(str(u2net_path), providers=["CPUExecutionProvider"])
+        self._u2net_input_name = self.u2net.get_inputs()[0].name
+
+    def remove_background(self, rgba: np.ndarray) -> np.ndarray:
+        prediction = self.u2net.run(None, {self._u2net_input_name: u2net_input(rgba)[None]})[0]
+        return foreground_rgba(rgba, prediction[0])
+
+    @torch.no_grad()
+    def scene_codes(self, condition: np.ndarray) -> torch.Tensor:
+        return self.model.encode(torch.from_numpy(condition)[None])
+
+    @torch.no_grad()
+    def query(self, scene_codes: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Density [N] and colour [N, 3] at ``points``, decoded in chunks like the official code."""
+        densities, colors = [], []
+        for chunk in iter_chunks(points, self.chunk_size):
+            density, color = self.model.decode(scene_codes, torch.from_numpy(np.ascontiguousarray(chunk))[None])
+            densities.append(density[0, :, 0].numpy())
+            colors.append(color[0].numpy())
+        return np.concatenate(densities), np.concatenate(colors)
+
+    def run(self, image: bytes, parameters: MeshParameters | None = None) -> Mesh:
+        parameters = parameters or MeshParameters()
+        clock = _Stopwatch()
+        started = time.perf_counter()
+        rgba = decode_image(image)
+        cut_out = self.remove_background(rgba)
+        started = clock.lap("background_removal", started)
+        condition = condition_image(cut_out, foreground_ratio=parameters.foreground_ratio)
+        started = clock.lap("framing", started)
+        codes = self.scene_codes(condition)
+        started = clock.lap("encoder", started)
+        density, _ = self.query(codes, grid_points(parameters.resolution))
+        started = clock.lap("grid", started)
+        vertices, faces = marching_cubes(density, parameters.resolution, parameters.threshold)
+        started = clock.lap("marching_cubes", started)
+        _, colors = self.query(codes, vertices)
+        clock.lap("colors", started)
+        return Mesh(vertices, faces, colors_to_uint8(colors), clock.timings_ms)
