@@ -17,6 +17,7 @@ from img2mesh.errors import InvalidInput
 
 CONDITION_SIZE = 512
 DEFAULT_FOREGROUND_RATIO = 0.85
+_ROWS_PER_BLOCK = 256
 
 
 def resize_foreground(rgba: np.ndarray, ratio: float) -> np.ndarray:
@@ -49,11 +50,18 @@ def resize_foreground(rgba: np.ndarray, ratio: float) -> np.ndarray:
 
 
 def composite_on_gray(rgba: np.ndarray) -> np.ndarray:
-    """Blend the RGBA image onto 50 % grey, as ``run.py``: ``rgb·a + 0.5·(1 − a)``, truncated to uint8."""
-    image = rgba.astype(np.float32) / 255.0
-    alpha = image[:, :, 3:4]
-    blended = image[:, :, :3] * alpha + (1 - alpha) * 0.5
-    return (blended * 255.0).astype(np.uint8)
+    """Blend the RGBA image onto 50 % grey, as ``run.py``: ``rgb·a + 0.5·(1 − a)``, truncated to uint8.
+
+    The float32 arithmetic is the official one, done a block of rows at a time: a 40-megapixel
+    frame as float32 RGBA would otherwise need over a gigabyte.
+    """
+    gray = np.empty((*rgba.shape[:2], 3), dtype=np.uint8)
+    for start in range(0, rgba.shape[0], _ROWS_PER_BLOCK):
+        block = rgba[start : start + _ROWS_PER_BLOCK].astype(np.float32) / 255.0
+        alpha = block[:, :, 3:4]
+        blended = block[:, :, :3] * alpha + (1 - alpha) * 0.5
+        gray[start : start + _ROWS_PER_BLOCK] = (blended * 255.0).astype(np.uint8)
+    return gray
 
 
 def condition_image(
@@ -68,12 +76,13 @@ def condition_image(
     ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` on ``uint8 / 255``.
     """
     framed = composite_on_gray(resize_foreground(rgba, foreground_ratio))
-    channels = framed.astype(np.float32) / 255.0
-    resized = [
-        np.asarray(Image.fromarray(np.ascontiguousarray(channels[:, :, c])).resize((size, size), Image.Resampling.BILINEAR))
-        for c in range(3)
-    ]
-    return np.stack(resized).astype(np.float32)
+    resized = [_resize_channel(framed[:, :, channel].astype(np.float32) / 255.0, size) for channel in range(3)]
+    return np.stack(resized)
+
+
+def _resize_channel(channel: np.ndarray, size: int) -> np.ndarray:
+    """Antialiased bilinear resize of one float32 channel to ``size × size`` (Pillow "F" mode)."""
+    return np.asarray(Image.fromarray(channel).resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def _pad_centered(image: np.ndarray, side: int) -> np.ndarray:

@@ -1,0 +1,22 @@
+"""Shared inputs for the img2mesh tests: the synthetic U²-Net file and product photo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
+
+
+@pytest.fixture(scope="session")
+def u2net_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic U²-Net stand-in, inside its own folder (usable as ``U2NET_HOME``)."""
+    return write_u2net_like(tmp_path_factory.mktemp("u2net_home") / "u2net_like.onnx")
+
+
+@pytest.fixture(scope="session")
+def product_rgba() -> np.ndarray:
+    """An opaque RGBA product photo (red mug on white, 640×480)."""
+    return np.asarray(synthetic_product_photo().convert("RGBA"))

@@ -1,0 +1,161 @@
+"""decode_image: every accepted format, orientation, alpha, odd modes, and each way to refuse."""
+
+from __future__ import annotations
+
+import io
+import struct
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+from img2mesh.errors import InvalidInput
+from img2mesh.image_decoding import decode_image, has_transparency
+
+RNG = np.random.default_rng(7)
+PIXELS = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+
+
+def encode(image: Image.Image, format: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format, **options)
+    return buffer.getvalue()
+
+
+def png_bytes(width: int, height: int, bit_depth: int, color_type: int, rows: bytes = b"") -> bytes:
+    """A PNG written by hand: Pillow cannot write some variants, and a bomb must hold no pixels."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width × height`` RGBA pixels but holds none (no pixel is allocated)."""
+    return png_bytes(width, height, 8, 6)
+
+
+@pytest.mark.parametrize("format", ["PNG", "BMP", "WEBP"])
+def test_lossless_formats_decode_exactly(format: str) -> None:
+    options = {"lossless": True} if format == "WEBP" else {}
+    rgba = decode_image(encode(Image.fromarray(PIXELS), format, **options))
+    assert rgba.shape == (48, 64, 4) and rgba.dtype == np.uint8
+    np.testing.assert_array_equal(rgba[..., :3], PIXELS)
+    assert (rgba[..., 3] == 255).all()
+
+
+def test_jpeg_decodes_close_to_the_original() -> None:
+    smooth = np.repeat(np.linspace(0, 255, 64, dtype=np.uint8)[None, :, None], 48, axis=0).repeat(3, axis=2)
+    rgba = decode_image(encode(Image.fromarray(smooth), "JPEG", quality=95))
+    assert rgba.shape == (48, 64, 4)
+    assert np.abs(rgba[..., :3].astype(int) - smooth).mean() < 2
+    assert not has_transparency(rgba)
+
+
+def test_gif_first_frame_with_palette_transparency() -> None:
+    frames = [Image.new("P", (8, 8), 1), Image.new("P", (8, 8), 2)]
+    for frame in frames:
+        frame.putpalette([255, 255, 255, 200, 0, 0, 0, 0, 200] + [0] * 759)
+    frames[0].putpixel((0, 0), 0)
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], transparency=0)
+    rgba = decode_image(data)
+    assert tuple(rgba[4, 4]) == (200, 0, 0, 255)  # first frame's colour, not the second's
+    assert rgba[0, 0, 3] == 0 and has_transparency(rgba)
+
+
+def test_exif_orientation_is_applied() -> None:
+    # Stored 40 wide × 20 high: left half red, right half blue; orientation 6 = rotate 90° clockwise.
+    stored = np.zeros((20, 40, 3), dtype=np.uint8)
+    stored[:, :20] = (255, 0, 0)
+    stored[:, 20:] = (0, 0, 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rgba = decode_image(encode(Image.fromarray(stored), "JPEG", quality=95, exif=exif.tobytes()))
+    assert rgba.shape == (40, 20, 4)
+    assert rgba[5, 10, 0] > 200 and rgba[5, 10, 2] < 50  # the stored left (red) is now on top
+    assert rgba[35, 10, 2] > 200 and rgba[35, 10, 0] < 50
+
+
+def test_alpha_channel_is_kept() -> None:
+    rgba_in = np.concatenate([PIXELS, RNG.integers(0, 256, (48, 64, 1), dtype=np.uint8)], axis=2)
+    for format, options in (("PNG", {}), ("WEBP", {"lossless": True, "exact": True})):
+        rgba = decode_image(encode(Image.fromarray(rgba_in), format, **options))
+        np.testing.assert_array_equal(rgba, rgba_in)
+        assert has_transparency(rgba)
+
+
+def test_grey_alpha_png() -> None:
+    grey_alpha = Image.merge("LA", (Image.new("L", (4, 3), 90), Image.new("L", (4, 3), 30)))
+    rgba = decode_image(encode(grey_alpha, "PNG"))
+    assert (rgba[..., :3] == 90).all() and (rgba[..., 3] == 30).all()
+
+
+def test_sixteen_bit_grey_png_is_scaled_not_clipped() -> None:
+    levels = np.array([[0, 257 * 64, 32768, 65535]], dtype=np.uint16)
+    rgba = decode_image(encode(Image.fromarray(levels), "PNG"))
+    np.testing.assert_array_equal(rgba[0, :, 0], [0, 64, 128, 255])
+    assert (rgba[0, :, 0] == rgba[0, :, 2]).all() and (rgba[..., 3] == 255).all()
+
+
+def test_sixteen_bit_rgb_png_keeps_the_high_byte() -> None:
+    pixels = np.array([[[65535, 32768, 0], [257 * 10, 257 * 200, 300]]], dtype=">u2")
+    rows = b"".join(b"\x00" + row.tobytes() for row in pixels)  # filter type 0 per row
+    rgba = decode_image(png_bytes(2, 1, 16, 2, rows))
+    np.testing.assert_array_equal(rgba[0, :, :3], [[255, 128, 0], [10, 200, 1]])
+
+
+def test_cmyk_jpeg_becomes_rgb() -> None:
+    red_in_cmyk = Image.new("CMYK", (16, 16), (0, 255, 255, 0))
+    rgba = decode_image(encode(red_in_cmyk, "JPEG", quality=95))
+    red, green, blue, alpha = (int(value) for value in rgba[8, 8])
+    assert red > 230 and green < 25 and blue < 25 and alpha == 255
+
+
+def test_pillow_still_refuses_truncated_images() -> None:
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (b"", "empty"),
+        (b"hello, this is not a picture", "not an image in an accepted format: send a JPEG, PNG or WebP"),
+        (encode(Image.fromarray(PIXELS), "TIFF"), "not an image in an accepted format"),
+        (png_header_only(0, 10), "zero width/height"),
+    ],
+    ids=["zero-bytes", "text", "tiff", "zero-width-png"],
+)
+def test_refusals_say_what_is_wrong(data: bytes, expected: str) -> None:
+    with pytest.raises(InvalidInput, match=expected):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG"])
+def test_truncated_file_is_refused(format: str) -> None:
+    data = encode(Image.fromarray(PIXELS), format)
+    with pytest.raises(InvalidInput, match=f"the {format} file is truncated or corrupt"):
+        decode_image(data[: len(data) * 2 // 3])
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "expected"),
+    [(50_000, 50_000, "too many pixels"), (10_000, 5_000, "10000×5000 = 50000000 pixels, more than the limit of 40000000")],
+)
+def test_pixel_bomb_is_refused_from_the_header(width: int, height: int, expected: str) -> None:
+    data = png_header_only(width, height)
+    tracemalloc.start()
+    with pytest.raises(InvalidInput, match=expected):
+        decode_image(data)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 1_000_000, f"refusing a header-only bomb allocated {peak} bytes"
+
+
+def test_max_pixels_is_configurable() -> None:
+    data = encode(Image.fromarray(PIXELS), "PNG")
+    with pytest.raises(InvalidInput, match="more than the limit of 1000"):
+        decode_image(data, max_pixels=1000)
