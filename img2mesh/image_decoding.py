@@ -58,6 +58,11 @@ def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
         ) from error
     except UnidentifiedImageError as error:
         raise InvalidInput(_unidentified_message(data)) from error
+    except (OSError, ValueError) as error:
+        # A recognised format whose header is cut short or damaged (Pillow raises these from open()).
+        raise InvalidInput(
+            f"the image file is truncated or corrupt and cannot be read ({error}): upload the complete file again"
+        ) from error
     with image:
         width, height = image.size
         if width <= 0 or height <= 0:

@@ -159,3 +159,11 @@ def test_max_pixels_is_configurable() -> None:
     data = encode(Image.fromarray(PIXELS), "PNG")
     with pytest.raises(InvalidInput, match="more than the limit of 1000"):
         decode_image(data, max_pixels=1000)
+
+
+@pytest.mark.parametrize("format", ["JPEG", "PNG", "WEBP", "GIF"])
+def test_every_cut_through_the_header_is_an_invalid_input(format: str) -> None:
+    data = encode(Image.fromarray(PIXELS), format)
+    for length in range(1, min(len(data), 400), 7):
+        with pytest.raises(InvalidInput, match="corrupt|not an image"):
+            decode_image(data[:length])
