@@ -1,0 +1,281 @@
+"""Worker configuration, read once from the environment (and an optional `.env` file).
+
+The five variables of the backend's integration guide keep their exact names (`REDIS_URL`,
+`SUPABASE_URL`, `SUPABASE_SERVICE_ROLE_KEY`, `SUPABASE_BUCKET_NAME`, `BACKEND_URL`); everything
+else is ours and documented in `.env.example`. Validation happens at start-up so that a typo
+stops the worker with a message naming the variable, instead of failing the first job an hour
+later. Secrets are `SecretStr`, so printing or logging the settings never reveals them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+from typing import Annotated, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+PRESET_NAMES = ("fast", "balanced", "quality")
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable worker; the message names each bad variable."""
+
+
+def instance_id(worker_name: str) -> str:
+    """`name:pid:random`, unique per process start.
+
+    A restarted process must never inherit the leases and processing list of its previous life
+    (those are recovered like any dead worker's), so the id is not configurable; `WORKER_NAME`
+    (default: the hostname) only prefixes it, which lets `healthcheck` find the workers of a host.
+    """
+    return f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***` (Redis URLs often carry one)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    else:
+        netloc = f":***@{netloc}"
+    if parts.port is not None:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker; field names are the environment variable names, lower-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # --- the backend's integration guide ---------------------------------------------------
+    redis_url: str = Field(default="redis://localhost:6379", repr=False)  # may carry a password
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+    supabase_bucket_name: str = "3d-models"
+    backend_url: str = "http://localhost:5000"
+
+    # --- queue -----------------------------------------------------------------------------
+    queue_name: str = "celery"
+    task_name: str = "generate_3d_model"
+    key_prefix: str = "img2mesh"
+    rejected_list: str = "img2mesh:rejected"
+    dead_letter_list: str = "img2mesh:dead"
+    worker_name: str = Field(default_factory=socket.gethostname, min_length=1)
+    concurrency: int = Field(default=4, ge=1, le=64)
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    retry_base_delay_s: float = Field(default=5.0, gt=0)
+    retry_max_delay_s: float = Field(default=600.0, gt=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    heartbeat_ttl_s: float = Field(default=30.0, gt=0)
+    maintenance_interval_s: float = Field(default=2.0, gt=0)
+    idempotency_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+
+    # --- Triton ----------------------------------------------------------------------------
+    triton_url: str = "localhost:8001"
+    triton_model_name: str = "image_to_mesh"
+    triton_model_version: str = ""
+    triton_timeout_s: float = Field(default=300.0, gt=0)
+    triton_ready_timeout_s: float = Field(default=120.0, ge=0)
+
+    # --- presets and mesh ------------------------------------------------------------------
+    default_preset: Literal["fast", "balanced", "quality"] = "balanced"
+
+    # --- image download --------------------------------------------------------------------
+    download_connect_timeout_s: float = Field(default=5.0, gt=0)
+    download_read_timeout_s: float = Field(default=15.0, gt=0)
+    download_total_timeout_s: float = Field(default=60.0, gt=0)
+    download_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    download_max_redirects: int = Field(default=5, ge=0, le=20)
+    download_max_pixels: int = Field(default=40_000_000, gt=0)
+    download_allow_private_networks: bool = False
+    download_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- storage ---------------------------------------------------------------------------
+    storage_backend: Literal["supabase", "local"] = "supabase"
+    local_storage_dir: str | None = None
+    local_storage_public_url: str | None = None
+    storage_cache_control_s: int = Field(default=31_536_000, ge=0)
+
+    # --- webhooks --------------------------------------------------------------------------
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_attempts: int = Field(default=3, ge=1, le=10)
+    webhook_retry_base_delay_s: float = Field(default=1.0, gt=0)
+    webhook_redelivery_max_delay_s: float = Field(default=300.0, gt=0)
+    status_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+
+    # --- observability ---------------------------------------------------------------------
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator(
+        "supabase_url", "supabase_service_role_key", "webhook_secret", "local_storage_dir",
+        "local_storage_public_url", mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`WEBHOOK_SECRET=` in a .env file means "no secret", not an empty HMAC key."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://localhost:6379/0)")
+        return value
+
+    @field_validator("backend_url", "supabase_url", "local_storage_public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an absolute http(s) URL such as https://example.com")
+        return value.rstrip("/")
+
+    @field_validator("triton_url")
+    @classmethod
+    def _grpc_target(cls, value: str) -> str:
+        if "://" in value:
+            raise ValueError("is a gRPC target host:port without a scheme, e.g. localhost:8001")
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("triton_model_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        if value and not value.isdigit():
+            raise ValueError("is a model version number such as 1, or empty for the latest version")
+        return value
+
+    @field_validator("download_allowlist", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        """Accept a comma-separated `a, b` as well as a JSON list `["a", "b"]`."""
+        if not isinstance(value, str):
+            return value
+        if value.strip().startswith("["):
+            return json.loads(value)
+        return [item.strip() for item in value.split(",") if item.strip()]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        if self.heartbeat_ttl_s <= 2 * self.heartbeat_interval_s:
+            raise ValueError(
+                "HEARTBEAT_TTL_S must be more than twice HEARTBEAT_INTERVAL_S, otherwise a busy "
+                "worker can look dead and have its jobs taken over"
+            )
+        if self.retry_max_delay_s < self.retry_base_delay_s:
+            raise ValueError("RETRY_MAX_DELAY_S must be at least RETRY_BASE_DELAY_S")
+        if self.storage_backend == "supabase":
+            missing = [
+                name
+                for name, value in (
+                    ("SUPABASE_URL", self.supabase_url),
+                    ("SUPABASE_SERVICE_ROLE_KEY", self.supabase_service_role_key),
+                )
+                if not value
+            ]
+            if missing:
+                raise ValueError(
+                    f"STORAGE_BACKEND=supabase needs {' and '.join(missing)}; set them, or use "
+                    "STORAGE_BACKEND=local with LOCAL_STORAGE_DIR and LOCAL_STORAGE_PUBLIC_URL"
+                )
+        else:
+            if not self.local_storage_dir or not self.local_storage_public_url:
+                raise ValueError(
+                    "STORAGE_BACKEND=local needs LOCAL_STORAGE_DIR (where GLB files are written) and "
+                    "LOCAL_STORAGE_PUBLIC_URL (the URL prefix that serves that directory)"
+                )
+        return self
+
+    def redis_keys(self) -> "RedisKeys":
+        """The names of every Redis key the worker writes, derived from `KEY_PREFIX`."""
+        return RedisKeys(self.key_prefix)
+
+    def safe_summary(self) -> dict[str, object]:
+        """The settings for a start-up log line: secrets masked, credentials stripped from URLs."""
+        summary = self.model_dump(mode="json")
+        summary["redis_url"] = redact_url(self.redis_url)
+        for name in ("supabase_service_role_key", "webhook_secret"):
+            summary[name] = "***" if getattr(self, name) is not None else None
+        return summary
+
+
+class RedisKeys:
+    """Names of our own Redis keys (the producers' list, `QUEUE_NAME`, is not ours)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def workers(self) -> str:
+        """Set of the ids of every worker that registered (alive or dead)."""
+        return f"{self.prefix}:workers"
+
+    def heartbeat(self, worker_id: str) -> str:
+        """String with a TTL, refreshed while the worker lives."""
+        return f"{self.prefix}:heartbeat:{worker_id}"
+
+    def processing(self, worker_id: str) -> str:
+        """List of the raw messages a worker has claimed and not yet acknowledged."""
+        return f"{self.prefix}:processing:{worker_id}"
+
+    def lease(self, job_id: str) -> str:
+        """String naming the worker currently running a job; expires with its heartbeat."""
+        return f"{self.prefix}:lease:{job_id}"
+
+    def job(self, job_id: str) -> str:
+        """Hash of a job's bookkeeping: attempts, outcome, model_url."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def delayed(self) -> str:
+        """Sorted set of raw messages waiting for a retry (or an ETA), scored by due time."""
+        return f"{self.prefix}:delayed"
+
+    def artifact(self, job_id: str) -> str:
+        """Hash caching a job's finished GLB between attempts, so a retry does not redo inference."""
+        return f"{self.prefix}:artifact:{job_id}"
+
+    def status(self, job_id: str) -> str:
+        """Hash of the latest status reported for a job (what the webhook said or will say)."""
+        return f"{self.prefix}:status:{job_id}"
+
+    def status_channel(self) -> str:
+        """Pub/sub channel receiving every status update as JSON."""
+        return f"{self.prefix}:status"
+
+    def outbox(self) -> str:
+        """Hash job_id -> the latest undelivered webhook event (JSON)."""
+        return f"{self.prefix}:outbox"
+
+    def outbox_due(self) -> str:
+        """Sorted set job_id -> when the outbox entry is next tried."""
+        return f"{self.prefix}:outbox:due"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment, raising `ConfigError` with one line per invalid variable."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        lines = []
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]).upper()
+            message = problem["msg"].removeprefix("Value error, ")
+            lines.append(f"{field}: {message}" if field else message)
+        raise ConfigError("invalid worker configuration:\n  " + "\n  ".join(lines)) from None
+    except SettingsError as error:
+        raise ConfigError(f"invalid worker configuration: {error} ({error.__cause__})") from None

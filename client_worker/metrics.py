@@ -1,0 +1,57 @@
+"""Prometheus metrics of one worker process, served over HTTP for scraping.
+
+Each `Metrics` object has its own registry, so several workers in one test process do not
+share counters, and the endpoint shows only the worker's own series.
+"""
+
+from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+STAGE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320)
+
+
+class Metrics:
+    """Counters and gauges the worker updates; names are prefixed `img2mesh_worker_`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.jobs = Counter(
+            "img2mesh_worker_jobs",
+            "Jobs by outcome: completed, failed, retried, duplicate, deferred, handed_back.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "img2mesh_worker_rejected_messages", "Queue elements moved to the rejected list.", registry=self.registry
+        )
+        self.retries = Counter(
+            "img2mesh_worker_retries", "Transient failures scheduled for a retry, by stage.", ["stage"],
+            registry=self.registry,
+        )
+        self.stage_seconds = Histogram(
+            "img2mesh_worker_stage_seconds", "Duration of each job stage.", ["stage"], buckets=STAGE_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "img2mesh_worker_queue_depth", "Length of the queue, delayed set, dead-letter and rejected lists.",
+            ["list"], registry=self.registry,
+        )
+        self.in_flight = Gauge("img2mesh_worker_jobs_in_flight", "Jobs being processed now.", registry=self.registry)
+        self.webhooks = Counter(
+            "img2mesh_worker_webhooks", "Webhook delivery attempts by result: delivered, failed, rejected.",
+            ["result"], registry=self.registry,
+        )
+        self.recovered = Counter(
+            "img2mesh_worker_recovered_messages", "Messages moved back from dead workers' processing lists.",
+            registry=self.registry,
+        )
+
+    def serve(self, port: int, address: str = "0.0.0.0") -> WSGIServer | None:
+        """Expose `/metrics` on `port` from a daemon thread (0 = do not serve); call `shutdown()` to stop."""
+        if not port:
+            return None
+        server, _thread = start_http_server(port, addr=address, registry=self.registry)
+        return server

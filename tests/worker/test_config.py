@@ -1,0 +1,89 @@
+"""Settings: the guide's variable names, clear start-up errors, secrets never shown."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from client_worker.config import ConfigError, Settings, load_settings, redact_url
+
+GUIDE_ENV = {
+    "REDIS_URL": "redis://:hunter2@redis.internal:6380/2",
+    "SUPABASE_URL": "https://abc.supabase.co/",
+    "SUPABASE_SERVICE_ROLE_KEY": "service-role-secret-value",
+    "SUPABASE_BUCKET_NAME": "models",
+    "BACKEND_URL": "https://api.example.com",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+
+
+def test_guide_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in GUIDE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("DOWNLOAD_ALLOWLIST", "10.0.0.0/8, cdn.internal")
+    settings = load_settings()
+    assert settings.supabase_url == "https://abc.supabase.co"
+    assert settings.supabase_bucket_name == "models"
+    assert settings.backend_url == "https://api.example.com"
+    assert settings.download_allowlist == ["10.0.0.0/8", "cdn.internal"]
+    assert settings.supabase_service_role_key.get_secret_value() == "service-role-secret-value"
+
+
+def test_secrets_never_appear_in_summaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in GUIDE_ENV.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("WEBHOOK_SECRET", "webhook-secret-value")
+    settings = load_settings()
+    for text in (repr(settings), str(settings), str(settings.safe_summary())):
+        for secret in ("service-role-secret-value", "webhook-secret-value", "hunter2"):
+            assert secret not in text
+    assert settings.safe_summary()["redis_url"] == "redis://:***@redis.internal:6380/2"
+
+
+def test_every_problem_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "localhost:6379")
+    monkeypatch.setenv("TRITON_URL", "http://triton:8001")
+    monkeypatch.setenv("CONCURRENCY", "0")
+    monkeypatch.setenv("DEFAULT_PRESET", "ultra")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "REDIS_URL: must start with redis://" in message
+    assert "TRITON_URL: is a gRPC target host:port without a scheme" in message
+    assert "CONCURRENCY:" in message
+    assert "DEFAULT_PRESET:" in message
+
+
+def test_supabase_backend_requires_its_credentials() -> None:
+    with pytest.raises(ConfigError, match="STORAGE_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"):
+        load_settings()
+    with pytest.raises(ConfigError, match="LOCAL_STORAGE_DIR"):
+        load_settings(storage_backend="local")
+
+
+def test_heartbeat_must_outlive_its_interval() -> None:
+    with pytest.raises(ConfigError, match="HEARTBEAT_TTL_S must be more than twice"):
+        load_settings(storage_backend="local", local_storage_dir="/tmp/x", local_storage_public_url="http://x",
+                      heartbeat_interval_s=10, heartbeat_ttl_s=15)
+
+
+def test_redact_url_keeps_everything_but_the_password() -> None:
+    assert redact_url("redis://user:pw@host:1/0") == "redis://user:***@host:1/0"
+    assert redact_url("redis://host:1/0") == "redis://host:1/0"
+
+
+def test_env_example_documents_every_variable_and_loads() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    documented = set(re.findall(r"^#? ?([A-Z_]+)=", example.read_text(), re.MULTILINE))
+    assert documented == {name.upper() for name in Settings.model_fields}
+    settings = Settings(_env_file=example)
+    assert settings.webhook_secret is None  # `WEBHOOK_SECRET=` means unset
+    assert settings.supabase_bucket_name == "3d-models"

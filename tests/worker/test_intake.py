@@ -1,0 +1,168 @@
+"""Intake: every producer's wire format becomes the same job; anything else is rejected with a reason.
+
+Celery envelopes are produced by a real `celery.send_task` on the real redis-server and read
+back with LRANGE, so the test follows whatever the installed kombu actually writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from client_worker.intake import MalformedJob, RejectedMessage, parse_job, parse_message
+
+TASK = "generate_3d_model"
+
+JOB = {
+    "job_id": "8a7f6a3e-54f1-4c55-9a0e-3c7f0d0f7c11",
+    "shop": "test-shop.myshopify.com",
+    "product_id": "gid://shopify/Product/123",
+    "product_handle": "test-product",
+    "variant_id": "gid://shopify/ProductVariant/987654321",
+    "image_urls": ["https://example.com/image.jpg"],
+    "metadata": {"productTitle": "Coffee Mug", "variantTitle": "Blue"},
+}
+
+
+def sent_by_celery(redis_url: str, **app_options: Any) -> bytes:
+    """What `celery.send_task(TASK, kwargs=JOB)` leaves on the `celery` list."""
+    app = Celery("producer", broker=redis_url)
+    app.conf.update(app_options)
+    app.send_task(TASK, kwargs=JOB)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        (raw,) = client.lrange("celery", 0, -1)
+    finally:
+        client.close()
+    app.close()
+    return raw
+
+
+def assert_is_job(raw: bytes | str, wire_format: str) -> None:
+    message = parse_message(raw, TASK)
+    assert message.wire_format == wire_format
+    job = parse_job(message)
+    assert job.job_id == JOB["job_id"]
+    assert job.shop == JOB["shop"]
+    assert job.product_id == JOB["product_id"]
+    assert job.variant_id == JOB["variant_id"]
+    assert job.image_urls == JOB["image_urls"]
+    assert job.metadata == JOB["metadata"]
+
+
+def test_guide_snippet_shape() -> None:
+    raw = json.dumps({"task": TASK, "id": str(uuid.uuid4()), "args": [], "kwargs": JOB})
+    assert_is_job(raw, "guide")
+
+
+def test_bare_payload_with_camel_case_keys() -> None:
+    camel = {"jobId": JOB["job_id"], "shop": JOB["shop"], "productId": JOB["product_id"],
+             "variantId": JOB["variant_id"], "imageUrls": JOB["image_urls"], "metadata": JOB["metadata"]}
+    assert_is_job(json.dumps(camel).encode(), "bare")
+
+
+def test_celery_send_task_protocol_2(redis_url: str) -> None:
+    raw = sent_by_celery(redis_url)
+    envelope = json.loads(raw)
+    assert envelope["properties"]["body_encoding"] == "base64"  # the format under test really is base64
+    assert_is_job(raw, "celery-v2")
+    assert parse_message(raw, TASK).task_id == envelope["headers"]["id"]
+
+
+def test_celery_send_task_protocol_1(redis_url: str) -> None:
+    raw = sent_by_celery(redis_url, task_protocol=1)
+    assert json.loads(raw)["headers"] == {}
+    assert_is_job(raw, "celery-v1")
+
+
+@pytest.mark.parametrize("compression", ["gzip", "bzip2", "lzma"])
+def test_celery_compressed_body(redis_url: str, compression: str) -> None:
+    raw = sent_by_celery(redis_url, task_compression=compression)
+    assert json.loads(raw)["headers"]["compression"]
+    assert_is_job(raw, "celery-v2")
+
+
+def test_celery_utf8_body_encoding(redis_url: str) -> None:
+    raw = sent_by_celery(redis_url, broker_transport_options={"body_encoding": "utf-8"})
+    assert json.loads(raw)["properties"]["body_encoding"] == "utf-8"
+    assert_is_job(raw, "celery-v2")
+
+
+def test_celery_eta_and_positional_job_id(redis_url: str) -> None:
+    app = Celery("producer", broker=redis_url)
+    kwargs = {key: value for key, value in JOB.items() if key != "job_id"}
+    app.send_task(TASK, args=[JOB["job_id"]], kwargs=kwargs, countdown=30)
+    raw = redis.Redis.from_url(redis_url).lrange("celery", 0, -1)[0]
+    message = parse_message(raw, TASK)
+    assert message.eta is not None and message.eta.tzinfo is not None
+    assert parse_job(message).job_id == JOB["job_id"]
+
+
+def test_celery_node_envelope() -> None:
+    """celery.node: lang js, three headers, camelCase correlationId/replyTo, embed {}."""
+    body = base64.b64encode(json.dumps([[], JOB, {}]).encode()).decode()
+    raw = json.dumps({
+        "body": body, "content-type": "application/json", "content-encoding": "utf-8",
+        "headers": {"lang": "js", "task": TASK, "id": "node-1"},
+        "properties": {"correlationId": "node-1", "replyTo": "x", "body_encoding": "base64",
+                       "delivery_info": {"exchange": "", "routing_key": "celery"}, "delivery_mode": 2,
+                       "delivery_tag": str(uuid.uuid4())},
+    })
+    assert_is_job(raw, "celery-v2")
+    assert parse_message(raw, TASK).task_id == "node-1"
+
+
+def test_node_celery_ts_envelope() -> None:
+    """node-celery-ts: plain utf-8 body, constant delivery tag, embed null."""
+    raw = json.dumps({
+        "body": json.dumps([[], JOB, None]), "content-type": "application/json", "content-encoding": "utf-8",
+        "headers": {"lang": "py", "task": TASK, "id": "ts-1", "argsrepr": "[]", "kwargsrepr": "{}"},
+        "properties": {"body_encoding": "utf-8", "delivery_tag": "celery", "reply_to": "app",
+                       "delivery_info": {"exchange": "", "routing_key": "celery"}},
+    })
+    assert_is_job(raw, "celery-v2")
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe not utf-8", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "expected an object"),
+        (json.dumps({"hello": "world"}), "not a job"),
+        (json.dumps({"task": "send_email", "id": "1", "args": [], "kwargs": {}}), "'send_email' is not handled"),
+        (json.dumps({"body": "!!!", "headers": {"task": TASK}, "properties": {"body_encoding": "base64"}}),
+         "not valid base64"),
+        (json.dumps({"body": "x", "content-type": "application/x-python-serialize",
+                     "headers": {"task": TASK}, "properties": {}}), "only JSON is accepted"),
+        (json.dumps({"body": "eJw=", "headers": {"task": TASK, "compression": "application/x-brotli"},
+                     "properties": {"body_encoding": "base64"}}), "compressed with"),
+    ],
+)
+def test_rejected_messages_name_the_reason(raw: bytes | str, reason: str) -> None:
+    with pytest.raises(RejectedMessage, match=reason):
+        parse_message(raw, TASK)
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "job_id"),
+    [
+        ({"job_id": None}, "'job_id'", None),
+        ({"image_urls": []}, "'image_urls' is empty; list at least one product image URL", JOB["job_id"]),
+        ({"image_urls": "https://example.com/a.jpg"}, "must be a list of URL strings", JOB["job_id"]),
+        ({"image_urls": ["https://example.com/a.jpg", 7]}, "item 1 is 7", JOB["job_id"]),
+        ({"shop": None}, "'shop'", JOB["job_id"]),
+    ],
+)
+def test_malformed_job_explains_itself(change: dict[str, Any], message: str, job_id: str | None) -> None:
+    payload = {key: value for key, value in {**JOB, **change}.items() if value is not None}
+    parsed = parse_message(json.dumps({"task": TASK, "id": "t", "args": [], "kwargs": payload}), TASK)
+    with pytest.raises(MalformedJob, match=message) as caught:
+        parse_job(parsed)
+    assert caught.value.job_id == job_id

@@ -1,0 +1,135 @@
+"""Status reporting against a real webhook receiver and redis-server: format, signature, outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from client_worker.config import Settings
+from client_worker.metrics import Metrics
+from client_worker.status import StatusEvent, StatusReporter
+from tests.support.webhook_receiver import WebhookReceiver
+
+
+@pytest.fixture
+async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings], StatusReporter]]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(settings: Settings) -> StatusReporter:
+        clients.append(httpx.AsyncClient())
+        return StatusReporter(redis_client, settings, clients[-1], Metrics())
+
+    yield make
+    for client in clients:
+        await client.aclose()
+
+
+async def test_guide_payload_redis_hash_and_pubsub(
+    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter],
+    webhook_receiver: WebhookReceiver, redis_client: Redis,
+) -> None:
+    reporter = make_reporter(receiver_settings)
+    pubsub = redis_client.pubsub()
+    await pubsub.subscribe(receiver_settings.redis_keys().status_channel())
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+
+    event = StatusEvent("job-1", "completed", model_url="https://cdn/x.glb", metadata={"faces": 12})
+    await reporter.report(event)
+    published = await pubsub.get_message(timeout=2)
+    assert json.loads(published["data"])["status"] == "completed"
+    await pubsub.aclose()
+
+    await reporter.drain(5)
+    (delivery,) = webhook_receiver.deliveries
+    assert delivery.path == "/api/models/webhook/update"
+    assert delivery.json == {"jobId": "job-1", "status": "completed", "modelUrl": "https://cdn/x.glb",
+                             "metadata": {"faces": 12}}
+    assert delivery.headers["Content-Type"] == "application/json"
+    assert "X-Webhook-Signature" not in delivery.headers  # no secret configured
+    status = await reporter.latest("job-1")
+    assert (status["status"], status["model_url"]) == ("completed", "https://cdn/x.glb")
+    assert status["delivery"] == "delivered"
+    assert await redis_client.hlen(receiver_settings.redis_keys().outbox()) == 0
+
+
+async def test_failed_event_carries_the_error_message(
+    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+) -> None:
+    reporter = make_reporter(receiver_settings)
+    await reporter.report(StatusEvent("job-2", "failed", error_message="image URL returned HTTP 404"))
+    await reporter.drain(5)
+    assert webhook_receiver.accepted() == [
+        {"jobId": "job-2", "status": "failed", "errorMessage": "image URL returned HTTP 404"}
+    ]
+
+
+async def test_signature_verifies_over_timestamp_and_raw_body(
+    make_settings: Callable[..., Settings], make_reporter: Callable[[Settings], StatusReporter],
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    secret = "whsec-test-3f9a"
+    reporter = make_reporter(make_settings(backend_url=webhook_receiver.url, webhook_secret=secret))
+    await reporter.report(StatusEvent("job-3", "processing", metadata={"stage": "download", "progress": 5}))
+    await reporter.drain(5)
+    (delivery,) = webhook_receiver.deliveries
+    timestamp = delivery.headers["X-Webhook-Timestamp"]
+    assert abs(int(timestamp) - time.time()) < 10
+    # The verification docs/webhooks.md gives the backend, done independently here.
+    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + delivery.body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(delivery.headers["X-Webhook-Signature"], f"v1={expected}")
+    tampered = hmac.new(secret.encode(), f"{timestamp}.".encode() + delivery.body + b" ", hashlib.sha256).hexdigest()
+    assert tampered != expected
+
+
+async def test_transient_errors_are_retried(
+    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+) -> None:
+    reporter = make_reporter(receiver_settings)
+    webhook_receiver.fail_next(2, status=503)
+    assert await reporter._deliver(StatusEvent("job-4", "completed", model_url="u")) is True
+    assert [d.answered for d in webhook_receiver.deliveries] == [503, 503, 200]
+    ids = {d.headers["X-Webhook-Id"] for d in webhook_receiver.deliveries}
+    assert len(ids) == 1  # one event id across retries: the receiver's dedup key
+
+
+async def test_client_error_is_not_retried(
+    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+    redis_client: Redis,
+) -> None:
+    reporter = make_reporter(receiver_settings)
+    webhook_receiver.fail_next(1, status=400)
+    await reporter.report(StatusEvent("job-5", "completed", model_url="u"))
+    await reporter.drain(5)
+    assert [d.answered for d in webhook_receiver.deliveries] == [400]
+    assert (await reporter.latest("job-5"))["delivery"].startswith("rejected by the backend (HTTP 400")
+    assert await redis_client.hlen(receiver_settings.redis_keys().outbox()) == 0
+
+
+async def test_backend_outage_delivers_only_the_latest_status_later(
+    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+) -> None:
+    reporter = make_reporter(receiver_settings)
+    webhook_receiver.stop()
+    await reporter.report(StatusEvent("job-6", "processing", metadata={"stage": "inference", "progress": 30}))
+    await reporter.report(StatusEvent("job-6", "completed", model_url="https://cdn/6.glb"))
+    await reporter.drain(10)
+    status = await reporter.latest("job-6")
+    assert (status["status"], status["delivery"]) == ("completed", "pending")  # right in Redis all along
+
+    webhook_receiver.start()
+    deadline = time.monotonic() + 10
+    while not webhook_receiver.accepted() and time.monotonic() < deadline:
+        await reporter.redeliver_due()
+        await asyncio.sleep(0.1)
+    assert webhook_receiver.accepted() == [{"jobId": "job-6", "status": "completed", "modelUrl": "https://cdn/6.glb"}]
+    await reporter.redeliver_due()
+    assert len(webhook_receiver.deliveries) == 1  # delivered once, then gone from the outbox
+    assert (await reporter.latest("job-6"))["delivery"] == "delivered"
