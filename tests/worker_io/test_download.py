@@ -1,0 +1,221 @@
+"""Image download against a real local HTTP server: every hostile input fails with the right kind."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+from client_worker.download import DownloadLimits, download_first_image, is_public_address
+from client_worker.errors import PermanentJobError, TransientJobError
+from tests.worker_io.conftest import ImageServer, Route, jpeg_bytes, png_declaring
+
+LOCAL = DownloadLimits.allowing("127.0.0.0/8", connect_timeout_s=2.0, read_timeout_s=0.5, total_timeout_s=3.0)
+
+
+async def test_valid_jpeg_is_returned_with_sniffed_type_and_size(image_server: ImageServer) -> None:
+    image_server.routes["/mug.jpg"] = Route(body=jpeg_bytes((64, 48)), headers={"Content-Type": "text/html"})
+    image = await download_first_image([image_server.url("/mug.jpg")], LOCAL)
+    assert image.content_type == "image/jpeg"
+    assert (image.width, image.height) == (64, 48)
+    assert image.data == image_server.routes["/mug.jpg"].body
+    assert image.url == image_server.url("/mug.jpg")
+
+
+async def test_local_server_is_refused_without_the_allowlist(image_server: ImageServer) -> None:
+    image_server.routes["/mug.jpg"] = Route(body=jpeg_bytes())
+    with pytest.raises(PermanentJobError, match=r"resolves to 127\.0\.0\.1.*public server"):
+        await download_first_image([image_server.url("/mug.jpg")], DownloadLimits())
+    assert image_server.hosts_seen == [], "the forbidden address must not be contacted at all"
+
+
+@pytest.mark.parametrize(
+    "url, address",
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        ("http://10.1.2.3/image.jpg", "10.1.2.3"),
+        ("http://127.0.0.1/image.jpg", "127.0.0.1"),
+        ("http://2130706433/image.jpg", "127.0.0.1"),
+        ("http://[::ffff:127.0.0.1]/image.jpg", "::ffff:7f00:1"),
+        ("http://localhost/image.jpg", ""),
+    ],
+)
+async def test_non_public_addresses_are_refused_after_resolution(url: str, address: str) -> None:
+    with pytest.raises(PermanentJobError, match=rf"resolves to {address}.*private, loopback"):
+        await download_first_image([url], DownloadLimits())
+
+
+@pytest.mark.parametrize("target", ["http://169.254.169.254/latest/meta-data/", "http://10.0.0.7/x.jpg"])
+async def test_redirect_from_an_allowed_host_into_a_private_address_is_refused(
+    image_server: ImageServer, target: str
+) -> None:
+    image_server.routes["/hop"] = Route(status=302, headers={"Location": target})
+    with pytest.raises(PermanentJobError, match="private, loopback, link-local"):
+        await download_first_image([image_server.url("/hop")], LOCAL)
+
+
+async def test_redirects_are_followed_up_to_the_limit(image_server: ImageServer) -> None:
+    image_server.routes["/final.jpg"] = Route(body=jpeg_bytes())
+    image_server.routes["/b"] = Route(status=307, headers={"Location": "/final.jpg"})
+    image_server.routes["/a"] = Route(status=301, headers={"Location": image_server.url("/b")})
+    image = await download_first_image([image_server.url("/a")], LOCAL)
+    assert image.content_type == "image/jpeg"
+
+    image_server.routes["/loop"] = Route(status=302, headers={"Location": "/loop"})
+    with pytest.raises(PermanentJobError, match="more than 5 redirects"):
+        await download_first_image([image_server.url("/loop")], LOCAL)
+    assert len(image_server.hosts_seen) == 3 + 6
+
+
+@pytest.mark.parametrize(
+    "status, kind, message",
+    [
+        (404, PermanentJobError, "HTTP 404 .not found"),
+        (410, PermanentJobError, "HTTP 410 .gone"),
+        (403, PermanentJobError, "HTTP 403 .access denied"),
+        (503, TransientJobError, "HTTP 503"),
+        (429, TransientJobError, "HTTP 429"),
+    ],
+)
+async def test_http_errors_map_to_permanent_or_transient(
+    image_server: ImageServer, status: int, kind: type[Exception], message: str
+) -> None:
+    image_server.routes["/x.jpg"] = Route(status=status, body=b"nope")
+    with pytest.raises(kind, match=message):
+        await download_first_image([image_server.url("/x.jpg")], LOCAL)
+
+
+async def test_a_web_page_served_as_image_is_not_an_image(image_server: ImageServer) -> None:
+    image_server.routes["/x.jpg"] = Route(body=b"<!doctype html><html>Shop</html>", headers={"Content-Type": "image/jpeg"})
+    with pytest.raises(PermanentJobError, match=r"not an image \(starts with '<!doctype html>"):
+        await download_first_image([image_server.url("/x.jpg")], LOCAL)
+
+
+async def test_truncated_jpeg_is_refused(image_server: ImageServer) -> None:
+    whole = jpeg_bytes((256, 256))
+    image_server.routes["/x.jpg"] = Route(body=whole[: len(whole) // 2])
+    with pytest.raises(PermanentJobError, match="truncated or corrupt"):
+        await download_first_image([image_server.url("/x.jpg")], LOCAL)
+
+
+@pytest.mark.parametrize("side", [8_000, 30_000])
+async def test_decompression_bomb_is_refused_before_decoding(image_server: ImageServer, side: int) -> None:
+    image_server.routes["/bomb.png"] = Route(body=png_declaring(side, side))
+    with pytest.raises(PermanentJobError, match="too many pixels|more than the limit"):
+        await download_first_image([image_server.url("/bomb.png")], LOCAL)
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "streamed"])
+async def test_file_over_the_size_cap_is_refused(image_server: ImageServer, chunked: bool) -> None:
+    image_server.routes["/big.jpg"] = Route(body=jpeg_bytes() + bytes(20_000), drip_s=0.0 if chunked else None)
+    limits = DownloadLimits.allowing("127.0.0.0/8", max_bytes=10_000)
+    with pytest.raises(PermanentJobError, match="larger than the 10000 byte limit"):
+        await download_first_image([image_server.url("/big.jpg")], limits)
+
+
+async def test_slow_server_times_out_transiently(image_server: ImageServer) -> None:
+    image_server.routes["/slow.jpg"] = Route(body=jpeg_bytes(), delay_s=1.5)
+    with pytest.raises(TransientJobError, match="timed out"):
+        await download_first_image([image_server.url("/slow.jpg")], LOCAL)
+
+
+async def test_dripping_server_hits_the_total_deadline(image_server: ImageServer) -> None:
+    image_server.routes["/drip.jpg"] = Route(body=jpeg_bytes() + bytes(8_000), drip_s=0.3)
+    limits = DownloadLimits.allowing("127.0.0.0/8", read_timeout_s=1.0, total_timeout_s=1.0)
+    with pytest.raises(TransientJobError, match="longer than 1 s"):
+        await download_first_image([image_server.url("/drip.jpg")], limits)
+
+
+async def test_first_valid_url_wins_and_failures_are_listed(image_server: ImageServer) -> None:
+    image_server.routes["/page"] = Route(body=b"<html></html>")
+    image_server.routes["/good.jpg"] = Route(body=jpeg_bytes())
+    urls = [image_server.url("/missing.jpg"), image_server.url("/page"), image_server.url("/good.jpg")]
+    image = await download_first_image(urls, LOCAL)
+    assert image.url == image_server.url("/good.jpg")
+
+    with pytest.raises(PermanentJobError) as failure:
+        await download_first_image(urls[:2] + ["http://10.0.0.1/a.jpg?token=secret"], LOCAL)
+    message = str(failure.value)
+    assert message.startswith("none of the 3 image URLs gave a usable image")
+    assert "1) " + urls[0] + ": the server answered HTTP 404" in message
+    assert "2) " + urls[1] + ": the file is not an image" in message
+    assert "3) http://10.0.0.1/a.jpg?…: the host" in message
+    assert "secret" not in message
+
+
+async def test_any_transient_failure_makes_the_whole_transient(image_server: ImageServer) -> None:
+    image_server.routes["/busy.jpg"] = Route(status=503)
+    with pytest.raises(TransientJobError, match=r"1\) .*HTTP 404.*2\) .*HTTP 503"):
+        await download_first_image([image_server.url("/missing.jpg"), image_server.url("/busy.jpg")], LOCAL)
+
+
+async def test_scheme_credentials_and_empty_lists_are_refused() -> None:
+    with pytest.raises(PermanentJobError, match="no image_urls"):
+        await download_first_image([], LOCAL)
+    with pytest.raises(PermanentJobError, match="scheme 'file' is not allowed"):
+        await download_first_image(["file:///etc/passwd"], LOCAL)
+    with pytest.raises(PermanentJobError, match="user name or password"):
+        await download_first_image(["http://user:pw@example.com/a.jpg"], LOCAL)
+
+
+async def test_public_hosts_are_limited_to_web_ports(monkeypatch: pytest.MonkeyPatch) -> None:
+    _resolve_name(monkeypatch, "cdn.example", ["93.184.216.34"])
+    with pytest.raises(PermanentJobError, match="port 6379 is not allowed"):
+        await download_first_image(["http://cdn.example:6379/a.jpg"], DownloadLimits())
+
+
+async def test_connection_goes_to_the_checked_address_not_a_second_lookup(
+    image_server: ImageServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: the name answers 127.0.0.1 once, then an address nobody listens on."""
+    image_server.routes["/mug.jpg"] = Route(body=jpeg_bytes())
+    answers = _resolve_name(monkeypatch, "images.test", ["127.0.0.1", "10.255.255.1"])
+    port = image_server.base_url.rsplit(":", 1)[1]
+    image = await download_first_image([f"http://images.test:{port}/mug.jpg"], LOCAL)
+    assert image.content_type == "image/jpeg"
+    assert answers == ["10.255.255.1"], "the name must be resolved exactly once"
+    assert image_server.hosts_seen == [f"images.test:{port}"]
+
+
+def _resolve_name(monkeypatch: pytest.MonkeyPatch, name: str, answers: list[str]) -> list[str]:
+    """Make ``name`` resolve to ``answers[0]``, then ``answers[1]`` …; returns the unused ones."""
+    real = socket.getaddrinfo
+    remaining = list(answers)
+
+    def getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host == name:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (remaining.pop(0), int(port or 80)))]
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return remaining
+
+
+@pytest.mark.parametrize(
+    "address, public",
+    [
+        ("93.184.216.34", True),
+        ("2606:2800:220:1:248:1893:25c8:1946", True),
+        ("127.0.0.1", False),
+        ("10.0.0.1", False),
+        ("172.16.5.4", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("224.0.0.1", False),
+        ("198.18.0.1", False),
+        ("::1", False),
+        ("::", False),
+        ("fe80::1", False),
+        ("fc00::1", False),
+        ("ff02::1", False),
+        ("::ffff:127.0.0.1", False),
+        ("64:ff9b::7f00:1", False),
+        ("64:ff9b::5db8:d822", True),
+        ("2002:7f00:1::", False),
+    ],
+)
+def test_public_address_classification(address: str, public: bool) -> None:
+    assert is_public_address(ipaddress.ip_address(address)) is public

@@ -1,0 +1,168 @@
+"""GLB writing: glTF orientation and placement, colours, material, decimation, Khronos validity."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+
+from img2mesh.errors import EmptyMesh
+from img2mesh.glb import glb_summary, mesh_to_glb, read_glb_json
+from img2mesh.mesh_extraction import grid_points, marching_cubes
+from tests.support.gltf_validator import GltfValidator
+
+RED = (255, 0, 0)
+GREY = (128, 128, 128)
+LINEAR_RED = (255, 0, 0)
+LINEAR_GREY = (55, 55, 55)
+
+
+def product_mesh(resolution: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A mesh in the TripoSR frame, as the mesher returns it: a tall body (z up) with a red bump
+    on its front (+X); everything else grey."""
+    points = grid_points(resolution)
+    body = (points[:, 0] / 0.25) ** 2 + (points[:, 1] / 0.4) ** 2 + (points[:, 2] / 0.6) ** 2
+    bump = np.sum((points - np.array([0.3, 0.0, 0.0])) ** 2, axis=1) / 0.15**2
+    density = 50.0 * np.exp(1.0 - np.minimum(body, bump))
+    vertices, faces = marching_cubes(density, resolution, threshold=50.0)
+    colors = np.where((vertices[:, 0] > 0.3)[:, None], RED, GREY).astype(np.uint8)
+    return vertices, faces, colors
+
+
+def read_primitive(glb: bytes) -> dict[str, np.ndarray]:
+    """The first primitive's attributes and indices, read straight from the GLB's BIN chunk."""
+    document = read_glb_json(glb)
+    json_length = struct.unpack_from("<I", glb, 12)[0]
+    binary = glb[20 + json_length + 8 :]
+    dtypes = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+    widths = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+
+    def accessor(index: int) -> np.ndarray:
+        spec = document["accessors"][index]
+        view = document["bufferViews"][spec["bufferView"]]
+        start = view.get("byteOffset", 0) + spec.get("byteOffset", 0)
+        dtype = np.dtype(dtypes[spec["componentType"]])
+        count = spec["count"] * widths[spec["type"]]
+        return np.frombuffer(binary, dtype, count, start).reshape(spec["count"], -1)
+
+    primitive = document["meshes"][0]["primitives"][0]
+    arrays = {name: accessor(index) for name, index in primitive["attributes"].items()}
+    arrays["indices"] = accessor(primitive["indices"]).reshape(-1, 3)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def mesh() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return product_mesh()
+
+
+def test_front_faces_plus_z_up_is_plus_y_and_it_stands_centred_on_the_ground(
+    mesh: tuple[np.ndarray, np.ndarray, np.ndarray], gltf_validator: GltfValidator
+) -> None:
+    glb = mesh_to_glb(*mesh)
+    gltf_validator.assert_valid(glb)
+    arrays = read_primitive(glb)
+    position, color = arrays["POSITION"], arrays["COLOR_0"]
+    low, high = position.min(axis=0), position.max(axis=0)
+    # TripoSR extents: x (depth) 0.25 + 0.45 bump, y (width) 0.8, z (height) 1.2.
+    np.testing.assert_allclose(high - low, [0.8, 1.2, 0.7], atol=0.04)
+    assert low[1] == pytest.approx(0.0, abs=1e-6), "stands on y = 0"
+    assert (low[0] + high[0]) / 2 == pytest.approx(0.0, abs=1e-6)
+    assert (low[2] + high[2]) / 2 == pytest.approx(0.0, abs=1e-6)
+    red = np.all(color[:, :3] == LINEAR_RED, axis=1)
+    assert red.any() and (~red).any()
+    assert position[red, 2].min() > position[~red, 2].mean(), "the red front bump points towards +Z"
+    assert position[:, 2].argmax() in np.flatnonzero(red)
+
+
+def test_colours_are_linear_and_the_material_is_not_metallic(
+    mesh: tuple[np.ndarray, np.ndarray, np.ndarray]
+) -> None:
+    glb = mesh_to_glb(*mesh)
+    document = read_glb_json(glb)
+    primitive = document["meshes"][0]["primitives"][0]
+    assert set(primitive["attributes"]) == {"POSITION", "NORMAL", "COLOR_0"}
+    pbr = document["materials"][primitive["material"]]["pbrMetallicRoughness"]
+    assert pbr["metallicFactor"] == 0.0
+    assert pbr["roughnessFactor"] == 1.0
+    color = read_primitive(glb)["COLOR_0"]
+    assert {tuple(c) for c in color[:, :3]} == {LINEAR_RED, LINEAR_GREY}
+    assert (color[:, 3] == 255).all()
+    normals = read_primitive(glb)["NORMAL"]
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1.0, atol=1e-5)
+
+
+def test_triangles_keep_their_outward_winding(mesh: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    arrays = read_primitive(mesh_to_glb(*mesh))
+    corners = arrays["POSITION"].astype(np.float64)[arrays["indices"].astype(np.int64)]
+    signed_volume = np.einsum("ij,ij->i", corners[:, 0], np.cross(corners[:, 1], corners[:, 2])).sum() / 6
+    assert signed_volume > 0
+
+
+def test_decimation_hits_the_target_and_keeps_colours_in_place(
+    gltf_validator: GltfValidator,
+) -> None:
+    vertices, faces, colors = product_mesh(resolution=96)
+    assert len(faces) > 15_000
+    glb = mesh_to_glb(vertices, faces, colors, target_faces=3_000)
+    gltf_validator.assert_valid(glb)
+    summary = glb_summary(glb)
+    assert 2_700 <= summary["face_count"] <= 3_000
+    arrays = read_primitive(glb)
+    position, color = arrays["POSITION"], arrays["COLOR_0"][:, :3]
+    red = np.all(color == LINEAR_RED, axis=1)
+    # In glTF the bump is the part with z > 0.3 - 0.25 (the body's front) relative to the back.
+    depth_from_back = position[:, 2] - position[:, 2].min()
+    assert red.sum() > 50
+    assert (depth_from_back[red] > 0.5).all(), "red stays on the front bump"
+    assert (depth_from_back[~red] < 0.56).all(), "grey stays on the body"
+    full = glb_summary(mesh_to_glb(vertices, faces, colors))
+    np.testing.assert_allclose(summary["bounds_max"], full["bounds_max"], atol=0.02)
+
+
+def test_meshes_under_the_target_are_left_alone(mesh: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    assert glb_summary(mesh_to_glb(*mesh, target_faces=10**7))["face_count"] == len(mesh[1])
+
+
+def test_max_extent_scales_to_a_real_size(
+    mesh: tuple[np.ndarray, np.ndarray, np.ndarray], gltf_validator: GltfValidator
+) -> None:
+    glb = mesh_to_glb(*mesh, max_extent_m=0.12)
+    gltf_validator.assert_valid(glb)
+    summary = glb_summary(glb)
+    extent = np.subtract(summary["bounds_max"], summary["bounds_min"])
+    assert extent.max() == pytest.approx(0.12, rel=1e-5)
+    assert summary["bounds_min"][1] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_degenerate_triangles_and_loose_vertices_are_dropped(gltf_validator: GltfValidator) -> None:
+    vertices = np.array([[0, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [5, 5, 5], [0, 2, 0]], dtype=np.float32)
+    faces = np.array([[0, 1, 2], [0, 2, 3], [0, 3, 1], [1, 3, 2], [0, 1, 5], [2, 2, 3]], dtype=np.int32)
+    colors = np.full((6, 3), 200, dtype=np.uint8)
+    glb = mesh_to_glb(vertices, faces, colors)
+    gltf_validator.assert_valid(glb)
+    summary = glb_summary(glb)
+    assert (summary["vertex_count"], summary["face_count"]) == (4, 4)
+    assert summary["has_colors"] and summary["has_normals"]
+
+
+def test_invalid_meshes_are_refused() -> None:
+    flat = np.zeros((3, 3), dtype=np.float32)
+    with pytest.raises(EmptyMesh, match="no triangles with a non-zero area"):
+        mesh_to_glb(flat, np.array([[0, 1, 2]], dtype=np.int32), np.zeros((3, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="vertex_colors must be uint8"):
+        mesh_to_glb(flat, np.array([[0, 1, 2]], dtype=np.int32), np.zeros((3, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="faces index vertices outside"):
+        mesh_to_glb(flat, np.array([[0, 1, 3]], dtype=np.int32), np.zeros((3, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="not a GLB"):
+        glb_summary(b"PK\x03\x04 a zip file")
+
+
+def test_the_validator_reports_errors_on_a_broken_glb(
+    mesh: tuple[np.ndarray, np.ndarray, np.ndarray], gltf_validator: GltfValidator
+) -> None:
+    """The validity checks above can fail: a GLB whose declared length is wrong has errors."""
+    glb = bytearray(mesh_to_glb(*mesh))
+    struct.pack_into("<I", glb, 8, len(glb) + 4)
+    assert gltf_validator(bytes(glb))["issues"]["numErrors"] > 0
