@@ -1,0 +1,58 @@
+"""ONNX graphs of the tiny model: dynamic batch and point count, and fp32 parity with eager PyTorch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.triposr_onnx import EXPORT_POINTS, compare_with_eager, export_decoder, export_encoder
+from triposr.system import TSR
+
+
+@pytest.fixture(scope="module")
+def onnx_paths(tiny_random: TSR, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("onnx")
+    return export_encoder(tiny_random, folder / "encoder" / "model.onnx"), export_decoder(tiny_random, folder / "decoder" / "model.onnx")
+
+
+def _dims(path: Path) -> dict[str, list[int | str]]:
+    graph = onnx.load(str(path)).graph
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in [*graph.input, *graph.output]}
+
+
+def test_saved_graphs_have_the_contract_names_and_dynamic_axes(onnx_paths: tuple[Path, Path]) -> None:
+    encoder, decoder = onnx_paths
+    assert _dims(encoder) == {"image": ["batch", 3, 512, 512], "scene_codes": ["batch", 3, 8, 32, 32]}
+    assert _dims(decoder) == {
+        "scene_codes": ["batch", 3, 8, 32, 32],
+        "points": ["batch", "points", 3],
+        "density": ["batch", "points", 1],
+        "color": ["batch", "points", 3],
+    }
+
+
+def test_onnxruntime_matches_eager_pytorch(tiny_random: TSR, onnx_paths: tuple[Path, Path]) -> None:
+    generator = torch.Generator().manual_seed(5)
+    images = torch.rand(2, 3, 512, 512, generator=generator)
+    points = (torch.rand(2, EXPORT_POINTS - 1096, 3, generator=generator) * 2 - 1) * tiny_random.radius
+    parity = compare_with_eager(tiny_random, *onnx_paths, images=images, points=points)
+    print()
+    for name, errors in parity.items():
+        print(f"ONNX vs eager (tiny, fp32, batch 2, N={points.shape[1]}) {name}: max abs {errors['max_abs']:.3g}, max rel {errors['max_rel']:.3g}")
+    assert all(errors["max_rel"] <= 1e-4 for errors in parity.values()), parity
+
+
+@pytest.mark.parametrize(("batch", "count"), [(1, 1), (3, 777)])
+def test_other_batch_sizes_and_point_counts_run(tiny_random: TSR, onnx_paths: tuple[Path, Path], batch: int, count: int) -> None:
+    encoder = ort.InferenceSession(str(onnx_paths[0]), providers=["CPUExecutionProvider"])
+    decoder = ort.InferenceSession(str(onnx_paths[1]), providers=["CPUExecutionProvider"])
+    images = torch.rand(batch, 3, 512, 512).numpy()
+    (codes,) = encoder.run(None, {"image": images})
+    points = ((torch.rand(batch, count, 3) * 2 - 1) * tiny_random.radius).numpy()
+    density, color = decoder.run(None, {"scene_codes": codes, "points": points})
+    assert codes.shape == (batch, *tiny_random.scene_code_shape)
+    assert density.shape == (batch, count, 1) and color.shape == (batch, count, 3)
