@@ -40,8 +40,9 @@ class DownloadLimits:
     """Limits for one image download; the defaults suit product photos on a public CDN.
 
     ``allowed_networks`` lists networks that may be reached although they are not public (a
-    private CDN, or 127.0.0.0/8 for tests); addresses in them may also use any port, while public
-    hosts are only contacted on ports 80 and 443.
+    private CDN, or 127.0.0.0/8 for tests); ``allowed_hosts`` lists host names (exact, lowercase)
+    whose addresses are not checked at all. Allowlisted destinations may use any port, while
+    public hosts are only contacted on ports 80 and 443.
     """
 
     connect_timeout_s: float = 5.0
@@ -54,11 +55,21 @@ class DownloadLimits:
     #: 40 MP covers camera originals; the model itself works at 512×512.
     max_pixels: int = 40_000_000
     allowed_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
+    allowed_hosts: frozenset[str] = frozenset()
 
     @classmethod
-    def allowing(cls, *networks: str, **limits: float | int) -> DownloadLimits:
-        """Limits with ``networks`` (CIDR strings such as ``"127.0.0.0/8"``) allowlisted."""
-        return cls(allowed_networks=tuple(ipaddress.ip_network(n) for n in networks), **limits)
+    def allowing(cls, *entries: str, **limits: float | int) -> DownloadLimits:
+        """Limits with ``entries`` allowlisted: each is an address or network in CIDR notation
+        (``"127.0.0.0/8"``, ``"10.0.0.5"``; ``"0.0.0.0/0"`` and ``"::/0"`` allow everything) or
+        a host name (``"cdn.internal"``)."""
+        networks: list[IPNetwork] = []
+        hosts: set[str] = set()
+        for entry in (e.strip() for e in entries):
+            try:
+                networks.append(ipaddress.ip_network(entry, strict=False))
+            except ValueError:
+                hosts.add(entry.lower().rstrip("."))
+        return cls(allowed_networks=tuple(networks), allowed_hosts=frozenset(hosts), **limits)
 
 
 @dataclass(frozen=True)
@@ -185,7 +196,9 @@ async def _resolve_checked(target: _Target, limits: DownloadLimits) -> IPAddress
     if not addresses:
         raise PermanentJobError(f"the host {target.host!r} has no addresses")
     for address in addresses:
-        allowlisted = any(address in network for network in limits.allowed_networks)
+        allowlisted = target.host.lower().rstrip(".") in limits.allowed_hosts or any(
+            address in network for network in limits.allowed_networks
+        )
         if not allowlisted and not is_public_address(address):
             raise PermanentJobError(
                 f"the host {target.host!r} resolves to {address}, a private, loopback, link-local or "

@@ -6,13 +6,13 @@ density grid, and the surface detail with R) and the triangle budget the GLB is 
 Why these numbers:
 
 * **fast** — R = 128 (8× fewer density queries than 256) and 20 000 triangles: a preview that
-  meshes in a fraction of the time and downloads in well under a megabyte.
-* **balanced** (TripoSR's own default resolution, 256) — 60 000 triangles, about 2 MB of GLB: the
-  grid at 256 yields a few hundred thousand triangles, far more than the model's triplanes resolve,
-  so quadric decimation removes mostly flat-area triangles without a visible change.
+  meshes in a fraction of the time and downloads as about 0.5 MB.
+* **balanced** (TripoSR's own default resolution, 256) — 60 000 triangles, about 1.6 MB of GLB:
+  the grid at 256 yields well over 100 000 triangles, more than the model's triplanes resolve, so
+  quadric decimation removes mostly flat-area triangles without a visible change.
 * **quality** — R = 320, the largest grid the official demo offers (the maintainers report no gain
   above it), and 100 000 triangles: the rule of thumb commonly quoted for Shopify product media
-  (worker-facts §4), about 3.5 MB, well under the 15 MB above which Shopify re-optimises the file.
+  (worker-facts §4), about 2.6 MB, well under the 15 MB above which Shopify re-optimises the file.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import ssl
 import struct
 import threading
 import time
@@ -10,6 +11,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -53,9 +55,34 @@ class ImageServer:
     base_url: str
     routes: dict[str, Route]
     hosts_seen: list[str]
+    servers: list[ThreadingHTTPServer] = field(default_factory=list)
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
+
+    def enable_tls(self, cert: Path, key: Path, server_names: list[str | None]) -> int:
+        """Serve the same routes over HTTPS with this certificate; returns the port. The SNI name
+        of each handshake is appended to ``server_names``."""
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        context.sni_callback = lambda _socket, name, _context: server_names.append(name)
+        server = _serve(self.routes, self.hosts_seen)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+        self.servers.append(server)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return server.server_address[1]
+
+
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that give up on purpose (timeouts, size caps) reset connections: not news."""
+
+
+def _serve(routes: dict[str, Route], hosts_seen: list[str]) -> ThreadingHTTPServer:
+    server = _QuietServer(("127.0.0.1", 0), _handler(routes, hosts_seen))
+    return server
 
 
 def _handler(routes: dict[str, Route], hosts_seen: list[str]) -> type[BaseHTTPRequestHandler]:
@@ -96,12 +123,12 @@ def _handler(routes: dict[str, Route], hosts_seen: list[str]) -> type[BaseHTTPRe
 def image_server() -> Iterator[ImageServer]:
     routes: dict[str, Route] = {}
     hosts_seen: list[str] = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(routes, hosts_seen))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server = _serve(routes, hosts_seen)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    image_server = ImageServer(f"http://127.0.0.1:{server.server_address[1]}", routes, hosts_seen, [server])
     try:
-        yield ImageServer(f"http://127.0.0.1:{server.server_address[1]}", routes, hosts_seen)
+        yield image_server
     finally:
-        server.shutdown()
-        server.server_close()
+        for running in image_server.servers:
+            running.shutdown()
+            running.server_close()

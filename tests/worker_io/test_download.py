@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
 import socket
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
 
+import httpx
 import pytest
 
 from client_worker.download import DownloadLimits, download_first_image, is_public_address
@@ -219,3 +225,60 @@ def _resolve_name(monkeypatch: pytest.MonkeyPatch, name: str, answers: list[str]
 )
 def test_public_address_classification(address: str, public: bool) -> None:
     assert is_public_address(ipaddress.ip_address(address)) is public
+
+
+async def test_allowlist_entries_are_networks_or_host_names(image_server: ImageServer) -> None:
+    image_server.routes["/mug.jpg"] = Route(body=jpeg_bytes())
+    port = image_server.base_url.rsplit(":", 1)[1]
+    by_name = DownloadLimits.allowing("LocalHost.", "10.0.0.0/8")
+    assert by_name.allowed_hosts == {"localhost"}
+    image = await download_first_image([f"http://localhost:{port}/mug.jpg"], by_name)
+    assert image.content_type == "image/jpeg"
+    assert image_server.hosts_seen == [f"localhost:{port}"]
+    with pytest.raises(PermanentJobError, match=r"resolves to 127\.0\.0\.1"):
+        await download_first_image([image_server.url("/mug.jpg")], by_name)
+    everything = DownloadLimits.allowing("0.0.0.0/0", "::/0")
+    assert (await download_first_image([image_server.url("/mug.jpg")], everything)).width == 64
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> Callable[[str], tuple[Path, Path]]:
+    """``make(name)`` writes a self-signed certificate for ``name`` (openssl CLI) → (cert, key)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is needed to make a test certificate")
+
+    def make(name: str) -> tuple[Path, Path]:
+        cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", f"/CN={name}",
+             "-addext", f"subjectAltName=DNS:{name}", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )
+        return cert, key
+
+    return make
+
+
+@pytest.mark.parametrize("certificate_name, valid", [("images.test", True), ("other.test", False)])
+async def test_https_is_pinned_to_the_address_but_verified_against_the_host_name(
+    image_server: ImageServer,
+    tls_files: Callable[[str], tuple[Path, Path]],
+    monkeypatch: pytest.MonkeyPatch,
+    certificate_name: str,
+    valid: bool,
+) -> None:
+    cert, key = tls_files(certificate_name)
+    image_server.routes["/mug.jpg"] = Route(body=jpeg_bytes())
+    server_names: list[str | None] = []
+    port = image_server.enable_tls(cert, key, server_names)
+    _resolve_name(monkeypatch, "images.test", ["127.0.0.1"])
+    trusting = ssl.create_default_context(cafile=str(cert))
+    async with httpx.AsyncClient(verify=trusting, trust_env=False) as client:
+        if valid:
+            image = await download_first_image([f"https://images.test:{port}/mug.jpg"], LOCAL, client)
+            assert image.content_type == "image/jpeg"
+            assert image_server.hosts_seen == [f"images.test:{port}"]
+        else:
+            with pytest.raises(PermanentJobError, match="TLS certificate of images.test is not valid"):
+                await download_first_image([f"https://images.test:{port}/mug.jpg"], LOCAL, client)
+    assert server_names == ["images.test"], "SNI names the host, not the pinned address"
