@@ -346,7 +346,7 @@ def _is_certificate_error(error: BaseException) -> bool:
 
 def _redact(url: str) -> str:
     """The URL without its query string (signed URLs carry credentials there), shortened."""
-    parts = urllib.parse.urlsplit(url)
+    parts = urllib.parse.urlsplit(str(url))
     shown = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     if parts.query:
         shown += "?…"
