@@ -55,6 +55,10 @@ class ReferencePipeline:
         self.u2net = ort.InferenceSession(str(u2net_path), providers=["CPUExecutionProvider"])
         self._u2net_input_name = self.u2net.get_inputs()[0].name
 
+    def condition(self, image: bytes, foreground_ratio: float) -> np.ndarray:
+        """Image bytes → the 512² condition image: decode, remove the background, frame."""
+        return condition_image(self.remove_background(decode_image(image)), foreground_ratio=foreground_ratio)
+
     def remove_background(self, rgba: np.ndarray) -> np.ndarray:
         prediction = self.u2net.run(None, {self._u2net_input_name: u2net_input(rgba)[None]})[0]
         return foreground_rgba(rgba, prediction[0])
@@ -77,11 +81,8 @@ class ReferencePipeline:
         parameters = parameters or MeshParameters()
         clock = _Stopwatch()
         started = time.perf_counter()
-        rgba = decode_image(image)
-        cut_out = self.remove_background(rgba)
-        started = clock.lap("background_removal", started)
-        condition = condition_image(cut_out, foreground_ratio=parameters.foreground_ratio)
-        started = clock.lap("framing", started)
+        condition = self.condition(image, parameters.foreground_ratio)
+        started = clock.lap("preprocessing", started)
         codes = self.scene_codes(condition)
         started = clock.lap("encoder", started)
         density, _ = self.query(codes, grid_points(parameters.resolution))

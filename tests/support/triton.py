@@ -76,6 +76,13 @@ def triton_server(analytic_repository: Path) -> Iterator[LocalTriton]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def random_triton_server(random_repository: Path) -> Iterator[LocalTriton]:
+    """A tritonserver serving the tiny random repository (parity with the eager reference)."""
+    with LocalTriton(random_repository) as server:
+        yield server
+
+
 @pytest.fixture
 def start_triton(tmp_path: Path) -> Iterator[Callable[..., LocalTriton]]:
     """Start a server on a private copy of a repository; every server is stopped after the test.
