@@ -9,6 +9,7 @@ it as the ground truth for the Triton ensemble, and the benchmark as the speed r
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 from img2mesh.background_removal import foreground_rgba, u2net_input
 from img2mesh.framing import condition_image
 from img2mesh.image_decoding import decode_image
-from img2mesh.mesh_extraction import colors_to_uint8, grid_points, iter_chunks, marching_cubes
+from img2mesh.mesh_extraction import colors_to_uint8, grid_chunks, iter_chunks, marching_cubes
 from img2mesh.parameters import MeshParameters
 from triposr.system import TSR
 
@@ -68,10 +69,10 @@ class ReferencePipeline:
         return self.model.encode(torch.from_numpy(condition)[None])
 
     @torch.no_grad()
-    def query(self, scene_codes: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Density [N] and colour [N, 3] at ``points``, decoded in chunks like the official code."""
+    def query(self, scene_codes: torch.Tensor, chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Density [N] and colour [N, 3] at the points of ``chunks``, decoded chunk by chunk like the official code."""
         densities, colors = [], []
-        for chunk in iter_chunks(points, self.chunk_size):
+        for chunk in chunks:
             density, color = self.model.decode(scene_codes, torch.from_numpy(np.ascontiguousarray(chunk))[None])
             densities.append(density[0, :, 0].numpy())
             colors.append(color[0].numpy())
@@ -85,10 +86,10 @@ class ReferencePipeline:
         started = clock.lap("preprocessing", started)
         codes = self.scene_codes(condition)
         started = clock.lap("encoder", started)
-        density, _ = self.query(codes, grid_points(parameters.resolution))
+        density, _ = self.query(codes, grid_chunks(parameters.resolution, self.chunk_size))
         started = clock.lap("grid", started)
         vertices, faces = marching_cubes(density, parameters.resolution, parameters.threshold)
         started = clock.lap("marching_cubes", started)
-        _, colors = self.query(codes, vertices)
+        _, colors = self.query(codes, iter_chunks(vertices, self.chunk_size))
         clock.lap("colors", started)
         return Mesh(vertices, faces, colors_to_uint8(colors), clock.timings_ms)

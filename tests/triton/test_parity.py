@@ -9,7 +9,7 @@ from PIL import Image
 
 from export.u2net_synthetic import synthetic_product_photo
 from img2mesh.background_removal import u2net_mask
-from img2mesh.mesh_extraction import grid_points
+from img2mesh.mesh_extraction import grid_chunks
 from img2mesh.parameters import MeshParameters
 from tests.triton.conftest import infer_mesh
 from triposr.checkpoint import load_tsr
@@ -26,7 +26,7 @@ def reference(test_weights) -> ReferencePipeline:
 def test_triton_mesh_equals_the_eager_reference(random_triton_server, reference: ReferencePipeline, product_jpeg: bytes) -> None:
     # Random weights have no surface at the official threshold: mesh at the median density instead.
     codes = reference.scene_codes(reference.condition(product_jpeg, foreground_ratio=0.85))
-    density, _ = reference.query(codes, grid_points(RESOLUTION))
+    density, _ = reference.query(codes, grid_chunks(RESOLUTION))
     threshold = float(np.quantile(density, 0.7))
     parameters = MeshParameters(resolution=RESOLUTION, threshold=threshold)
 

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from img2mesh.mesh_extraction import colors_to_uint8, grid_points, iter_chunks, marching_cubes
+from img2mesh.mesh_extraction import colors_to_uint8, grid_chunks, iter_chunks, marching_cubes
 from img2mesh.triton_model_io import (
     DependencyFailed,
     RequestCancelled,
@@ -39,7 +39,7 @@ class TritonPythonModel:
 
         started = time.perf_counter()
         density_chunks = []
-        for chunk in iter_chunks(grid_points(parameters.resolution), self.chunk_size):
+        for chunk in grid_chunks(parameters.resolution, self.chunk_size):
             if request.is_cancelled():
                 raise RequestCancelled()
             density, _, decoder_version = self._decode(scene_codes, chunk)
