@@ -1,0 +1,24 @@
+# syntax=docker/dockerfile:1
+# The client worker: Redis jobs -> Triton (gRPC) -> GLB -> storage -> webhook. No torch, no model
+# code: only the worker's pinned dependencies, run as an unprivileged user.
+FROM python:3.11-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+COPY docker/requirements/worker.txt /tmp/requirements.txt
+RUN pip install --no-deps --only-binary=:all: -r /tmp/requirements.txt && rm /tmp/requirements.txt
+
+COPY pyproject.toml /tmp/src/pyproject.toml
+COPY img2mesh /tmp/src/img2mesh
+COPY client_worker /tmp/src/client_worker
+RUN pip install --no-deps /tmp/src && rm -rf /tmp/src && pip check
+
+RUN useradd --uid 10001 --no-create-home --shell /usr/sbin/nologin worker
+USER 10001:10001
+WORKDIR /tmp
+
+ENTRYPOINT ["python", "-m", "client_worker"]
+CMD ["run"]
