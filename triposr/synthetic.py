@@ -11,9 +11,10 @@ depth and width (same module tree) so tests run in seconds.
 
 Kinds:
 
-* ``random``: seeded random weights with realistic scales (default PyTorch initialisation, norm
-  affines jittered around 1/0 so that every tensor influences the output). Nothing meaningful is
-  reconstructed, but every operation of the network is exercised.
+* ``random``: seeded random weights with realistic scales (PyTorch's default initialisation, the
+  official Kaiming initialisation for the MLP, norm affines jittered around 1/0 so that every tensor
+  influences the output). Nothing meaningful is reconstructed, but every operation of the network
+  is exercised.
 * ``analytic``: weights chosen so that, whatever the image, the density field is a ball of
   ``radius`` centred at the origin with a uniform ``color``:
 
@@ -116,6 +117,11 @@ def _randomize(model: TSR, generator: torch.Generator) -> None:
             if isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
                 module.weight.copy_(1.0 + 0.1 * torch.randn(module.weight.shape, generator=generator))
                 module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
+        # The official NeRFMLP initialisation; PyTorch's default shrinks the signal through 10 layers
+        # until the random field is constant.
+        for layer in model.decoder.layers:
+            if isinstance(layer, nn.Linear):
+                nn.init.kaiming_uniform_(layer.weight, nonlinearity="relu", generator=generator)
         embeddings = model.image_tokenizer.model.embeddings
         for table in (embeddings.cls_token, embeddings.position_embeddings):
             table.copy_(0.02 * torch.randn(table.shape, generator=generator))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import onnx
@@ -9,6 +10,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from export import triposr_onnx
 from export.triposr_onnx import EXPORT_POINTS, compare_with_eager, export_decoder, export_encoder
 from triposr.system import TSR
 
@@ -56,3 +58,18 @@ def test_other_batch_sizes_and_point_counts_run(tiny_random: TSR, onnx_paths: tu
     density, color = decoder.run(None, {"scene_codes": codes, "points": points})
     assert codes.shape == (batch, *tiny_random.scene_code_shape)
     assert density.shape == (batch, count, 1) and color.shape == (batch, count, 3)
+
+
+def test_large_weights_go_to_an_external_file_that_travels_with_the_graph(
+    tiny_random: TSR, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The official encoder (1.68 GB) is saved this way; Triton loads model.onnx with its data beside it."""
+    monkeypatch.setattr(triposr_onnx, "EXTERNAL_DATA_THRESHOLD", 0)
+    export_encoder(tiny_random, tmp_path / "staging" / "model.onnx")
+    assert (tmp_path / "staging" / "model.onnx.data").stat().st_size > (tmp_path / "staging" / "model.onnx").stat().st_size
+    installed = shutil.move(tmp_path / "staging", tmp_path / "1")
+    images = torch.rand(1, 3, 512, 512)
+    session = ort.InferenceSession(str(Path(installed) / "model.onnx"), providers=["CPUExecutionProvider"])
+    (codes,) = session.run(None, {"image": images.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(codes), tiny_random.encode(images), rtol=1e-4, atol=1e-5)
