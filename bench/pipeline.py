@@ -1,10 +1,14 @@
 """Benchmark: eager PyTorch reference vs the Triton ensemble, per stage, same input, one process.
 
-    python -m bench.pipeline                      # full-size TripoSR, random weights, 256³
+    python -m bench.pipeline                      # full-size TripoSR, analytic weights, 256³
     python -m bench.pipeline --size tiny --resolution 64 --runs 2
+    python -m bench.pipeline --kind random        # random weights (noisy field, many more faces)
 
-Both paths run the official architecture (random weights in the official checkpoint layout,
-generated once into ``--cache``) on the same synthetic product photo. The Triton side is the
+Both paths run the official architecture on the same synthetic product photo, with weights
+generated once into ``--cache`` in the official checkpoint layout. The default ``analytic``
+weights cost exactly the same compute as real ones (same shapes, dense layers) but give a real
+closed surface, so marching cubes and the colour query see a realistic face count; ``random``
+weights give a noisy field whose surface is meshed at the 70th percentile of the density. The Triton side is the
 portable repository on the local ``tritonserver`` (ONNX Runtime inside Python-backend models,
 CPU); its stage times come from Triton's statistics API (per-model compute time) and from the
 mesher's own timings. Background removal uses the generated U²-Net stand-in unless ``--u2net``
@@ -25,6 +29,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
+from img2mesh.mesh_extraction import grid_chunks
 from img2mesh.parameters import MeshParameters
 from local_triton import LocalTriton
 
@@ -32,20 +37,20 @@ STAGES = ("preprocessing", "encoder", "grid", "marching_cubes", "colors", "end_t
 BACKGROUND_MODELS = ("image_preprocess", "rembg", "foreground")
 
 
-def _weights(cache: Path, size: str) -> Path:
+def _weights(cache: Path, size: str, kind: str) -> Path:
     from triposr.synthetic import write_checkpoint
 
-    target = cache / f"triposr-{size}-random"
+    target = cache / f"triposr-{size}-{kind}"
     if not (target / "model.ckpt").exists():
-        print(f"[bench] generating {size} random weights in the official layout into {target}")
-        write_checkpoint(target, size=size, kind="random", seed=0)
+        print(f"[bench] generating {size} {kind} weights in the official layout into {target}")
+        write_checkpoint(target, size=size, kind=kind, seed=0)
     return target
 
 
-def _repository(cache: Path, checkpoint: Path, u2net: Path, size: str, stand_in: bool) -> Path:
+def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool) -> Path:
     from export.build import build_repository
 
-    target = cache / f"repository-{size}-{'standin' if stand_in else 'u2net'}"
+    target = cache / f"repository-{checkpoint.name}-{'standin' if stand_in else 'u2net'}"
     if not (target / "triposr_encoder").is_dir():
         build_repository(str(checkpoint), target, flavour="portable", u2net=str(u2net), verify_u2net_checksum=not stand_in)
     return target
@@ -109,9 +114,10 @@ def _median(runs: list[dict[str, float]], key: str) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["official", "tiny"], default="official")
+    parser.add_argument("--kind", choices=["analytic", "random"], default="analytic")
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--threshold", type=float, help="iso level (default: the 70th percentile of the field, "
-                        "since random weights have no surface at the official 25.0)")
+    parser.add_argument("--threshold", type=float, help="iso level (default: 25.0 for analytic weights, the 70th "
+                        "percentile of the field for random ones, which have no surface at 25.0)")
     parser.add_argument("--runs", type=int, default=1, help="timed runs per path after one warm-up (median reported)")
     parser.add_argument("--u2net", type=Path, help="rembg's real u2net.onnx (default: the generated stand-in)")
     parser.add_argument("--cache", type=Path, default=Path("build/bench"))
@@ -121,25 +127,23 @@ def main() -> int:
     from triposr.reference import ReferencePipeline
 
     args.cache.mkdir(parents=True, exist_ok=True)
-    checkpoint = _weights(args.cache, args.size)
+    checkpoint = _weights(args.cache, args.size, args.kind)
     stand_in = args.u2net is None
     u2net = args.u2net or write_u2net_like(args.cache / "u2net-standin.onnx")
-    repository = _repository(args.cache, checkpoint, u2net, args.size, stand_in)
+    repository = _repository(args.cache, checkpoint, u2net, stand_in)
     buffer = io.BytesIO()
     synthetic_product_photo(size=(1024, 768)).save(buffer, "JPEG", quality=92)
     image = buffer.getvalue()
 
     reference = ReferencePipeline(load_tsr(str(checkpoint)), u2net)
-    threshold = args.threshold
+    threshold = args.threshold or (MeshParameters().threshold if args.kind == "analytic" else None)
     if threshold is None:
         codes = reference.scene_codes(reference.condition(image, foreground_ratio=0.85))
-        from img2mesh.mesh_extraction import grid_chunks
-
         density, _ = reference.query(codes, grid_chunks(args.resolution, reference.chunk_size))
         threshold = float(np.quantile(density, 0.7))
     parameters = MeshParameters(resolution=args.resolution, threshold=threshold)
 
-    print(f"[bench] eager reference: {args.size} TripoSR, {args.resolution}³, threshold {threshold:.4g}, chunk {reference.chunk_size}")
+    print(f"[bench] eager reference: {args.size} TripoSR ({args.kind} weights), {args.resolution}³, threshold {threshold:.4g}, chunk {reference.chunk_size}")
     eager = [_eager_run(reference, image, parameters) for _ in range(args.runs + 1)][1:]
     eager_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
