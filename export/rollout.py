@@ -16,7 +16,8 @@ together, so a roll runs in three steps:
 2. switch: load the model with only the target version; Triton swaps it in once it is ready and
    lets the requests already running on the old version finish;
 3. retire: once no request has used a companion's old version for ``--drain-quiet-s`` (a mesh
-   in progress calls the decoder again after marching cubes), unload it.
+   in progress calls the decoder again after marching cubes), unload it — or at once if callers
+   keep choosing the old version by policy (the mesher pins no decoder version).
 
 A load that fails (corrupt file, bad config, out of memory) leaves the versions that were serving
 untouched — Triton only swaps in a version that loaded — and the roll stops there with Triton's
@@ -102,7 +103,7 @@ class Rollout:
     model: str = MODEL
     companions: Sequence[str] = COMPANIONS
     ensemble: str = ENSEMBLE
-    drain_quiet_s: float = 10.0
+    drain_quiet_s: float = 5.0
     drain_timeout_s: float = 600.0
     log: Log = print
 
@@ -132,25 +133,32 @@ class Rollout:
         except InferenceServerException as error:
             raise RolloutError(f"{name}: {error.message().strip().rstrip(';')}") from error
 
-    def wait_until_unused(self, name: str, version: int) -> None:
-        """Return once ``name`` ``version`` has taken no request for ``drain_quiet_s`` seconds.
+    def wait_until_unused(self, name: str, old: int, new: int) -> None:
+        """Return once ``name`` version ``old`` is no longer needed by running requests.
 
-        Requests that started on the old model version can still call this one (the mesher
-        decodes a grid in chunks, then colours after marching cubes); unloading it under them
-        would fail those jobs. Gives up waiting after ``drain_timeout_s``.
+        Requests that entered the old model version can still call this one (the mesher decodes
+        a grid in chunks, then colours after marching cubes): unloading it under them would fail
+        those jobs. Done when ``old`` took no request for ``drain_quiet_s``; or when, for that long,
+        ``old`` kept taking requests and ``new`` none — then callers pick ``old`` by version policy
+        (they pin no version), and only retiring it moves them on. Gives up after ``drain_timeout_s``.
         """
-        started = last_change = time.monotonic()
-        last_count = self._inference_count(name, version)
+        started = old_changed = time.monotonic()
+        old_count, new_count = self._inference_count(name, old), self._inference_count(name, new)
+        new_used = False
         while True:
             time.sleep(min(0.5, self.drain_quiet_s))
             now = time.monotonic()
-            count = self._inference_count(name, version)
-            if count != last_count:
-                last_count, last_change = count, now
-            if now - last_change >= self.drain_quiet_s:
+            count = self._inference_count(name, old)
+            if count != old_count:
+                old_count, old_changed = count, now
+            new_used = new_used or self._inference_count(name, new) != new_count
+            if now - old_changed >= self.drain_quiet_s:
+                return
+            if not new_used and now - started >= self.drain_quiet_s:
+                self.log(f"[rollout] {name} version {old} still takes new requests (callers pin no version); retiring it now")
                 return
             if now - started >= self.drain_timeout_s:
-                self.log(f"[rollout] {name} version {version} still busy after {self.drain_timeout_s:.0f} s; retiring it anyway")
+                self.log(f"[rollout] {name} version {old} still busy after {self.drain_timeout_s:.0f} s; retiring it anyway")
                 return
 
     def _inference_count(self, name: str, version: int) -> int:
@@ -194,7 +202,7 @@ class Rollout:
             for old in before[companion].ready:
                 if old != version:
                     self.log(f"[rollout] waiting until {companion} version {old} is unused …")
-                    self.wait_until_unused(companion, old)
+                    self.wait_until_unused(companion, old, version)
             if before[companion].ready != (version,):
                 self.log(f"[rollout] retiring {companion} versions other than {version} …")
                 self.load(companion, (version,))
@@ -219,7 +227,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=MODEL, help="the model whose version clients get (default %(default)s)")
     parser.add_argument("--companion", action="append", help=f"a model switched with it (default {', '.join(COMPANIONS)}); repeat for several")
     parser.add_argument("--ensemble", default=ENSEMBLE, help="the pipeline that must be ready afterwards (default %(default)s)")
-    parser.add_argument("--drain-quiet-s", type=float, default=10.0, help="idle time that proves an old version unused (default %(default)s)")
+    parser.add_argument("--drain-quiet-s", type=float, default=5.0, help="idle time that proves an old version unused (default %(default)s)")
     parser.add_argument("--drain-timeout-s", type=float, default=600.0, help="longest wait for an old version to drain (default %(default)s)")
     args = parser.parse_args(argv)
     if args.command != "status" and (args.version is None or args.version < 1):
