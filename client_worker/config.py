@@ -9,8 +9,10 @@ later. Secrets are `SecretStr`, so printing or logging the settings never reveal
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 import secrets
 import socket
 from typing import Annotated, Literal
@@ -20,7 +22,10 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-PRESET_NAMES = ("fast", "balanced", "quality")
+from client_worker.download import DownloadLimits
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
 
 
 class ConfigError(Exception):
@@ -90,6 +95,7 @@ class Settings(BaseSettings):
 
     # --- presets and mesh ------------------------------------------------------------------
     default_preset: Literal["fast", "balanced", "quality"] = "balanced"
+    max_resolution: int = Field(default=320, ge=16, le=320)
 
     # --- image download --------------------------------------------------------------------
     download_connect_timeout_s: float = Field(default=5.0, gt=0)
@@ -98,7 +104,6 @@ class Settings(BaseSettings):
     download_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     download_max_redirects: int = Field(default=5, ge=0, le=20)
     download_max_pixels: int = Field(default=40_000_000, gt=0)
-    download_allow_private_networks: bool = False
     download_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- storage ---------------------------------------------------------------------------
@@ -171,6 +176,31 @@ class Settings(BaseSettings):
             return json.loads(value)
         return [item.strip() for item in value.split(",") if item.strip()]
 
+    @field_validator("download_allowlist")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                if not _HOST_NAME.fullmatch(entry):
+                    raise ValueError(
+                        f"{entry!r} is neither a network in CIDR form (10.20.0.0/16) nor a host name (cdn.internal)"
+                    ) from None
+        return value
+
+    def download_limits(self) -> DownloadLimits:
+        """The download settings in the form `client_worker.download` takes."""
+        return DownloadLimits.allowing(
+            *self.download_allowlist,
+            connect_timeout_s=self.download_connect_timeout_s,
+            read_timeout_s=self.download_read_timeout_s,
+            total_timeout_s=self.download_total_timeout_s,
+            max_bytes=self.download_max_bytes,
+            max_redirects=self.download_max_redirects,
+            max_pixels=self.download_max_pixels,
+        )
+
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
         if self.heartbeat_ttl_s <= 2 * self.heartbeat_interval_s:
@@ -180,6 +210,10 @@ class Settings(BaseSettings):
             )
         if self.retry_max_delay_s < self.retry_base_delay_s:
             raise ValueError("RETRY_MAX_DELAY_S must be at least RETRY_BASE_DELAY_S")
+        return self
+
+    def storage_problem(self) -> str | None:
+        """Why the chosen storage backend cannot work, or None (only `run` needs storage)."""
         if self.storage_backend == "supabase":
             missing = [
                 name
@@ -190,17 +224,16 @@ class Settings(BaseSettings):
                 if not value
             ]
             if missing:
-                raise ValueError(
+                return (
                     f"STORAGE_BACKEND=supabase needs {' and '.join(missing)}; set them, or use "
                     "STORAGE_BACKEND=local with LOCAL_STORAGE_DIR and LOCAL_STORAGE_PUBLIC_URL"
                 )
-        else:
-            if not self.local_storage_dir or not self.local_storage_public_url:
-                raise ValueError(
-                    "STORAGE_BACKEND=local needs LOCAL_STORAGE_DIR (where GLB files are written) and "
-                    "LOCAL_STORAGE_PUBLIC_URL (the URL prefix that serves that directory)"
-                )
-        return self
+        elif not self.local_storage_dir or not self.local_storage_public_url:
+            return (
+                "STORAGE_BACKEND=local needs LOCAL_STORAGE_DIR (where GLB files are written) and "
+                "LOCAL_STORAGE_PUBLIC_URL (the URL prefix that serves that directory)"
+            )
+        return None
 
     def redis_keys(self) -> "RedisKeys":
         """The names of every Redis key the worker writes, derived from `KEY_PREFIX`."""
@@ -266,10 +299,14 @@ class RedisKeys:
         return f"{self.prefix}:outbox:due"
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Read the environment, raising `ConfigError` with one line per invalid variable."""
+def load_settings(*, require_storage: bool = False, **overrides: object) -> Settings:
+    """Read the environment, raising `ConfigError` with one line per invalid variable.
+
+    `require_storage` adds the storage backend's own requirements (the worker needs them; the
+    `generate`, `enqueue` and `healthcheck` commands do not).
+    """
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as error:
         lines = []
         for problem in error.errors():
@@ -279,3 +316,7 @@ def load_settings(**overrides: object) -> Settings:
         raise ConfigError("invalid worker configuration:\n  " + "\n  ".join(lines)) from None
     except SettingsError as error:
         raise ConfigError(f"invalid worker configuration: {error} ({error.__cause__})") from None
+    problem = settings.storage_problem() if require_storage else None
+    if problem is not None:
+        raise ConfigError(f"invalid worker configuration:\n  {problem}")
+    return settings

@@ -214,10 +214,27 @@ class JobQueue:
 
         await self._acknowledge(raw, job_id, stage, bookkeeping)
 
-    async def retry(self, raw: bytes, job_id: str, delay_s: float, stage: Stage) -> None:
-        """Put the message in the delayed set, due after `delay_s`."""
+    async def retry(self, raw: bytes, job_id: str, delay_s: float, stage: Stage, *, counted: bool = True) -> None:
+        """Put the message in the delayed set, due after `delay_s`.
+
+        `counted=False` gives the attempt back: the failure was an outage of a dependency
+        (Triton down), not something the job did, so it must not use up the job's attempts.
+        """
         due = time.time() + delay_s
-        await self._acknowledge(raw, job_id, stage, lambda pipe: pipe.zadd(self.keys.delayed(), {raw: due}))
+
+        def bookkeeping(pipe: Pipeline) -> None:
+            pipe.zadd(self.keys.delayed(), {raw: due})
+            if not counted:
+                pipe.hincrby(self.keys.job(job_id), "attempts", -1)
+
+        await self._acknowledge(raw, job_id, stage, bookkeeping)
+
+    async def requeue(self, raw: bytes) -> None:
+        """Put a message back at the front of the queue after an unexpected error while handling it."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(self.queue, raw)
+            pipe.lrem(self.processing, 1, raw)
+            await pipe.execute()
 
     async def release(self, raw: bytes, job_id: str) -> None:
         """Hand an unfinished job back to the front of the queue (shutdown); the attempt is not counted."""

@@ -222,14 +222,21 @@ class StatusReporter:
         entry.users += 1
         try:
             async with entry.lock:
-                text = await self.redis.hget(self.keys.outbox(), job_id)
-                if text is None:
-                    return True
-                return await self._deliver(StatusEvent.from_json(text))
+                while True:
+                    event = await self._outboxed(job_id)
+                    if event is None:
+                        return True
+                    result = await self._deliver(event)
+                    if result != "superseded":
+                        return result == "delivered"
         finally:
             entry.users -= 1
             if entry.users == 0:
                 del self._locks[job_id]
+
+    async def _outboxed(self, job_id: str) -> StatusEvent | None:
+        text = await self.redis.hget(self.keys.outbox(), job_id)
+        return None if text is None else StatusEvent.from_json(text)
 
     async def redeliver_due(self, batch: int = 50) -> int:
         """Re-send outbox events whose time has come (any worker may run this); returns how many."""
@@ -241,10 +248,15 @@ class StatusReporter:
             delivered += await self.deliver_latest(job_id.decode())
         return delivered
 
-    async def _deliver(self, event: StatusEvent) -> bool:
+    async def _deliver(self, event: StatusEvent) -> Literal["delivered", "rejected", "failed", "superseded"]:
+        """Try one event a few times; stop early when a newer event of the job replaced it."""
         body = event.webhook_body()
         error = "not attempted"
         for attempt in range(1, self.settings.webhook_attempts + 1):
+            if attempt > 1:
+                latest = await self._outboxed(event.job_id)
+                if latest is None or latest.event_id != event.event_id:
+                    return "superseded"
             retry_after: float | None = None
             try:
                 response = await self.http.post(
@@ -257,7 +269,7 @@ class StatusReporter:
                     self.metrics.webhooks.labels("delivered").inc()
                     await self._mark(event, "delivered")
                     log.info("webhook delivered", extra={"job_id": event.job_id, "status": event.status})
-                    return True
+                    return "delivered"
                 error = f"HTTP {response.status_code}: {response.text[:200]}"
                 if 400 <= response.status_code < 500 and response.status_code not in RETRYABLE_STATUS:
                     self.metrics.webhooks.labels("rejected").inc()
@@ -266,7 +278,7 @@ class StatusReporter:
                         "webhook rejected by the backend; not retried",
                         extra={"job_id": event.job_id, "status": event.status, "error": error},
                     )
-                    return False
+                    return "rejected"
                 retry_after = _retry_after(response)
             self.metrics.webhooks.labels("failed").inc()
             if attempt < self.settings.webhook_attempts:
@@ -282,7 +294,7 @@ class StatusReporter:
             "webhook not delivered; kept in the outbox for redelivery",
             extra={"job_id": event.job_id, "status": event.status, "error": error},
         )
-        return False
+        return "failed"
 
     async def _mark(self, event: StatusEvent, note: str) -> None:
         await self._settle(

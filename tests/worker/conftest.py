@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from client_worker.config import Settings, load_settings
+from client_worker.worker import Worker
 from tests.support.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
 from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 (fixtures)
 
@@ -18,7 +22,7 @@ def make_settings(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     """Settings for a test: its Redis, local storage in tmp_path, fast timings; override by keyword."""
     monkeypatch.chdir(tmp_path)  # no stray .env is read
 
-    def make(**overrides: object) -> Settings:
+    def make(*, require_storage: bool = False, **overrides: object) -> Settings:
         values: dict[str, object] = {
             "redis_url": redis_url,
             "storage_backend": "local",
@@ -34,10 +38,10 @@ def make_settings(redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             "webhook_timeout_s": 2.0,
             "webhook_retry_base_delay_s": 0.05,
             "webhook_redelivery_max_delay_s": 0.5,
-            "download_allow_private_networks": True,
+            "download_allowlist": ["127.0.0.0/8"],
         }
         values.update(overrides)
-        return load_settings(**values)
+        return load_settings(require_storage=require_storage, **values)
 
     return make
 
@@ -53,3 +57,131 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
 @pytest.fixture
 def receiver_settings(make_settings: Callable[..., Settings], webhook_receiver: WebhookReceiver) -> Settings:
     return make_settings(backend_url=webhook_receiver.url)
+
+
+# --- end to end: a worker against real Triton, Supabase stand-in, image server, receiver -------
+# (`triton_server` and `start_triton` come from tests/support/triton.py, a plugin of tests/conftest.py)
+
+from tests.support.gltf_validator import gltf_validator  # noqa: E402,F401 (fixture)
+from tests.support.supabase_server import SupabaseStorageFixture, supabase_storage  # noqa: E402,F401
+from tests.worker_io.conftest import ImageServer, Route, image_server, jpeg_bytes, png_declaring  # noqa: E402,F401
+
+E2E_RESOLUTION = 32
+"""Grid resolution of end-to-end jobs (MAX_RESOLUTION): 0.3 s a job on two CPU cores instead of 5 s."""
+
+
+@pytest.fixture(scope="session")
+def product_photo() -> bytes:
+    """A JPEG product shot on a plain background, as the backend would link."""
+    import io
+
+    from export.u2net_synthetic import synthetic_product_photo
+
+    buffer = io.BytesIO()
+    synthetic_product_photo().save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photo_url(image_server: ImageServer, product_photo: bytes) -> str:
+    """The photo's URL on the local image server, by host name (the only allowlisted one)."""
+    image_server.routes["/photo.jpg"] = Route(body=product_photo, headers={"Content-Type": "image/jpeg"})
+    return by_name(image_server.url("/photo.jpg"))
+
+
+def by_name(url: str) -> str:
+    """`http://127.0.0.1:P/x` as `http://localhost:P/x`: end-to-end workers allowlist the name
+    `localhost` only, so that URLs with loopback addresses stay refused as in production."""
+    return url.replace("//127.0.0.1:", "//localhost:", 1)
+
+
+@pytest.fixture
+def e2e_settings(
+    make_settings: Callable[..., Settings],
+    triton_server: object,
+    webhook_receiver: WebhookReceiver,
+    supabase_storage: SupabaseStorageFixture,
+) -> Callable[..., Settings]:
+    """Settings of a production-like worker (Supabase storage, SSRF rules) on the test servers."""
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "backend_url": webhook_receiver.url,
+            "triton_url": triton_server.grpc_url,  # type: ignore[attr-defined]
+            "triton_ready_timeout_s": 60,
+            "storage_backend": "supabase",
+            "supabase_url": supabase_storage.url,
+            "supabase_service_role_key": supabase_storage.service_role_key,
+            "supabase_bucket_name": supabase_storage.bucket,
+            "download_allowlist": ["localhost"],
+            "max_resolution": E2E_RESOLUTION,
+            "concurrency": 2,
+        }
+        values.update(overrides)
+        return make_settings(require_storage=True, **values)
+
+    return make
+
+
+class WorkerThread:
+    """A `Worker` running in its own thread and event loop, so tests can block while it works."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.worker: Worker | None = None
+        self.error: BaseException | None = None
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, daemon=True)
+
+    def start(self) -> "WorkerThread":
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the worker thread did not start")
+        return self
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._loop = asyncio.get_running_loop()
+            self.worker = Worker(self.settings)
+            self._ready.set()
+            await self.worker.run()
+
+        try:
+            asyncio.run(run())
+        except BaseException as error:  # reported by stop()
+            self.error = error
+            self._ready.set()
+
+    def stop(self, timeout_s: float = 60) -> None:
+        if self._loop is not None and self.worker is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self.worker.request_stop)
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the worker did not stop"
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[[Settings], WorkerThread]]:
+    """Start in-process workers; all are stopped (gracefully) after the test."""
+    workers: list[WorkerThread] = []
+
+    def start(settings: Settings) -> WorkerThread:
+        workers.append(WorkerThread(settings).start())
+        return workers[-1]
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 30, what: str = "condition") -> object:
+    """Poll until `predicate()` is truthy and return its value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")

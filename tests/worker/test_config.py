@@ -33,7 +33,9 @@ def test_guide_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.supabase_url == "https://abc.supabase.co"
     assert settings.supabase_bucket_name == "models"
     assert settings.backend_url == "https://api.example.com"
-    assert settings.download_allowlist == ["10.0.0.0/8", "cdn.internal"]
+    limits = settings.download_limits()
+    assert [str(net) for net in limits.allowed_networks] == ["10.0.0.0/8"]
+    assert limits.allowed_hosts == {"cdn.internal"}
     assert settings.supabase_service_role_key.get_secret_value() == "service-role-secret-value"
 
 
@@ -53,6 +55,7 @@ def test_every_problem_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("TRITON_URL", "http://triton:8001")
     monkeypatch.setenv("CONCURRENCY", "0")
     monkeypatch.setenv("DEFAULT_PRESET", "ultra")
+    monkeypatch.setenv("DOWNLOAD_ALLOWLIST", "http://cdn.internal/")
     with pytest.raises(ConfigError) as caught:
         load_settings()
     message = str(caught.value)
@@ -60,19 +63,20 @@ def test_every_problem_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None
     assert "TRITON_URL: is a gRPC target host:port without a scheme" in message
     assert "CONCURRENCY:" in message
     assert "DEFAULT_PRESET:" in message
+    assert "DOWNLOAD_ALLOWLIST: 'http://cdn.internal/' is neither a network" in message
 
 
 def test_supabase_backend_requires_its_credentials() -> None:
     with pytest.raises(ConfigError, match="STORAGE_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"):
-        load_settings()
+        load_settings(require_storage=True)
     with pytest.raises(ConfigError, match="LOCAL_STORAGE_DIR"):
-        load_settings(storage_backend="local")
+        load_settings(require_storage=True, storage_backend="local")
+    assert load_settings().storage_backend == "supabase"  # generate/enqueue need no storage
 
 
 def test_heartbeat_must_outlive_its_interval() -> None:
     with pytest.raises(ConfigError, match="HEARTBEAT_TTL_S must be more than twice"):
-        load_settings(storage_backend="local", local_storage_dir="/tmp/x", local_storage_public_url="http://x",
-                      heartbeat_interval_s=10, heartbeat_ttl_s=15)
+        load_settings(heartbeat_interval_s=10, heartbeat_ttl_s=15)
 
 
 def test_redact_url_keeps_everything_but_the_password() -> None:

@@ -94,7 +94,8 @@ async def test_transient_errors_are_retried(
 ) -> None:
     reporter = make_reporter(receiver_settings)
     webhook_receiver.fail_next(2, status=503)
-    assert await reporter._deliver(StatusEvent("job-4", "completed", model_url="u")) is True
+    await reporter.record(StatusEvent("job-4", "completed", model_url="u"))
+    assert await reporter.deliver_latest("job-4") is True
     assert [d.answered for d in webhook_receiver.deliveries] == [503, 503, 200]
     ids = {d.headers["X-Webhook-Id"] for d in webhook_receiver.deliveries}
     assert len(ids) == 1  # one event id across retries: the receiver's dedup key

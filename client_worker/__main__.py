@@ -1,0 +1,181 @@
+"""Command line: `python -m client_worker {run,generate,enqueue,healthcheck}`.
+
+* `run` — the Redis worker (configuration from the environment, see `.env.example`).
+* `generate IMAGE_OR_URL -o out.glb [--preset] [--triton-url]` — one image through Triton to a
+  GLB file, without Redis or storage.
+* `enqueue URL... [--shop --product-id --variant-id --quality --wait S]` — push a job in the
+  integration guide's "Manually Queue a Test Job" format, for local use.
+* `healthcheck` — exit 0 when a worker of this host (`WORKER_NAME`) has a live heartbeat in
+  Redis, 1 otherwise; for container orchestrators.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from client_worker.config import ConfigError, Settings, load_settings
+from client_worker.errors import JobError
+from client_worker.presets import PRESETS, get_preset
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m client_worker", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("run", help="consume jobs from Redis until SIGTERM")
+
+    generate = commands.add_parser("generate", help="one image (file or URL) through Triton to a GLB file")
+    generate.add_argument("image", help="path of an image file, or an http(s) URL")
+    generate.add_argument("-o", "--output", required=True, type=Path, help="GLB file to write")
+    generate.add_argument("--preset", choices=sorted(PRESETS), help="quality preset (default: DEFAULT_PRESET)")
+    generate.add_argument("--triton-url", help="Triton gRPC host:port (default: TRITON_URL)")
+    generate.add_argument("--model-version", help="pin a model version (default: TRITON_MODEL_VERSION, or latest)")
+
+    enqueue = commands.add_parser("enqueue", help="push a guide-format job onto the queue")
+    enqueue.add_argument("urls", nargs="+", help="product image URLs, in order of preference")
+    enqueue.add_argument("--shop", default="test-shop.myshopify.com")
+    enqueue.add_argument("--product-id", default="gid://shopify/Product/123")
+    enqueue.add_argument("--variant-id")
+    enqueue.add_argument("--quality", choices=sorted(PRESETS))
+    enqueue.add_argument("--job-id", help="default: a new uuid4")
+    enqueue.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                         help="wait up to SECONDS for a final status and print it")
+
+    commands.add_parser("healthcheck", help="exit 0 if a worker of this host is alive")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run()
+        settings = load_settings()
+        if args.command == "generate":
+            return asyncio.run(_generate(settings, args))
+        if args.command == "enqueue":
+            return asyncio.run(_enqueue(settings, args))
+        return asyncio.run(_healthcheck(settings))
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+
+
+def _run() -> int:
+    from client_worker.logs import configure_logging
+    from client_worker.worker import run_worker
+
+    settings = load_settings(require_storage=True)
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(run_worker(settings))
+    except JobError as error:  # Triton not ready at start-up
+        print(f"worker not started: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _generate(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from client_worker.download import download_first_image
+    from client_worker.inference import TritonMeshClient
+    from img2mesh.errors import InvalidInput
+    from img2mesh.glb import glb_summary, mesh_to_glb
+
+    preset = get_preset(args.preset or settings.default_preset)
+    client = TritonMeshClient(
+        args.triton_url or settings.triton_url,
+        settings.triton_model_name,
+        args.model_version if args.model_version is not None else settings.triton_model_version,
+        settings.triton_timeout_s,
+    )
+    started = time.perf_counter()
+    try:
+        if args.image.startswith(("http://", "https://")):
+            async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
+                image = (await download_first_image([args.image], settings.download_limits(), http)).data
+        else:
+            image = Path(args.image).read_bytes()
+        await client.wait_ready(settings.triton_ready_timeout_s)
+        mesh = await client.image_to_mesh(image, resolution=min(preset.resolution, settings.max_resolution))
+        glb = await asyncio.to_thread(
+            mesh_to_glb, mesh.vertices, mesh.faces, mesh.vertex_colors, target_faces=preset.target_faces
+        )
+    except (JobError, InvalidInput, OSError) as error:
+        print(f"generate failed: {error}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(glb)
+    summary = glb_summary(glb)
+    print(json.dumps({
+        "output": str(args.output), "bytes": len(glb), "vertices": summary["vertex_count"],
+        "faces": summary["face_count"], "preset": preset.name, "model": mesh.model_name,
+        "model_version": mesh.model_version, "weights_version": mesh.weights_version,
+        "seconds": round(time.perf_counter() - started, 2),
+    }))
+    return 0
+
+
+async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    job_id = args.job_id or str(uuid.uuid4())
+    kwargs: dict[str, object] = {
+        "job_id": job_id, "shop": args.shop, "product_id": args.product_id,
+        "image_urls": list(args.urls), "metadata": {},
+    }
+    if args.variant_id:
+        kwargs["variant_id"] = args.variant_id
+    if args.quality:
+        kwargs["quality"] = args.quality
+    message = {"task": settings.task_name, "id": str(uuid.uuid4()), "args": [], "kwargs": kwargs}
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        await redis.lpush(settings.queue_name, json.dumps(message))
+        print(json.dumps({"job_id": job_id, "queue": settings.queue_name}))
+        deadline = time.monotonic() + args.wait
+        status_key = settings.redis_keys().status(job_id)
+        while time.monotonic() < deadline:
+            status = {k.decode(): v.decode() for k, v in (await redis.hgetall(status_key)).items()}
+            if status.get("status") in ("completed", "failed"):
+                print(json.dumps(status))
+                return 0 if status["status"] == "completed" else 1
+            await asyncio.sleep(0.5)
+    finally:
+        await redis.aclose()
+    if args.wait:
+        print(f"no final status for job {job_id} after {args.wait:g} s", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _healthcheck(settings: Settings) -> int:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    keys = settings.redis_keys()
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5)
+    try:
+        members = [member.decode() for member in await redis.smembers(keys.workers())]
+        ours = [member for member in members if member.startswith(f"{settings.worker_name}:")]
+        alive = [member for member in ours if await redis.exists(keys.heartbeat(member))]
+    except (RedisError, OSError) as error:
+        print(f"unhealthy: Redis unreachable ({error})", file=sys.stderr)
+        return 1
+    finally:
+        await redis.aclose()
+    if not alive:
+        print(f"unhealthy: no live worker named {settings.worker_name!r} (registered: {len(ours)})", file=sys.stderr)
+        return 1
+    print(json.dumps({"healthy": True, "workers": alive}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""The worker's only contact with the model: one gRPC call to Triton's `image_to_mesh` ensemble.
+
+The request is the encoded image file as `IMAGE` (BYTES, shape [1, 1]) plus the optional request
+parameters `resolution`, `threshold` and `foreground_ratio` (docs/architecture.md). Errors are
+mapped once, here: `INVALID_ARGUMENT` means the image or a parameter is bad, so the job fails
+permanently with Triton's own message; anything else is transient. When Triton itself is down or
+its model is not ready, `TritonUnavailable` tells the worker to pause instead of spending the
+job's attempts on an outage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from client_worker.errors import PermanentJobError, TransientJobError
+
+OUTPUTS = ("VERTICES", "FACES", "VERTEX_COLORS", "MESH_INFO")
+WEIGHTS_VERSION = "MODEL_VERSION"
+"""Optional output: the version of the TripoSR weights that ran (the ensemble's own version is
+always the ensemble's; its steps follow the latest weights, so this is the one worth reporting)."""
+_PERMANENT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
+_PROBE_TIMEOUT_S = 2.0
+
+
+class TritonUnavailable(TransientJobError):
+    """Triton is unreachable or the model is not ready: wait for it rather than count an attempt."""
+
+
+@dataclass(frozen=True)
+class MeshResult:
+    """A mesh in the TripoSR world frame, as `img2mesh.glb.mesh_to_glb` takes it."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    vertex_colors: np.ndarray
+    info: dict[str, Any]
+    model_name: str
+    model_version: str
+    weights_version: str | None
+
+
+def status_code(error: InferenceServerException) -> str:
+    """`INVALID_ARGUMENT` from tritonclient's `StatusCode.INVALID_ARGUMENT` (or '' when unknown)."""
+    return str(error.status() or "").rsplit(".", 1)[-1]
+
+
+class TritonMeshClient:
+    """An asyncio gRPC client of one mesh model; safe to share between concurrent jobs."""
+
+    def __init__(self, url: str, model_name: str = "image_to_mesh", model_version: str = "",
+                 timeout_s: float = 300.0) -> None:
+        self.url = url
+        self.model_name = model_name
+        self.model_version = model_version
+        self.timeout_s = timeout_s
+        self._client = grpcclient.InferenceServerClient(url)
+        self._outputs: list[str] | None = None
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def readiness(self, timeout_s: float = _PROBE_TIMEOUT_S) -> str | None:
+        """None when the model is ready, else why not (for logs and the start-up error)."""
+        try:
+            if not await self._client.is_server_live(client_timeout=timeout_s):
+                return f"Triton at {self.url} is not live"
+            if not await self._client.is_model_ready(self.model_name, self.model_version, client_timeout=timeout_s):
+                version = self.model_version or "latest"
+                return f"model {self.model_name!r} (version {version}) is not ready on Triton at {self.url}"
+        except InferenceServerException as error:
+            return f"Triton at {self.url} is unreachable ({status_code(error) or 'error'}: {error.message()})"
+        return None
+
+    async def wait_ready(self, timeout_s: float, poll_s: float = 1.0) -> None:
+        """Wait until the model is ready; raises TritonUnavailable with the last reason after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            reason = await self.readiness()
+            if reason is None:
+                return
+            if time.monotonic() >= deadline:
+                raise TritonUnavailable(f"{reason} after waiting {timeout_s:g} s; check TRITON_URL and the model name")
+            await asyncio.sleep(poll_s)
+
+    async def image_to_mesh(
+        self,
+        image: bytes,
+        *,
+        resolution: int | None = None,
+        threshold: float | None = None,
+        foreground_ratio: float | None = None,
+    ) -> MeshResult:
+        """Run the ensemble on one encoded image file.
+
+        Raises:
+            PermanentJobError: Triton refused the input (not an image, too many pixels, bad parameter).
+            TritonUnavailable: Triton or the model is down; the job should wait, not fail.
+            TransientJobError: any other failure (deadline exceeded, internal error).
+        """
+        image_input = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+        image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
+        parameters: dict[str, int | float] = {}
+        if resolution is not None:
+            parameters["resolution"] = int(resolution)
+        if threshold is not None:
+            parameters["threshold"] = float(threshold)
+        if foreground_ratio is not None:
+            parameters["foreground_ratio"] = float(foreground_ratio)
+        try:
+            outputs = await self._output_names()
+            result = await self._client.infer(
+                self.model_name,
+                [image_input],
+                model_version=self.model_version,
+                outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
+                client_timeout=self.timeout_s,
+                parameters=parameters or None,
+            )
+        except InferenceServerException as error:
+            raise await self._mapped(error) from None
+        return self._mesh(result)
+
+    async def _output_names(self) -> list[str]:
+        """OUTPUTS, plus MODEL_VERSION when the served model has it (read once from its metadata)."""
+        if self._outputs is None:
+            metadata = await self._client.get_model_metadata(
+                self.model_name, self.model_version, client_timeout=_PROBE_TIMEOUT_S
+            )
+            served = {output.name for output in metadata.outputs}
+            self._outputs = [*OUTPUTS, *([WEIGHTS_VERSION] if WEIGHTS_VERSION in served else [])]
+        return self._outputs
+
+    async def _mapped(self, error: InferenceServerException) -> Exception:
+        code = status_code(error)
+        message = error.message() or str(error)
+        if code in _PERMANENT_CODES:
+            return PermanentJobError(f"the model refused the image: {message}")
+        if code == "DEADLINE_EXCEEDED":
+            return TransientJobError(f"Triton did not answer within {self.timeout_s:g} s (TRITON_TIMEOUT_S)")
+        reason = await self.readiness()
+        if reason is not None:
+            return TritonUnavailable(f"{reason} ({code}: {message})")
+        return TransientJobError(f"Triton failed the request ({code or 'error'}: {message})")
+
+    def _mesh(self, result: grpcclient.InferResult) -> MeshResult:
+        arrays = {name: result.as_numpy(name) for name in OUTPUTS}
+        missing = [name for name, array in arrays.items() if array is None]
+        if missing:
+            raise TransientJobError(f"Triton's answer lacks the outputs {', '.join(missing)}")
+        info_bytes = arrays["MESH_INFO"].reshape(-1)[0]
+        info = json.loads(info_bytes.decode("utf-8") if isinstance(info_bytes, bytes) else str(info_bytes))
+        response = result.get_response()
+        weights = result.as_numpy(WEIGHTS_VERSION) if WEIGHTS_VERSION in (self._outputs or ()) else None
+        return MeshResult(
+            vertices=np.asarray(arrays["VERTICES"][0], dtype=np.float32),
+            faces=np.asarray(arrays["FACES"][0], dtype=np.int32),
+            vertex_colors=np.asarray(arrays["VERTEX_COLORS"][0], dtype=np.uint8),
+            info=info,
+            model_name=response.model_name or self.model_name,
+            model_version=response.model_version or self.model_version,
+            weights_version=str(int(weights.reshape(-1)[0])) if weights is not None else None,
+        )

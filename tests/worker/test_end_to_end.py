@@ -1,0 +1,189 @@
+"""End to end on real servers: redis-server, tritonserver (tiny generated weights), the Supabase
+Storage stand-in driven by supabase-py, a local image server and a webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable
+
+import httpx
+import redis
+from celery import Celery
+
+from client_worker.config import Settings
+from tests.support.gltf_validator import GltfValidator
+from tests.support.redis_server import free_port
+from tests.support.supabase_server import SupabaseStorageFixture
+from tests.support.webhook_receiver import WebhookReceiver
+from tests.worker.conftest import ImageServer, Route, WorkerThread, by_name, png_declaring, wait_until
+
+
+def guide_job(job_id: str, image_urls: object, **extra: object) -> dict[str, object]:
+    """The guide's "Manually Queue a Test Job" message, verbatim apart from ids and URLs."""
+    return {
+        "task": "generate_3d_model",
+        "id": str(uuid.uuid4()),
+        "args": [],
+        "kwargs": {
+            "job_id": job_id,
+            "shop": "test-shop.myshopify.com",
+            "product_id": "gid://shopify/Product/123",
+            "product_handle": "test-product",
+            "image_urls": image_urls,
+            "metadata": {},
+            **extra,
+        },
+    }
+
+
+def statuses(receiver: WebhookReceiver, job_id: str) -> list[str]:
+    return [body["status"] for body in receiver.accepted(job_id)]
+
+
+def final(receiver: WebhookReceiver, job_id: str, timeout_s: float = 60) -> dict[str, object]:
+    """The job's terminal webhook body, once it arrived."""
+    def terminal() -> dict[str, object] | None:
+        done = [b for b in receiver.accepted(job_id) if b["status"] in ("completed", "failed")]
+        return done[-1] if done else None
+
+    return wait_until(terminal, timeout_s, f"a final webhook for {job_id}")  # type: ignore[return-value]
+
+
+def test_guide_snippet_ends_with_a_glb_in_storage(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    redis_url: str, webhook_receiver: WebhookReceiver, supabase_storage: SupabaseStorageFixture,
+    gltf_validator: GltfValidator,
+) -> None:
+    metrics_port = free_port()
+    worker = start_worker(e2e_settings(metrics_port=metrics_port))
+    r = redis.Redis.from_url(redis_url)
+    job_id = str(uuid.uuid4())
+    test_job = guide_job(job_id, [photo_url])
+    r.lpush("celery", json.dumps(test_job))  # the guide's exact call
+
+    completed = final(webhook_receiver, job_id)
+    assert completed["status"] == "completed", completed
+    seen = statuses(webhook_receiver, job_id)
+    assert seen[0] == "processing" and seen.count("completed") == 1
+    response = httpx.get(completed["modelUrl"])
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "model/gltf-binary"
+    report = gltf_validator.assert_valid(response.content)
+    assert list(supabase_storage.objects) == [f"test-shop.myshopify.com/products/123/{job_id}.glb"]
+
+    metadata = completed["metadata"]
+    assert metadata["preset"] == "balanced" and metadata["resolution"] == 32
+    assert metadata["model_name"] == "image_to_mesh" and metadata["weights_version"] == "1"
+    assert metadata["face_count"] == report["info"]["totalTriangleCount"] > 0
+    assert metadata["file_size_bytes"] == len(response.content)
+    assert metadata["attempts"] == 1
+    assert set(metadata["timings_ms"]) >= {"download", "inference", "encoding", "upload", "total"}
+    assert r.hget(f"img2mesh:status:{job_id}", "status") == b"completed"
+
+    # The same message delivered again: skipped, no second object, no second `completed`.
+    r.lpush("celery", json.dumps(test_job))
+    registry = worker.worker.metrics.registry
+    wait_until(lambda: registry.get_sample_value("img2mesh_worker_jobs_total", {"outcome": "duplicate"}),
+               what="the duplicate to be skipped")
+    assert statuses(webhook_receiver, job_id).count("completed") == 1
+    assert len(supabase_storage.objects) == 1
+
+    scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert 'img2mesh_worker_jobs_total{outcome="completed"} 1.0' in scraped
+    assert 'img2mesh_worker_stage_seconds_count{stage="inference"} 1.0' in scraped
+
+
+def test_celery_send_task_is_processed(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    redis_url: str, webhook_receiver: WebhookReceiver, supabase_storage: SupabaseStorageFixture,
+) -> None:
+    start_worker(e2e_settings())
+    backend = Celery("backend", broker=redis_url)
+    job_id = str(uuid.uuid4())
+    backend.send_task("generate_3d_model", kwargs={
+        "job_id": job_id, "shop": "test-shop.myshopify.com", "product_id": "gid://shopify/Product/77",
+        "variant_id": "gid://shopify/ProductVariant/5", "image_urls": [photo_url],
+        "metadata": {"productTitle": "Coffee Mug", "quality": "fast"},
+    })
+    completed = final(webhook_receiver, job_id)
+    assert completed["status"] == "completed", completed
+    assert completed["metadata"]["preset"] == "fast"
+    assert list(supabase_storage.objects) == [f"test-shop.myshopify.com/products/77/variants/5/{job_id}.glb"]
+    assert httpx.get(completed["modelUrl"]).status_code == 200
+
+
+def test_hostile_inputs_fail_with_actionable_messages_and_the_worker_keeps_serving(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    product_photo: bytes, image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    max_bytes = 200_000
+    start_worker(e2e_settings(download_max_bytes=max_bytes, concurrency=4))
+    routes = image_server.routes
+    routes["/notimage.jpg"] = Route(body=b"<html>Sorry, this page moved</html>", headers={"Content-Type": "image/jpeg"})
+    routes["/truncated.jpg"] = Route(body=product_photo[: len(product_photo) // 2])
+    routes["/bomb.png"] = Route(body=png_declaring(30_000, 30_000))
+    routes["/huge.jpg"] = Route(body=b"\xff\xd8\xff\xe0" + os.urandom(max_bytes + 1000))
+    loopback_photo = image_server.url("/photo.jpg")  # the same photo, but by loopback address
+    routes["/redirect.jpg"] = Route(status=302, headers={"Location": loopback_photo})
+
+    expected = {
+        "http-404": ([by_name(image_server.url("/missing.jpg"))], "HTTP 404"),
+        "not-an-image": ([by_name(image_server.url("/notimage.jpg"))], "not an image"),
+        "truncated": ([by_name(image_server.url("/truncated.jpg"))], "truncated"),
+        "bomb": ([by_name(image_server.url("/bomb.png"))], "too many pixels"),
+        "too-large": ([by_name(image_server.url("/huge.jpg"))], str(max_bytes)),
+        "loopback": ([loopback_photo], "127.0.0.1"),
+        "metadata-service": (["http://169.254.169.254/latest/meta-data/"], "169.254.169.254"),
+        "private": (["http://10.1.2.3/photo.jpg"], "10.1.2.3"),
+        "redirect-to-loopback": ([by_name(image_server.url("/redirect.jpg"))], "127.0.0.1"),
+        "empty-urls": ([], "'image_urls' is empty"),
+        "urls-not-a-list": (photo_url, "'image_urls' must be a list of URL strings"),
+    }
+    r = redis.Redis.from_url(redis_url)
+    for job_id, (urls, _) in expected.items():
+        r.lpush("celery", json.dumps(guide_job(job_id, urls)))
+    r.lpush("celery", json.dumps(guide_job("unknown-preset", [photo_url], quality="ultra")))
+    no_id = guide_job("x", [photo_url])
+    del no_id["kwargs"]["job_id"]  # type: ignore[attr-defined]
+    r.lpush("celery", json.dumps(no_id))
+    r.lpush("celery", json.dumps(guide_job("good-after-all-that", [photo_url])))
+
+    assert final(webhook_receiver, "good-after-all-that", 90)["status"] == "completed"
+    for job_id, (_, fragment) in expected.items():
+        body = final(webhook_receiver, job_id)
+        assert body["status"] == "failed", (job_id, body)
+        assert fragment in body["errorMessage"], (job_id, body["errorMessage"])
+        assert body["metadata"]["kind"] == "permanent" and body["metadata"]["attempts"] == 1
+    unknown = final(webhook_receiver, "unknown-preset")
+    assert "unknown quality preset 'ultra'" in unknown["errorMessage"]
+    (rejected,) = [json.loads(item) for item in r.lrange("img2mesh:rejected", 0, -1)]
+    assert "'job_id' is required" in rejected["reason"]
+    assert r.llen("img2mesh:dead") == len(expected) + 1
+
+
+def test_backend_outage_delays_webhooks_but_redis_status_is_right_all_along(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    redis_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    start_worker(e2e_settings())
+    webhook_receiver.stop()
+    r = redis.Redis.from_url(redis_url)
+    r.lpush("celery", json.dumps(guide_job("during-outage", [photo_url])))
+    seen: list[bytes] = []
+
+    def completed_in_redis() -> bool:
+        seen.append(r.hget("img2mesh:status:during-outage", "status") or b"")
+        return seen[-1] == b"completed"
+
+    wait_until(completed_in_redis, 60, "the Redis status to say completed")
+    assert set(seen) <= {b"", b"processing", b"completed"}
+    assert r.hget("img2mesh:status:during-outage", "delivery") == b"pending"
+    assert webhook_receiver.deliveries == []
+
+    webhook_receiver.start()
+    completed = final(webhook_receiver, "during-outage")
+    assert completed["status"] == "completed" and completed["modelUrl"]
+    assert statuses(webhook_receiver, "during-outage") == ["completed"]  # only the latest is re-sent
+    wait_until(lambda: r.hget("img2mesh:status:during-outage", "delivery") == b"delivered")

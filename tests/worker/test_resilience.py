@@ -1,0 +1,122 @@
+"""Failures of the moving parts: a worker killed mid-job, Triton stopped mid-run, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+
+from client_worker.config import Settings
+from local_triton import LocalTriton
+from tests.support.supabase_server import SupabaseStorageFixture
+from tests.support.webhook_receiver import WebhookReceiver
+from tests.worker.conftest import ImageServer, Route, WorkerThread, by_name, wait_until
+from tests.worker.test_end_to_end import final, guide_job, statuses
+
+REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """The environment that makes `python -m client_worker run` load exactly these settings."""
+    env = {key: value for key, value in os.environ.items() if not key.isupper() or key in ("PATH", "HOME", "LANG")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[name.upper()] = json.dumps(value) if isinstance(value, list) else str(value)
+    env["PYTHONPATH"] = str(REPOSITORY_ROOT)
+    return env
+
+
+def start_worker_process(settings: Settings, cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "client_worker", "run"], env=settings_environment(settings), cwd=cwd,
+        stdout=subprocess.DEVNULL, stderr=open(cwd / "worker.log", "ab"),  # noqa: SIM115
+    )
+
+
+def test_worker_killed_mid_job_another_completes_it_exactly_once(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], product_photo: bytes,
+    image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver,
+    supabase_storage: SupabaseStorageFixture, tmp_path: Path,
+) -> None:
+    image_server.routes["/slow.jpg"] = Route(body=product_photo, delay_s=3)
+    settings = e2e_settings()
+    doomed = start_worker_process(settings, tmp_path)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: r.smembers("img2mesh:workers"), 30, "the worker process to register")
+        job_id = str(uuid.uuid4())
+        r.lpush("celery", json.dumps(guide_job(job_id, [by_name(image_server.url("/slow.jpg"))])))
+        wait_until(lambda: b"downloading" in (r.hget(f"img2mesh:status:{job_id}", "metadata") or b""), 30,
+                   "the job to be mid-download")
+        doomed.send_signal(signal.SIGKILL)
+        doomed.wait(10)
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    assert r.llen("celery") == 0  # the job is in the dead worker's processing list, not lost
+
+    start_worker(settings)
+    completed = final(webhook_receiver, job_id, 60)
+    assert completed["status"] == "completed", completed
+    assert completed["metadata"]["attempts"] == 2
+    assert statuses(webhook_receiver, job_id).count("completed") == 1
+    assert list(supabase_storage.objects) == [f"test-shop.myshopify.com/products/123/{job_id}.glb"]
+
+
+def test_triton_stopped_mid_run_jobs_wait_and_none_fails(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread],
+    start_triton: Callable[..., LocalTriton], analytic_repository: Path, product_photo: bytes,
+    image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    triton = start_triton(analytic_repository, copy=False, exit_timeout_s=1)
+    image_server.routes["/photo.jpg"] = Route(body=product_photo, delay_s=0.5)
+    start_worker(e2e_settings(triton_url=triton.grpc_url, max_attempts=2))
+    r = redis.Redis.from_url(redis_url)
+    job_ids = [f"triton-outage-{index}" for index in range(6)]
+    for job_id in job_ids:
+        r.lpush("celery", json.dumps(guide_job(job_id, [by_name(image_server.url("/photo.jpg"))])))
+    final(webhook_receiver, job_ids[0], 60)
+
+    triton.stop()
+    wait_until(lambda: any(b"retry_scheduled" in (r.hget(f"img2mesh:status:{j}", "metadata") or b"")
+                           for j in job_ids), 30, "a job to meet the outage")
+    triton.start()
+
+    bodies = [final(webhook_receiver, job_id, 120) for job_id in job_ids]
+    assert [body["status"] for body in bodies] == ["completed"] * len(job_ids)
+    assert r.llen("img2mesh:dead") == 0
+
+
+def test_sigterm_hands_running_jobs_back(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], product_photo: bytes,
+    image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver, tmp_path: Path,
+) -> None:
+    image_server.routes["/slow.jpg"] = Route(body=product_photo, delay_s=3)
+    settings = e2e_settings(shutdown_grace_s=0.5)
+    process = start_worker_process(settings, tmp_path)
+    r = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: r.smembers("img2mesh:workers"), 30, "the worker process to register")
+        r.lpush("celery", json.dumps(guide_job("interrupted", [by_name(image_server.url("/slow.jpg"))])))
+        wait_until(lambda: r.exists("img2mesh:lease:interrupted"), 30, "the job to start")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert r.lrange("celery", 0, -1) != []  # handed back, not lost
+    assert r.smembers("img2mesh:workers") == set()  # left cleanly: nothing for others to recover
+    assert r.hget("img2mesh:job:interrupted", "attempts") == b"0"  # the interrupted run is not counted
+
+    start_worker(settings)
+    assert final(webhook_receiver, "interrupted", 60)["status"] == "completed"
