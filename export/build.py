@@ -91,7 +91,8 @@ def build_repository(
     _, channels, side, _ = model.scene_code_shape
     shapes = Shapes(scene_code_channels=channels, scene_code_size=side, condition_size=model.config.cond_image_size)
 
-    with tempfile.TemporaryDirectory(dir=output, prefix=".export-") as scratch:
+    # Scratch space outside the repository: Triton (`--load-model=*`) must never see a half export.
+    with tempfile.TemporaryDirectory(prefix="export-") as scratch:
         staged = {name: Path(scratch) / name for name in ("triposr_encoder", "triposr_decoder", "rembg")}
         for folder in staged.values():
             folder.mkdir()

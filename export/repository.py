@@ -79,7 +79,7 @@ def _io(shapes: Shapes) -> dict[str, tuple[list[mc.ModelInput], list[mc.ModelOut
             _outputs(("density", fp32, [-1, 1]), ("color", fp32, [-1, 3]), ("version", int64, [1])),
         ),
         "mesher": (
-            _inputs(("SCENE_CODES", fp32, codes)),
+            _inputs(("SCENE_CODES", fp32, codes), ("DECODER_VERSION", int64, [1])),
             _outputs(
                 ("VERTICES", fp32, [-1, 3]),
                 ("FACES", mc.TYPE_INT32, [-1, 3]),
@@ -218,7 +218,8 @@ def ensemble_config(shapes: Shapes) -> mc.ModelConfig:
         Step(
             model_name="mesher",
             model_version=-1,
-            input_map={"SCENE_CODES": "scene_codes"},
+            # The decoder version is the encoder's: a job never mixes versions, also mid-roll.
+            input_map={"SCENE_CODES": "scene_codes", "DECODER_VERSION": "MODEL_VERSION"},
             output_map={name: name for name in ("VERTICES", "FACES", "VERTEX_COLORS", "MESH_INFO")},
         ),
     ]

@@ -103,7 +103,7 @@ class Rollout:
     model: str = MODEL
     companions: Sequence[str] = COMPANIONS
     ensemble: str = ENSEMBLE
-    drain_quiet_s: float = 5.0
+    drain_quiet_s: float = 15.0
     drain_timeout_s: float = 600.0
     log: Log = print
 
@@ -133,29 +133,24 @@ class Rollout:
         except InferenceServerException as error:
             raise RolloutError(f"{name}: {error.message().strip().rstrip(';')}") from error
 
-    def wait_until_unused(self, name: str, old: int, new: int) -> None:
+    def wait_until_unused(self, name: str, old: int) -> None:
         """Return once ``name`` version ``old`` is no longer needed by running requests.
 
-        Requests that entered the old model version can still call this one (the mesher decodes
-        a grid in chunks, then colours after marching cubes): unloading it under them would fail
-        those jobs. Done when ``old`` took no request for ``drain_quiet_s``; or when, for that long,
-        ``old`` kept taking requests and ``new`` none — then callers pick ``old`` by version policy
-        (they pin no version), and only retiring it moves them on. Gives up after ``drain_timeout_s``.
+        The mesher pins the decoder to the version of the encoder that served the job, so once
+        the encoder has switched, only jobs already in flight call ``old`` (grid chunks, then the
+        colours after marching cubes): unloading it under them would fail those jobs. Done when
+        ``old`` took no request for ``drain_quiet_s`` (longer than the gap marching cubes leaves
+        between decoder calls); gives up after ``drain_timeout_s``.
         """
         started = old_changed = time.monotonic()
-        old_count, new_count = self._inference_count(name, old), self._inference_count(name, new)
-        new_used = False
+        old_count = self._inference_count(name, old)
         while True:
             time.sleep(min(0.5, self.drain_quiet_s))
             now = time.monotonic()
             count = self._inference_count(name, old)
             if count != old_count:
                 old_count, old_changed = count, now
-            new_used = new_used or self._inference_count(name, new) != new_count
             if now - old_changed >= self.drain_quiet_s:
-                return
-            if not new_used and now - started >= self.drain_quiet_s:
-                self.log(f"[rollout] {name} version {old} still takes new requests (callers pin no version); retiring it now")
                 return
             if now - started >= self.drain_timeout_s:
                 self.log(f"[rollout] {name} version {old} still busy after {self.drain_timeout_s:.0f} s; retiring it anyway")
@@ -202,7 +197,7 @@ class Rollout:
             for old in before[companion].ready:
                 if old != version:
                     self.log(f"[rollout] waiting until {companion} version {old} is unused …")
-                    self.wait_until_unused(companion, old, version)
+                    self.wait_until_unused(companion, old)
             if before[companion].ready != (version,):
                 self.log(f"[rollout] retiring {companion} versions other than {version} …")
                 self.load(companion, (version,))
@@ -227,7 +222,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model", default=MODEL, help="the model whose version clients get (default %(default)s)")
     parser.add_argument("--companion", action="append", help=f"a model switched with it (default {', '.join(COMPANIONS)}); repeat for several")
     parser.add_argument("--ensemble", default=ENSEMBLE, help="the pipeline that must be ready afterwards (default %(default)s)")
-    parser.add_argument("--drain-quiet-s", type=float, default=5.0, help="idle time that proves an old version unused (default %(default)s)")
+    parser.add_argument("--drain-quiet-s", type=float, default=15.0, help="idle time that proves an old version unused (default %(default)s)")
     parser.add_argument("--drain-timeout-s", type=float, default=600.0, help="longest wait for an old version to drain (default %(default)s)")
     args = parser.parse_args(argv)
     if args.command != "status" and (args.version is None or args.version < 1):

@@ -197,6 +197,7 @@ def test_runbook_rolls_versions_under_load_and_survives_a_broken_version(
     during = [job for job in jobs if any(start < job.finished and job.started < finished for _, start, finished, _ in steps)]
     mixed = [job for job in during if job.encoder_version != job.decoder_version]
     print(f"{len(jobs)} jobs, none failed; {len(during)} overlapped a roll, {len(mixed)} of them mixed encoder/decoder versions")
+    assert not mixed, "the mesher must decode with the version of the encoder that made the scene codes"
 
     final = run(local(status))
     assert "triposr_encoder: serving 2" in final.stdout

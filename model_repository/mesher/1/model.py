@@ -3,7 +3,9 @@
 The decoder is evaluated over the R³ grid through BLS in fixed-size chunks (a fixed size keeps
 the decoder's shapes stable for its dynamic batcher and TensorRT profiles), marching cubes runs
 here on the CPU, and the decoder is called once more at the final vertices for their colours.
-Cancellation is checked between chunks, so a client that gave up stops the work.
+Every BLS call asks for ``DECODER_VERSION``, the version of the encoder that made the scene codes,
+so one job never mixes versions while ops roll from one to the next. Cancellation is checked
+between chunks, so a client that gave up stops the work.
 """
 
 import json
@@ -35,6 +37,7 @@ class TritonPythonModel:
     def _mesh(self, request):
         parameters = mesh_parameters(request)
         scene_codes = input_array(pb_utils, request, "SCENE_CODES")
+        version = int(input_array(pb_utils, request, "DECODER_VERSION").reshape(-1)[0])
         timings = {}
 
         started = time.perf_counter()
@@ -42,7 +45,7 @@ class TritonPythonModel:
         for chunk in grid_chunks(parameters.resolution, self.chunk_size):
             if request.is_cancelled():
                 raise RequestCancelled()
-            density, _, decoder_version = self._decode(scene_codes, chunk)
+            density, _, decoder_version = self._decode(scene_codes, chunk, version)
             density_chunks.append(density)
         timings["grid"] = _elapsed_ms(started)
 
@@ -53,7 +56,9 @@ class TritonPythonModel:
         timings["marching_cubes"] = _elapsed_ms(started)
 
         started = time.perf_counter()
-        colors = np.concatenate([self._decode(scene_codes, chunk)[1] for chunk in iter_chunks(vertices, self.chunk_size)])
+        colors = np.concatenate(
+            [self._decode(scene_codes, chunk, version)[1] for chunk in iter_chunks(vertices, self.chunk_size)]
+        )
         timings["colors"] = _elapsed_ms(started)
 
         info = {
@@ -71,10 +76,11 @@ class TritonPythonModel:
             pb_utils.Tensor("MESH_INFO", np.array([[json.dumps(info).encode()]], dtype=np.object_)),
         ]
 
-    def _decode(self, scene_codes, points):
+    def _decode(self, scene_codes, points, version):
         """Density, colour and the decoder's exported version for ``points`` [N, 3]."""
         request = pb_utils.InferenceRequest(
             model_name=self.decoder,
+            model_version=version,
             inputs=[
                 pb_utils.Tensor("scene_codes", scene_codes),
                 pb_utils.Tensor("points", np.ascontiguousarray(points, dtype=np.float32)[None]),
