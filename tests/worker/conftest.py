@@ -64,7 +64,7 @@ def receiver_settings(make_settings: Callable[..., Settings], webhook_receiver: 
 
 from tests.support.gltf_validator import gltf_validator  # noqa: E402,F401 (fixture)
 from tests.support.supabase_server import SupabaseStorageFixture, supabase_storage  # noqa: E402,F401
-from tests.worker_io.conftest import ImageServer, Route, image_server, jpeg_bytes, png_declaring  # noqa: E402,F401
+from tests.worker_io.conftest import ImageServer, Route, image_server, png_declaring  # noqa: E402,F401
 
 E2E_RESOLUTION = 32
 """Grid resolution of end-to-end jobs (MAX_RESOLUTION): 0.3 s a job on two CPU cores instead of 5 s."""

@@ -187,3 +187,42 @@ def test_backend_outage_delays_webhooks_but_redis_status_is_right_all_along(
     assert completed["status"] == "completed" and completed["modelUrl"]
     assert statuses(webhook_receiver, "during-outage") == ["completed"]  # only the latest is re-sent
     wait_until(lambda: r.hget("img2mesh:status:during-outage", "delivery") == b"delivered")
+
+
+STORAGE_UNAVAILABLE = {"statusCode": "503", "code": "SlowDown", "error": "acquiring_lock_timeout",
+                       "message": "acquiring lock timeout"}
+
+
+def test_a_retry_after_a_storage_outage_reuses_the_finished_glb(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    redis_url: str, webhook_receiver: WebhookReceiver, supabase_storage: SupabaseStorageFixture,
+) -> None:
+    supabase_storage.server.fail_next(503, STORAGE_UNAVAILABLE, times=2)
+    worker = start_worker(e2e_settings(max_attempts=3))
+    redis.Redis.from_url(redis_url).lpush("celery", json.dumps(guide_job("flaky-storage", [photo_url])))
+
+    completed = final(webhook_receiver, "flaky-storage")
+    assert completed["status"] == "completed", completed
+    assert completed["metadata"]["attempts"] == 3
+    registry = worker.worker.metrics.registry
+    assert registry.get_sample_value("img2mesh_worker_stage_seconds_count", {"stage": "inference"}) == 1
+    assert registry.get_sample_value("img2mesh_worker_stage_seconds_count", {"stage": "upload"}) == 3
+    assert registry.get_sample_value("img2mesh_worker_retries_total", {"stage": "uploading"}) == 2
+    assert not redis.Redis.from_url(redis_url).exists("img2mesh:artifact:flaky-storage")  # cleaned up
+
+
+def test_transient_failures_until_the_last_attempt_dead_letter_the_job(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    redis_url: str, webhook_receiver: WebhookReceiver, supabase_storage: SupabaseStorageFixture,
+) -> None:
+    supabase_storage.server.fail_next(503, STORAGE_UNAVAILABLE, times=100)
+    start_worker(e2e_settings(max_attempts=2))
+    r = redis.Redis.from_url(redis_url)
+    r.lpush("celery", json.dumps(guide_job("storage-down", [photo_url])))
+
+    failed = final(webhook_receiver, "storage-down")
+    assert failed["status"] == "failed"
+    assert failed["errorMessage"].startswith("gave up after 2 attempts; last error: Supabase bucket '3d-models'")
+    assert failed["metadata"] == {"attempts": 2, "stage": "uploading", "kind": "exhausted"}
+    (dead,) = [json.loads(item) for item in r.lrange("img2mesh:dead", 0, -1)]
+    assert dead["job_id"] == "storage-down" and dead["reason"] == failed["errorMessage"]

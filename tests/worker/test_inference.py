@@ -1,0 +1,67 @@
+"""The Triton client against a real tritonserver: outputs, and how each failure is classified."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from client_worker.errors import PermanentJobError, TransientJobError
+from client_worker.inference import TritonMeshClient, TritonUnavailable
+from local_triton import LocalTriton
+from tests.support.redis_server import free_port
+from tests.worker.conftest import E2E_RESOLUTION
+
+
+async def test_mesh_outputs_and_versions(triton_server: LocalTriton, product_photo: bytes) -> None:
+    client = TritonMeshClient(triton_server.grpc_url)
+    try:
+        await client.wait_ready(10)
+        mesh = await client.image_to_mesh(product_photo, resolution=E2E_RESOLUTION, foreground_ratio=0.8)
+    finally:
+        await client.close()
+    assert mesh.vertices.dtype == np.float32 and mesh.vertices.shape[1] == 3 and len(mesh.vertices) > 0
+    assert mesh.faces.dtype == np.int32 and mesh.faces.max() < len(mesh.vertices)
+    assert mesh.vertex_colors.dtype == np.uint8 and mesh.vertex_colors.shape == mesh.vertices.shape
+    assert mesh.info["resolution"] == E2E_RESOLUTION and mesh.info["face_count"] == len(mesh.faces)
+    assert (mesh.model_name, mesh.model_version, mesh.weights_version) == ("image_to_mesh", "1", "1")
+
+
+async def test_bad_input_is_permanent_with_tritons_message(triton_server: LocalTriton, product_photo: bytes) -> None:
+    client = TritonMeshClient(triton_server.grpc_url)
+    try:
+        with pytest.raises(PermanentJobError, match="JPEG, PNG or WebP"):
+            await client.image_to_mesh(b"plain text, not a photo")
+        with pytest.raises(PermanentJobError, match="resolution must be from"):
+            await client.image_to_mesh(product_photo, resolution=8)
+    finally:
+        await client.close()
+
+
+async def test_deadline_is_transient_but_not_an_outage(triton_server: LocalTriton, product_photo: bytes) -> None:
+    client = TritonMeshClient(triton_server.grpc_url, timeout_s=0.001)
+    try:
+        with pytest.raises(TransientJobError, match="did not answer within") as caught:
+            await client.image_to_mesh(product_photo, resolution=E2E_RESOLUTION)
+    finally:
+        await client.close()
+    assert not isinstance(caught.value, TritonUnavailable)
+
+
+async def test_unreachable_triton_is_an_outage() -> None:
+    client = TritonMeshClient(f"127.0.0.1:{free_port()}")
+    try:
+        with pytest.raises(TritonUnavailable, match="unreachable"):
+            await client.image_to_mesh(b"\xff\xd8\xff", resolution=E2E_RESOLUTION)
+        with pytest.raises(TritonUnavailable, match="check TRITON_URL"):
+            await client.wait_ready(0)
+    finally:
+        await client.close()
+
+
+async def test_missing_model_is_reported_by_name(triton_server: LocalTriton) -> None:
+    client = TritonMeshClient(triton_server.grpc_url, model_name="image_to_mesh", model_version="7")
+    try:
+        reason = await client.readiness()
+    finally:
+        await client.close()
+    assert reason is not None and "'image_to_mesh' (version 7) is not ready" in reason

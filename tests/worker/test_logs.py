@@ -1,0 +1,46 @@
+"""JSON log lines: one object per line, context fields included, secrets absent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+
+from client_worker.config import load_settings
+from client_worker.logs import JsonFormatter
+
+
+def test_json_line_with_context_and_exception() -> None:
+    logger = logging.getLogger("client_worker.test")
+    record = logger.makeRecord(
+        logger.name, logging.ERROR, __file__, 1, "job failed: %s", ("HTTP 404",), None,
+        extra={"job_id": "job-1", "stage": "downloading"},
+    )
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record.exc_info = sys.exc_info()
+    line = JsonFormatter().format(record)
+    assert "\n" not in line.replace("\\n", "")
+    fields = json.loads(line)
+    assert fields["msg"] == "job failed: HTTP 404"
+    assert (fields["level"], fields["job_id"], fields["stage"]) == ("ERROR", "job-1", "downloading")
+    assert "ValueError: boom" in fields["exc"] and fields["ts"].endswith("+00:00")
+
+
+def test_the_start_up_line_carries_no_secret(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(
+        redis_url="redis://:redis-password@cache:6379/0", supabase_url="https://p.supabase.co",
+        supabase_service_role_key="service-role-value", webhook_secret="webhook-value",
+    )
+    logger = logging.getLogger("client_worker.test")
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "worker starting", (), None,
+                               extra={"settings": settings.safe_summary()})
+    line = JsonFormatter().format(record)
+    for secret in ("redis-password", "service-role-value", "webhook-value"):
+        assert secret not in line
+    assert json.loads(line)["settings"]["supabase_service_role_key"] == "***"
