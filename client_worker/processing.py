@@ -64,7 +64,7 @@ class _Run:
 
     job: Job
     attempt: int
-    stage: str = "preset"
+    stage: str = "intake"
     ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -115,6 +115,7 @@ class JobProcessor:
     async def _run(self, run: _Run) -> Completed:
         job = run.job
         preset = resolve_preset({"quality": job.quality, "metadata": job.metadata}, self.settings.default_preset)
+        key = storage_key(job.shop, job.product_id, job.variant_id, job.job_id)  # bad ids fail before any work
         cached = await self.redis.hgetall(self.keys.artifact(job.job_id))
         if cached:
             glb = cached[b"glb"]
@@ -126,7 +127,6 @@ class JobProcessor:
         if not model_url:
             await self._enter(run, "uploading")
             with self._timed(run, "upload"):
-                key = storage_key(job.shop, job.product_id, job.variant_id, job.job_id)
                 model_url = await self.storage.upload(key, glb)
             await self.redis.hset(self.keys.artifact(job.job_id), "model_url", model_url)
         metadata = {**details, "attempts": run.attempt, "timings_ms": {**details["timings_ms"], **run.ms}}

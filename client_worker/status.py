@@ -193,9 +193,15 @@ class StatusReporter:
 
     def deliver_soon(self, job_id: str) -> None:
         """Start delivering the job's latest outbox event in the background."""
-        task = asyncio.create_task(self.deliver_latest(job_id))
+        task = asyncio.create_task(self._deliver_in_background(job_id))
         self._deliveries.add(task)
         task.add_done_callback(self._deliveries.discard)
+
+    async def _deliver_in_background(self, job_id: str) -> None:
+        try:
+            await self.deliver_latest(job_id)
+        except Exception:  # Redis unreachable: the event is in the outbox (or will be re-recorded)
+            log.exception("webhook delivery failed; the outbox will retry", extra={"job_id": job_id})
 
     async def report(self, event: StatusEvent) -> None:
         """Record an event and deliver it in the background (the job does not wait for the backend)."""

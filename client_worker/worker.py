@@ -86,6 +86,7 @@ class Worker:
         self.triton_ready = asyncio.Event()
         self._triton_down = asyncio.Event()
         self._closing = asyncio.Event()
+        self._releases: set[asyncio.Future[None]] = set()
         self._running: dict[str, bytes] = {}
 
     def request_stop(self) -> None:
@@ -114,6 +115,7 @@ class Worker:
             for loop in unfinished:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
+            await asyncio.gather(*self._releases, return_exceptions=True)  # before the sweep below
             handed_back = await self.queue.hand_back_all()
             await self.reporter.drain(self.settings.webhook_timeout_s)
             self._closing.set()
@@ -203,7 +205,9 @@ class Worker:
         try:
             completed = await self.processor.run(job, attempt)
         except asyncio.CancelledError:
-            await asyncio.shield(self.queue.release(raw, job.job_id))
+            release = asyncio.ensure_future(self.queue.release(raw, job.job_id))
+            self._releases.add(release)
+            await asyncio.shield(release)
             self.metrics.jobs.labels("handed_back").inc()
             log.info("job handed back at shutdown", extra={"job_id": job.job_id})
             raise

@@ -145,6 +145,7 @@ def test_hostile_inputs_fail_with_actionable_messages_and_the_worker_keeps_servi
     for job_id, (urls, _) in expected.items():
         r.lpush("celery", json.dumps(guide_job(job_id, urls)))
     r.lpush("celery", json.dumps(guide_job("unknown-preset", [photo_url], quality="ultra")))
+    r.lpush("celery", json.dumps(guide_job("bad-product-id", [photo_url], product_id="my-mug")))
     no_id = guide_job("x", [photo_url])
     del no_id["kwargs"]["job_id"]  # type: ignore[attr-defined]
     r.lpush("celery", json.dumps(no_id))
@@ -158,9 +159,11 @@ def test_hostile_inputs_fail_with_actionable_messages_and_the_worker_keeps_servi
         assert body["metadata"]["kind"] == "permanent" and body["metadata"]["attempts"] == 1
     unknown = final(webhook_receiver, "unknown-preset")
     assert "unknown quality preset 'ultra'" in unknown["errorMessage"]
+    bad_id = final(webhook_receiver, "bad-product-id")
+    assert "neither a Shopify GID" in bad_id["errorMessage"] and bad_id["metadata"]["stage"] == "intake"
     (rejected,) = [json.loads(item) for item in r.lrange("img2mesh:rejected", 0, -1)]
     assert "'job_id' is required" in rejected["reason"]
-    assert r.llen("img2mesh:dead") == len(expected) + 1
+    assert r.llen("img2mesh:dead") == len(expected) + 2
 
 
 def test_backend_outage_delays_webhooks_but_redis_status_is_right_all_along(
