@@ -25,6 +25,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from client_worker.config import RedisKeys, Settings
 
@@ -186,10 +187,13 @@ class JobQueue:
             pipe.lrem(self.processing, 1, raw)
             await pipe.execute()
 
-    async def complete(self, raw: bytes, job_id: str, model_url: str, stage: Stage) -> None:
-        """Mark the job completed (duplicates are skipped from now on) and acknowledge it."""
+    async def complete(self, raw: bytes, job_id: str, model_url: str, stage: Stage) -> bool:
+        """Mark the job completed (duplicates are skipped from now on) and acknowledge it.
+
+        False when another worker had completed it first (then `stage` did not run).
+        """
         job = self.keys.job(job_id)
-        await self._acknowledge(
+        return await self._acknowledge(
             raw,
             job_id,
             stage,
@@ -199,7 +203,7 @@ class JobQueue:
             ),
         )
 
-    async def fail(self, raw: bytes, job_id: str | None, reason: str, attempts: int, stage: Stage) -> None:
+    async def fail(self, raw: bytes, job_id: str | None, reason: str, attempts: int, stage: Stage) -> bool:
         """Dead-letter the message with the reason; a later re-enqueue of the job starts afresh."""
         record = json.dumps(
             {"job_id": job_id, "reason": reason, "attempts": attempts, "worker": self.instance,
@@ -212,9 +216,9 @@ class JobQueue:
                 pipe.hset(self.keys.job(job_id), mapping={"outcome": "failed", "attempts": 0})
                 pipe.expire(self.keys.job(job_id), self.settings.idempotency_ttl_s)
 
-        await self._acknowledge(raw, job_id, stage, bookkeeping)
+        return await self._acknowledge(raw, job_id, stage, bookkeeping)
 
-    async def retry(self, raw: bytes, job_id: str, delay_s: float, stage: Stage, *, counted: bool = True) -> None:
+    async def retry(self, raw: bytes, job_id: str, delay_s: float, stage: Stage, *, counted: bool = True) -> bool:
         """Put the message in the delayed set, due after `delay_s`.
 
         `counted=False` gives the attempt back: the failure was an outage of a dependency
@@ -227,7 +231,7 @@ class JobQueue:
             if not counted:
                 pipe.hincrby(self.keys.job(job_id), "attempts", -1)
 
-        await self._acknowledge(raw, job_id, stage, bookkeeping)
+        return await self._acknowledge(raw, job_id, stage, bookkeeping)
 
     async def requeue(self, raw: bytes) -> None:
         """Put a message back at the front of the queue after an unexpected error while handling it."""
@@ -236,25 +240,50 @@ class JobQueue:
             pipe.lrem(self.processing, 1, raw)
             await pipe.execute()
 
-    async def release(self, raw: bytes, job_id: str) -> None:
+    async def release(self, raw: bytes, job_id: str) -> bool:
         """Hand an unfinished job back to the front of the queue (shutdown); the attempt is not counted."""
 
         def bookkeeping(pipe: Pipeline) -> None:
             pipe.hincrby(self.keys.job(job_id), "attempts", -1)
             pipe.rpush(self.queue, raw)
 
-        await self._acknowledge(raw, job_id, lambda pipe: None, bookkeeping)
+        return await self._acknowledge(raw, job_id, lambda pipe: None, bookkeeping)
 
     async def _acknowledge(
         self, raw: bytes, job_id: str | None, stage: Stage, bookkeeping: Callable[[Pipeline], object]
-    ) -> None:
+    ) -> bool:
+        """Remove the message from our processing list together with the outcome's writes.
+
+        Returns False, writing nothing but the removal, when the job was completed elsewhere in
+        the meantime: a worker wrongly presumed dead (a stalled host) may finish a job that was
+        already recovered and run again; only the first completion is recorded and reported.
+        The job hash and lease are WATCHed, so that check and the writes are one atomic step.
+        """
+        if job_id is None:
+            async with self.redis.pipeline(transaction=True) as pipe:
+                bookkeeping(pipe)
+                stage(pipe)
+                pipe.lrem(self.processing, 1, raw)
+                await pipe.execute()
+            return True
+        job, lease = self.keys.job(job_id), self.keys.lease(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            bookkeeping(pipe)
-            stage(pipe)
-            if job_id is not None:
-                pipe.delete(self.keys.lease(job_id))
-            pipe.lrem(self.processing, 1, raw)
-            await pipe.execute()
+            while True:
+                try:
+                    await pipe.watch(job, lease)
+                    already_completed = await pipe.hget(job, "outcome") == b"completed"
+                    ours = await pipe.get(lease) == self.instance.encode()
+                    pipe.multi()
+                    if not already_completed:
+                        bookkeeping(pipe)
+                        stage(pipe)
+                    if ours:
+                        pipe.delete(lease)
+                    pipe.lrem(self.processing, 1, raw)
+                    await pipe.execute()
+                    return not already_completed
+                except WatchError:
+                    continue
 
     async def promote_due(self, now: float | None = None, batch: int = 100) -> int:
         """Move delayed messages whose time has come to the front of the queue."""

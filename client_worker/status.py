@@ -27,6 +27,7 @@ from typing import Any, Literal
 import httpx
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from client_worker.config import RedisKeys, Settings
 from client_worker.job_queue import Stage
@@ -185,11 +186,25 @@ class StatusReporter:
 
         return write
 
-    async def record(self, event: StatusEvent) -> None:
-        """Write an event to Redis on its own (progress updates, which need no acknowledgement)."""
+    async def record(self, event: StatusEvent) -> bool:
+        """Write an event to Redis on its own (progress updates, which need no acknowledgement).
+
+        Nothing is written over a `completed` status (False is returned): a late progress update
+        of a run that lost the race to complete must not make a finished job look unfinished.
+        """
+        status_key = self.keys.status(event.job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            self.stage(event)(pipe)
-            await pipe.execute()
+            while True:
+                try:
+                    await pipe.watch(status_key)
+                    if await pipe.hget(status_key, "status") == b"completed":
+                        return False
+                    pipe.multi()
+                    self.stage(event)(pipe)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
     def deliver_soon(self, job_id: str) -> None:
         """Start delivering the job's latest outbox event in the background."""
@@ -205,8 +220,8 @@ class StatusReporter:
 
     async def report(self, event: StatusEvent) -> None:
         """Record an event and deliver it in the background (the job does not wait for the backend)."""
-        await self.record(event)
-        self.deliver_soon(event.job_id)
+        if await self.record(event):
+            self.deliver_soon(event.job_id)
 
     async def drain(self, timeout_s: float) -> None:
         """Wait for background deliveries (shutdown); what does not finish stays in the outbox."""

@@ -215,10 +215,13 @@ class Worker:
             await self._failed_attempt(raw, job.job_id, attempt, failure)
         else:
             event = StatusEvent(job.job_id, "completed", model_url=completed.model_url, metadata=completed.metadata)
-            await self.queue.complete(
+            recorded = await self.queue.complete(
                 raw, job.job_id, completed.model_url,
                 both(self.reporter.stage(event), self.processor.forget_artifact(job.job_id)),
             )
+            if not recorded:
+                self._completed_elsewhere(job.job_id)
+                return
             self.reporter.deliver_soon(job.job_id)
             self.metrics.jobs.labels("completed").inc()
             log.info("job completed", extra={"job_id": job.job_id, "model_url": completed.model_url,
@@ -248,7 +251,9 @@ class Worker:
         metadata = {"stage": "retry_scheduled", "failed_stage": failure.stage, "attempt": attempt,
                     "retry_in_s": round(delay, 1), "last_error": str(failure.error)}
         event = StatusEvent(job_id, "processing", metadata=metadata)
-        await self.queue.retry(raw, job_id, delay, self.reporter.stage(event), counted=counted)
+        if not await self.queue.retry(raw, job_id, delay, self.reporter.stage(event), counted=counted):
+            self._completed_elsewhere(job_id)
+            return
         self.reporter.deliver_soon(job_id)
         self.metrics.jobs.labels("retried").inc()
         self.metrics.retries.labels(failure.stage).inc()
@@ -257,10 +262,17 @@ class Worker:
     async def _fail(self, raw: bytes, job_id: str, attempts: int, kind: str, message: str, stage: str) -> None:
         event = StatusEvent(job_id, "failed", error_message=message,
                             metadata={"attempts": attempts, "stage": stage, "kind": kind})
-        await self.queue.fail(raw, job_id, message, attempts, self.reporter.stage(event))
+        if not await self.queue.fail(raw, job_id, message, attempts, self.reporter.stage(event)):
+            self._completed_elsewhere(job_id)
+            return
         self.reporter.deliver_soon(job_id)
         self.metrics.jobs.labels("failed").inc()
         log.error("job failed", extra={"job_id": job_id, "kind": kind, "stage": stage, "error": message})
+
+    def _completed_elsewhere(self, job_id: str) -> None:
+        self.metrics.jobs.labels("duplicate").inc()
+        log.warning("job was completed by another worker meanwhile; this run's result is dropped",
+                    extra={"job_id": job_id})
 
     async def _malformed(self, raw: bytes, malformed: MalformedJob) -> None:
         """A job we cannot run: failed if it names a job id (so the backend hears of it), else rejected."""

@@ -158,3 +158,23 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
     for delay, step in zip(delays, steps, strict=True):
         assert step / 2 <= delay <= step
     assert len({round(d, 6) for d in delays[4:]}) == 3  # capped steps still differ: jitter
+
+
+async def test_a_worker_wrongly_presumed_dead_cannot_complete_twice(redis_client: Redis, settings: Settings) -> None:
+    stalled = await new_queue(redis_client, settings, "stalled")
+    other = await new_queue(redis_client, settings, "other")
+    await redis_client.lpush("celery", RAW)
+    await stalled.claim(0.1)
+    await stalled.begin("job-1")
+    await redis_client.delete(settings.redis_keys().heartbeat(stalled.instance))  # looks dead, is not
+    assert await other.recover_dead_workers() == {stalled.instance: 1}
+    raw = await other.claim(0.1)
+    assert (await other.begin("job-1")).decision == "run"  # takes the lease over
+    assert await other.complete(raw, "job-1", "https://cdn/first.glb", lambda pipe: pipe.incr("reported"))
+
+    await redis_client.lpush(stalled.processing, RAW)  # the stalled worker's copy, as if recovery raced it
+    late = await stalled.complete(RAW, "job-1", "https://cdn/second.glb", lambda pipe: pipe.incr("reported"))
+    assert late is False
+    assert await redis_client.get("reported") == b"1"  # one completion reported, not two
+    assert await redis_client.hget(settings.redis_keys().job("job-1"), "model_url") == b"https://cdn/first.glb"
+    assert await redis_client.llen(stalled.processing) == 0

@@ -134,3 +134,14 @@ async def test_backend_outage_delivers_only_the_latest_status_later(
     await reporter.redeliver_due()
     assert len(webhook_receiver.deliveries) == 1  # delivered once, then gone from the outbox
     assert (await reporter.latest("job-6"))["delivery"] == "delivered"
+
+
+async def test_a_late_progress_update_never_overwrites_completed(
+    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+) -> None:
+    reporter = make_reporter(receiver_settings)
+    await reporter.report(StatusEvent("job-7", "completed", model_url="https://cdn/7.glb"))
+    await reporter.report(StatusEvent("job-7", "processing", metadata={"stage": "uploading", "progress": 90}))
+    await reporter.drain(5)
+    assert (await reporter.latest("job-7"))["status"] == "completed"
+    assert [body["status"] for body in webhook_receiver.accepted("job-7")] == ["completed"]
