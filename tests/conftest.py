@@ -1,3 +1,10 @@
-"""Fixtures shared by every test folder: real servers from tests/support/ (one instance per session)."""
+"""Fixtures shared by every test folder: real servers from tests/support/, one instance per session."""
 
-pytest_plugins = ["tests.support.triton"]
+pytest_plugins = [
+    "tests.support.triton",
+    "tests.support.redis_server",
+    "tests.support.webhook_receiver",
+    "tests.support.supabase_server",
+    "tests.support.gltf_validator",
+    "tests.support.image_server",
+]

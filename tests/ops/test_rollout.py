@@ -28,7 +28,7 @@ import tritonclient.grpc as grpcclient
 from export.u2net_synthetic import synthetic_product_photo
 from local_triton import LocalTriton
 from tests.ops.conftest import ROOT
-from tests.support.triton import ANALYTIC_COLOR, ANALYTIC_RADIUS, TestWeights
+from tests.support.triton import ANALYTIC_COLOR, ANALYTIC_RADIUS, GeneratedWeights
 from triposr.synthetic import write_checkpoint
 
 RUNBOOK = ROOT / "docs" / "runbook.md"
@@ -114,7 +114,7 @@ class JobStream:
 
 
 @pytest.fixture
-def served_repository(test_weights: TestWeights, analytic_repository: Path, start_triton: Callable[..., LocalTriton]) -> Iterator[LocalTriton]:
+def served_repository(test_weights: GeneratedWeights, analytic_repository: Path, start_triton: Callable[..., LocalTriton]) -> Iterator[LocalTriton]:
     """Version 1 of the analytic repository, served in explicit mode with --load-model=*."""
     yield start_triton(analytic_repository, model_control="explicit", load_models=("*",))
 

@@ -28,7 +28,7 @@ ANALYTIC_COLOR = (0.8, 0.3, 0.2)
 
 
 @dataclass(frozen=True)
-class TestWeights:
+class GeneratedWeights:
     """Generated checkpoints in the official file formats (see export.test-weights)."""
 
     analytic: Path
@@ -37,12 +37,12 @@ class TestWeights:
 
 
 @pytest.fixture(scope="session")
-def test_weights(tmp_path_factory: pytest.TempPathFactory) -> TestWeights:
+def test_weights(tmp_path_factory: pytest.TempPathFactory) -> GeneratedWeights:
     from export.u2net_synthetic import write_u2net_like
     from triposr.synthetic import write_checkpoint
 
     root = tmp_path_factory.mktemp("weights")
-    return TestWeights(
+    return GeneratedWeights(
         analytic=write_checkpoint(
             root / "analytic", size="tiny", kind="analytic", radius=ANALYTIC_RADIUS, color=ANALYTIC_COLOR
         ),
@@ -60,12 +60,12 @@ def build_portable_repository(checkpoint: Path, u2net: Path, output: Path, versi
 
 
 @pytest.fixture(scope="session")
-def analytic_repository(test_weights: TestWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def analytic_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_portable_repository(test_weights.analytic, test_weights.u2net, tmp_path_factory.mktemp("repo") / "analytic")
 
 
 @pytest.fixture(scope="session")
-def random_repository(test_weights: TestWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def random_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_portable_repository(test_weights.random, test_weights.u2net, tmp_path_factory.mktemp("repo") / "random")
 
 

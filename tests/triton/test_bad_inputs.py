@@ -1,30 +1,19 @@
 """Hostile inputs fail their own request with a clear INVALID_ARGUMENT; the server keeps serving."""
 
-import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from tests.support.image_server import png_declaring
 from tests.triton.conftest import infer_mesh
-
-
-def _png_declaring(width: int, height: int) -> bytes:
-    """A PNG whose header claims ``width`` × ``height`` pixels, without the pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 BAD_IMAGES = {
     "not an image": (b"<html>404 Not Found</html>", "not an image"),
     "zero bytes": (b"", "empty"),
-    "bomb": (_png_declaring(50_000, 50_000), "pixels"),
+    "bomb": (png_declaring(50_000, 50_000), "pixels"),
 }
 
 BAD_PARAMETERS = {

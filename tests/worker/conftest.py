@@ -13,8 +13,7 @@ from redis.asyncio import Redis
 
 from client_worker.config import Settings, load_settings
 from client_worker.worker import Worker
-from tests.support.redis_server import redis_server, redis_url  # noqa: F401 (fixtures)
-from tests.support.webhook_receiver import WebhookReceiver, webhook_receiver  # noqa: F401 (fixtures)
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture
@@ -60,11 +59,10 @@ def receiver_settings(make_settings: Callable[..., Settings], webhook_receiver: 
 
 
 # --- end to end: a worker against real Triton, Supabase stand-in, image server, receiver -------
-# (`triton_server` and `start_triton` come from tests/support/triton.py, a plugin of tests/conftest.py)
+# (the servers' fixtures come from tests/support/, plugins of tests/conftest.py)
 
-from tests.support.gltf_validator import gltf_validator  # noqa: E402,F401 (fixture)
-from tests.support.supabase_server import SupabaseStorageFixture, supabase_storage  # noqa: E402,F401
-from tests.worker_io.conftest import ImageServer, Route, image_server, png_declaring  # noqa: E402,F401
+from tests.support.image_server import ImageServer, Route  # noqa: E402
+from tests.support.supabase_server import SupabaseStorageFixture  # noqa: E402
 
 E2E_RESOLUTION = 32
 """Grid resolution of end-to-end jobs (MAX_RESOLUTION): 0.3 s a job on two CPU cores instead of 5 s."""

@@ -17,7 +17,8 @@ from tests.support.gltf_validator import GltfValidator
 from tests.support.redis_server import free_port
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import ImageServer, Route, WorkerThread, by_name, png_declaring, wait_until
+from tests.support.image_server import ImageServer, Route, png_declaring
+from tests.worker.conftest import WorkerThread, by_name, wait_until
 
 
 def guide_job(job_id: str, image_urls: object, **extra: object) -> dict[str, object]:

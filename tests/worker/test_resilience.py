@@ -17,7 +17,8 @@ from client_worker.config import Settings
 from local_triton import LocalTriton
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import ImageServer, Route, WorkerThread, by_name, wait_until
+from tests.support.image_server import ImageServer, Route
+from tests.worker.conftest import WorkerThread, by_name, wait_until
 from tests.worker.test_end_to_end import final, guide_job, statuses
 
 REPOSITORY_ROOT = Path(__file__).resolve().parents[2]

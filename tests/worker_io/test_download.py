@@ -15,7 +15,7 @@ import pytest
 
 from client_worker.download import DownloadLimits, download_first_image, is_public_address
 from client_worker.errors import PermanentJobError, TransientJobError
-from tests.worker_io.conftest import ImageServer, Route, jpeg_bytes, png_declaring
+from tests.support.image_server import ImageServer, Route, jpeg_bytes, png_declaring
 
 LOCAL = DownloadLimits.allowing("127.0.0.0/8", connect_timeout_s=2.0, read_timeout_s=0.5, total_timeout_s=3.0)
 

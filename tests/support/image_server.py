@@ -1,4 +1,4 @@
-"""Fixtures for the worker's edges: a hostile-but-local image server, Supabase stand-in, validator."""
+"""A hostile-but-local image server (slow, dripping, redirecting, TLS) and image payloads for download tests."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.support.gltf_validator import gltf_validator  # noqa: F401 - fixture
-from tests.support.supabase_server import supabase_storage  # noqa: F401 - fixture
 
 
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
