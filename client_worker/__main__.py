@@ -92,6 +92,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         settings.triton_model_name,
         args.model_version if args.model_version is not None else settings.triton_model_version,
         settings.triton_timeout_s,
+        weights_version=settings.triton_weights_version,
     )
     started = time.perf_counter()
     try:

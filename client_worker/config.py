@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     triton_url: str = "localhost:8001"
     triton_model_name: str = "image_to_mesh"
     triton_model_version: str = ""
+    # TripoSR weights version (the exporter's number, returned as MODEL_VERSION) a job must be
+    # made with; empty follows whatever version ops rolled Triton to.
+    triton_weights_version: str = ""
     triton_timeout_s: float = Field(default=300.0, gt=0)
     triton_ready_timeout_s: float = Field(default=120.0, ge=0)
 
@@ -159,7 +162,7 @@ class Settings(BaseSettings):
             raise ValueError("must not be empty")
         return value
 
-    @field_validator("triton_model_version")
+    @field_validator("triton_model_version", "triton_weights_version")
     @classmethod
     def _version(cls, value: str) -> str:
         if value and not value.isdigit():

@@ -56,10 +56,11 @@ class TritonMeshClient:
     """An asyncio gRPC client of one mesh model; safe to share between concurrent jobs."""
 
     def __init__(self, url: str, model_name: str = "image_to_mesh", model_version: str = "",
-                 timeout_s: float = 300.0) -> None:
+                 timeout_s: float = 300.0, weights_version: str = "") -> None:
         self.url = url
         self.model_name = model_name
         self.model_version = model_version
+        self.weights_version = weights_version
         self.timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url)
         self._outputs: list[str] | None = None
@@ -159,6 +160,13 @@ class TritonMeshClient:
         info = json.loads(info_bytes.decode("utf-8") if isinstance(info_bytes, bytes) else str(info_bytes))
         response = result.get_response()
         weights = result.as_numpy(WEIGHTS_VERSION) if WEIGHTS_VERSION in (self._outputs or ()) else None
+        served = str(int(weights.reshape(-1)[0])) if weights is not None else None
+        if self.weights_version and served != self.weights_version:
+            raise TransientJobError(
+                f"Triton made this mesh with TripoSR weights version {served or 'unknown'}, but this worker is pinned "
+                f"to version {self.weights_version} (TRITON_WEIGHTS_VERSION): roll Triton to it "
+                f"(python -m export.rollout roll --version {self.weights_version}) or unpin the worker"
+            )
         return MeshResult(
             vertices=np.asarray(arrays["VERTICES"][0], dtype=np.float32),
             faces=np.asarray(arrays["FACES"][0], dtype=np.int32),
@@ -166,5 +174,5 @@ class TritonMeshClient:
             info=info,
             model_name=response.model_name or self.model_name,
             model_version=response.model_version or self.model_version,
-            weights_version=str(int(weights.reshape(-1)[0])) if weights is not None else None,
+            weights_version=served,
         )

@@ -76,7 +76,11 @@ class Worker:
         self.queue = JobQueue(self.redis, settings, self.instance)
         self.reporter = StatusReporter(self.redis, settings, self.http, self.metrics)
         self.inference = TritonMeshClient(
-            settings.triton_url, settings.triton_model_name, settings.triton_model_version, settings.triton_timeout_s
+            settings.triton_url,
+            settings.triton_model_name,
+            settings.triton_model_version,
+            settings.triton_timeout_s,
+            weights_version=settings.triton_weights_version,
         )
         self.storage = storage or make_storage(settings)
         self.processor = JobProcessor(

@@ -26,6 +26,20 @@ async def test_mesh_outputs_and_versions(triton_server: LocalTriton, product_pho
     assert (mesh.model_name, mesh.model_version, mesh.weights_version) == ("image_to_mesh", "1", "1")
 
 
+async def test_a_worker_pinned_to_other_weights_refuses_the_mesh(triton_server: LocalTriton, product_photo: bytes) -> None:
+    """TRITON_WEIGHTS_VERSION: never ship a GLB made with weights other than the pinned ones."""
+    pinned = TritonMeshClient(triton_server.grpc_url, weights_version="2")
+    matching = TritonMeshClient(triton_server.grpc_url, weights_version="1")
+    try:
+        with pytest.raises(TransientJobError, match=r"weights version 1, but this worker is pinned to version 2") as caught:
+            await pinned.image_to_mesh(product_photo, resolution=E2E_RESOLUTION)
+        assert not isinstance(caught.value, TritonUnavailable)
+        assert (await matching.image_to_mesh(product_photo, resolution=E2E_RESOLUTION)).weights_version == "1"
+    finally:
+        await pinned.close()
+        await matching.close()
+
+
 async def test_bad_input_is_permanent_with_tritons_message(triton_server: LocalTriton, product_photo: bytes) -> None:
     client = TritonMeshClient(triton_server.grpc_url)
     try:
