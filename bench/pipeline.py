@@ -29,7 +29,6 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
-from img2mesh.mesh_extraction import grid_chunks
 from img2mesh.parameters import MeshParameters
 from local_triton import LocalTriton
 
@@ -138,9 +137,7 @@ def main() -> int:
     reference = ReferencePipeline(load_tsr(str(checkpoint)), u2net)
     threshold = args.threshold or (MeshParameters().threshold if args.kind == "analytic" else None)
     if threshold is None:
-        codes = reference.scene_codes(reference.condition(image, foreground_ratio=0.85))
-        density, _ = reference.query(codes, grid_chunks(args.resolution, reference.chunk_size))
-        threshold = float(np.quantile(density, 0.7))
+        threshold = reference.density_quantile(image, args.resolution, 0.7)
     parameters = MeshParameters(resolution=args.resolution, threshold=threshold)
 
     print(f"[bench] eager reference: {args.size} TripoSR ({args.kind} weights), {args.resolution}³, threshold {threshold:.4g}, chunk {reference.chunk_size}")
@@ -153,7 +150,7 @@ def main() -> int:
         triton = [_triton_run(client, image, parameters) for _ in range(args.runs + 1)][1:]
 
     label = "decode + background removal + framing" + (" (stand-in U²-Net)" if stand_in else "")
-    print(f"\n| stage | eager PyTorch (ms) | Triton (ms) | Triton / eager |")
+    print("\n| stage | eager PyTorch (ms) | Triton (ms) | Triton / eager |")
     print("|---|---:|---:|---:|")
     for stage in STAGES:
         e, t = _median(eager, stage), _median(triton, stage)

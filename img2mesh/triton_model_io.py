@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from img2mesh.errors import InvalidInput
+from img2mesh.image_decoding import decode_image
 from img2mesh.parameters import MeshParameters
 
 
@@ -33,6 +34,11 @@ def single_bytes(pb_utils: Any, request: Any, name: str) -> bytes:
         raise InvalidInput(f"{name} must hold exactly one encoded image per request, got {array.size} elements")
     value = array.reshape(-1)[0]
     return bytes(value) if not isinstance(value, bytes) else value
+
+
+def request_image(pb_utils: Any, request: Any, max_pixels: int) -> np.ndarray:
+    """The request's ``IMAGE`` decoded to RGBA; hostile files raise InvalidInput here."""
+    return decode_image(single_bytes(pb_utils, request, "IMAGE"), max_pixels=max_pixels)
 
 
 def input_array(pb_utils: Any, request: Any, name: str) -> np.ndarray:

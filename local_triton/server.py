@@ -172,16 +172,14 @@ class LocalTriton:
         raise TritonStartError(f"tritonserver was not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
 
     def is_ready(self) -> bool:
-        try:
-            with urllib.request.urlopen(f"{self.http_url}/v2/health/ready", timeout=2) as response:  # noqa: S310
-                return response.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
+        return self._answers_ok("/v2/health/ready")
 
     def is_model_ready(self, model: str, version: str = "") -> bool:
-        path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/ready"
+        return self._answers_ok(f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/ready")
+
+    def _answers_ok(self, path: str) -> bool:
         try:
-            with urllib.request.urlopen(self.http_url + path, timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(self.http_url + path, timeout=2) as response:  # noqa: S310 - loopback
                 return response.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False

@@ -78,6 +78,16 @@ class ReferencePipeline:
             colors.append(color[0].numpy())
         return np.concatenate(densities), np.concatenate(colors)
 
+    def grid_density(self, scene_codes: torch.Tensor, resolution: int) -> np.ndarray:
+        """Density [R³] at :func:`grid_points`, the field marching cubes meshes."""
+        return self.query(scene_codes, grid_chunks(resolution, self.chunk_size))[0]
+
+    def density_quantile(self, image: bytes, resolution: int, quantile: float, foreground_ratio: float = 0.85) -> float:
+        """The grid density at ``quantile``: an iso level at which random weights, which have no
+        surface at the official 25.0, give one (parity tests and benchmarks use it)."""
+        codes = self.scene_codes(self.condition(image, foreground_ratio))
+        return float(np.quantile(self.grid_density(codes, resolution), quantile))
+
     def run(self, image: bytes, parameters: MeshParameters | None = None) -> Mesh:
         parameters = parameters or MeshParameters()
         clock = _Stopwatch()
@@ -86,7 +96,7 @@ class ReferencePipeline:
         started = clock.lap("preprocessing", started)
         codes = self.scene_codes(condition)
         started = clock.lap("encoder", started)
-        density, _ = self.query(codes, grid_chunks(parameters.resolution, self.chunk_size))
+        density = self.grid_density(codes, parameters.resolution)
         started = clock.lap("grid", started)
         vertices, faces = marching_cubes(density, parameters.resolution, parameters.threshold)
         started = clock.lap("marching_cubes", started)

@@ -9,9 +9,8 @@ from PIL import Image
 
 from export.u2net_synthetic import synthetic_product_photo
 from img2mesh.background_removal import u2net_mask
-from img2mesh.mesh_extraction import grid_chunks
 from img2mesh.parameters import MeshParameters
-from tests.triton.conftest import infer_mesh
+from tests.triton.conftest import image_input, infer_mesh
 from triposr.checkpoint import load_tsr
 from triposr.reference import ReferencePipeline
 
@@ -24,10 +23,8 @@ def reference(test_weights) -> ReferencePipeline:
 
 
 def test_triton_mesh_equals_the_eager_reference(random_triton_server, reference: ReferencePipeline, product_jpeg: bytes) -> None:
-    # Random weights have no surface at the official threshold: mesh at the median density instead.
-    codes = reference.scene_codes(reference.condition(product_jpeg, foreground_ratio=0.85))
-    density, _ = reference.query(codes, grid_chunks(RESOLUTION))
-    threshold = float(np.quantile(density, 0.7))
+    # Random weights have no surface at the official threshold: mesh at a density quantile instead.
+    threshold = reference.density_quantile(product_jpeg, RESOLUTION, 0.7)
     parameters = MeshParameters(resolution=RESOLUTION, threshold=threshold)
 
     expected = reference.run(product_jpeg, parameters)
@@ -62,9 +59,7 @@ def test_background_removal_matches_rembg(random_triton_server, test_weights, tm
     expected = np.asarray(rembg.remove(photo, session=rembg.new_session("u2net_custom", model_path=str(model_path))))[..., 3]
 
     client = grpcclient.InferenceServerClient(random_triton_server.grpc_url)
-    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
-    tensor.set_data_from_numpy(np.array([[buffer.getvalue()]], dtype=np.object_))
-    u2net_in = client.infer("image_preprocess", [tensor]).as_numpy("U2NET_INPUT")
+    u2net_in = client.infer("image_preprocess", [image_input(buffer.getvalue())]).as_numpy("U2NET_INPUT")
     mask_in = grpcclient.InferInput("input", list(u2net_in.shape), "FP32")
     mask_in.set_data_from_numpy(u2net_in)
     prediction = client.infer("rembg", [mask_in]).as_numpy("mask")

@@ -13,8 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 from img2mesh.background_removal import foreground_rgba
 from img2mesh.framing import condition_image
-from img2mesh.image_decoding import decode_image
-from img2mesh.triton_model_io import answer_each, input_array, mesh_parameters, model_parameter, single_bytes
+from img2mesh.triton_model_io import answer_each, input_array, mesh_parameters, model_parameter, request_image
 
 
 class TritonPythonModel:
@@ -27,7 +26,7 @@ class TritonPythonModel:
 
     def _frame(self, request):
         parameters = mesh_parameters(request)
-        rgba = decode_image(single_bytes(pb_utils, request, "IMAGE"), max_pixels=self.max_pixels)
+        rgba = request_image(pb_utils, request, self.max_pixels)
         prediction = input_array(pb_utils, request, "MASK")[0]
         cut_out = foreground_rgba(rgba, prediction)
         condition = condition_image(cut_out, foreground_ratio=parameters.foreground_ratio)

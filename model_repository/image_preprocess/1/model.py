@@ -10,8 +10,7 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from img2mesh.background_removal import u2net_input
-from img2mesh.image_decoding import decode_image
-from img2mesh.triton_model_io import answer_each, mesh_parameters, model_parameter, single_bytes
+from img2mesh.triton_model_io import answer_each, mesh_parameters, model_parameter, request_image
 
 
 class TritonPythonModel:
@@ -24,5 +23,5 @@ class TritonPythonModel:
 
     def _preprocess(self, request):
         mesh_parameters(request)
-        rgba = decode_image(single_bytes(pb_utils, request, "IMAGE"), max_pixels=self.max_pixels)
+        rgba = request_image(pb_utils, request, self.max_pixels)
         return [pb_utils.Tensor("U2NET_INPUT", u2net_input(rgba)[None])]
