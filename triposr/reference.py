@@ -83,10 +83,15 @@ class ReferencePipeline:
         return self.query(scene_codes, grid_chunks(resolution, self.chunk_size))[0]
 
     def density_quantile(self, image: bytes, resolution: int, quantile: float, foreground_ratio: float = 0.85) -> float:
-        """The grid density at ``quantile``: an iso level at which random weights, which have no
-        surface at the official 25.0, give one (parity tests and benchmarks use it)."""
+        """An iso level near the grid density's ``quantile``: where random weights, which have no
+        surface at the official 25.0, give one (parity tests and benchmarks use it).
+
+        The level is the midpoint of the widest gap between neighbouring grid values around the
+        quantile, never a value the grid nearly holds: a grid value within float32 noise of the
+        level could fall on either side of it in two runtimes and change the mesh's topology.
+        """
         codes = self.scene_codes(self.condition(image, foreground_ratio))
-        return float(np.quantile(self.grid_density(codes, resolution), quantile))
+        return level_between_values(self.grid_density(codes, resolution), quantile)
 
     def run(self, image: bytes, parameters: MeshParameters | None = None) -> Mesh:
         parameters = parameters or MeshParameters()
@@ -103,3 +108,15 @@ class ReferencePipeline:
         _, colors = self.query(codes, iter_chunks(vertices, self.chunk_size))
         clock.lap("colors", started)
         return Mesh(vertices, faces, colors_to_uint8(colors), clock.timings_ms)
+
+
+def level_between_values(values: np.ndarray, quantile: float, window: float = 0.005) -> float:
+    """The midpoint of the widest gap between sorted ``values`` within ``window`` (a share of the
+    values) on either side of ``quantile``."""
+    ordered = np.sort(values.astype(np.float64).reshape(-1))
+    centre = int(quantile * (len(ordered) - 1))
+    reach = max(1, int(window * len(ordered)))
+    low, high = max(0, centre - reach), min(len(ordered) - 1, centre + reach)
+    gaps = np.diff(ordered[low : high + 1])
+    widest = low + int(np.argmax(gaps))
+    return float((ordered[widest] + ordered[widest + 1]) / 2)
