@@ -29,11 +29,20 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
+from img2mesh.contract import (
+    ENCODER,
+    ENSEMBLE,
+    FOREGROUND,
+    IMAGE,
+    IMAGE_PREPROCESS,
+    MESH_INFO,
+    REMBG,
+)
 from img2mesh.parameters import MeshParameters
 from local_triton import LocalTriton
 
 STAGES = ("preprocessing", "encoder", "grid", "marching_cubes", "colors", "end_to_end")
-BACKGROUND_MODELS = ("image_preprocess", "rembg", "foreground")
+BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
 
 
 def _weights(cache: Path, size: str, kind: str) -> Path:
@@ -50,7 +59,7 @@ def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool) -> P
     from export.build import build_repository
 
     target = cache / f"repository-{checkpoint.name}-{'standin' if stand_in else 'u2net'}"
-    if not (target / "triposr_encoder").is_dir():
+    if not (target / ENCODER).is_dir():
         build_repository(str(checkpoint), target, flavour="portable", u2net=str(u2net), verify_u2net_checksum=not stand_in)
     return target
 
@@ -68,22 +77,22 @@ def _compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
 
 def _triton_run(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters) -> dict[str, float]:
     before = _compute_ms(client)
-    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    tensor = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[image]], dtype=np.object_))
     started = time.perf_counter()
     result = client.infer(
-        "image_to_mesh",
+        ENSEMBLE,
         [tensor],
         parameters={"resolution": parameters.resolution, "threshold": parameters.threshold},
         client_timeout=3600,
     )
     end_to_end = (time.perf_counter() - started) * 1000.0
     after = _compute_ms(client)
-    info = json.loads(result.as_numpy("MESH_INFO").reshape(-1)[0])
+    info = json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0])
     spent = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
     return {
         "preprocessing": sum(spent.get(name, 0.0) for name in BACKGROUND_MODELS),
-        "encoder": spent.get("triposr_encoder", 0.0),
+        "encoder": spent.get(ENCODER, 0.0),
         **{name: float(info["timings_ms"][name]) for name in ("grid", "marching_cubes", "colors")},
         "end_to_end": end_to_end,
         "faces": float(info["face_count"]),

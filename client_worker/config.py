@@ -23,6 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from client_worker.download import DownloadLimits
+from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
@@ -88,7 +89,7 @@ class Settings(BaseSettings):
 
     # --- Triton ----------------------------------------------------------------------------
     triton_url: str = "localhost:8001"
-    triton_model_name: str = "image_to_mesh"
+    triton_model_name: str = ENSEMBLE
     triton_model_version: str = ""
     # TripoSR weights version (the exporter's number, returned as MODEL_VERSION) a job must be
     # made with; empty follows whatever version ops rolled Triton to.
@@ -106,7 +107,7 @@ class Settings(BaseSettings):
     download_total_timeout_s: float = Field(default=60.0, gt=0)
     download_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     download_max_redirects: int = Field(default=5, ge=0, le=20)
-    download_max_pixels: int = Field(default=40_000_000, gt=0)
+    download_max_pixels: int = Field(default=MAX_IMAGE_PIXELS, gt=0)
     download_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- storage ---------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
+from img2mesh.contract import MAX_IMAGE_PIXELS
 from img2mesh.errors import InvalidInput
 from img2mesh.image_decoding import decode_image
 
@@ -52,8 +53,7 @@ class DownloadLimits:
     total_timeout_s: float = 60.0
     max_bytes: int = 25 * 1024 * 1024
     max_redirects: int = 5
-    #: 40 MP covers camera originals; the model itself works at 512×512.
-    max_pixels: int = 40_000_000
+    max_pixels: int = MAX_IMAGE_PIXELS
     allowed_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
     allowed_hosts: frozenset[str] = frozenset()
 

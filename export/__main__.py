@@ -14,7 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from export.repository import FLAVOURS, Shapes, write_configs
+from export.repository import FLAVOURS, write_configs
+from img2mesh.contract import Shapes
 
 TEST_WEIGHTS_LABEL = (
     "GENERATED TEST WEIGHTS — not the official TripoSR or U²-Net. Meshes made with them show a "

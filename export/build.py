@@ -16,8 +16,14 @@ from pathlib import Path
 
 import onnx
 
-from export.repository import Shapes, existing_versions, install_version, next_version, write_configs
+from export.repository import (
+    existing_versions,
+    install_version,
+    next_version,
+    write_configs,
+)
 from export.version_tag import add_version_output
+from img2mesh.contract import DECODER, ENCODER, REMBG, Shapes
 
 Log = Callable[[str], None]
 # Protobuf refuses single files of 2 GiB; stay clear of it for the official encoder (1.68 GB).
@@ -80,9 +86,9 @@ def build_repository(
 
     output.mkdir(parents=True, exist_ok=True)
     version = version or next_version(output)
-    if u2net is None and not existing_versions(output, "rembg"):
+    if u2net is None and not existing_versions(output, REMBG):
         raise ValueError(f"{output} has no rembg model yet: pass --u2net download or --u2net PATH/u2net.onnx")
-    rembg_version = (max(existing_versions(output, "rembg"), default=0) + 1) if u2net else None
+    rembg_version = (max(existing_versions(output, REMBG), default=0) + 1) if u2net else None
     report = BuildReport(output, flavour, version, rembg_version)
 
     done = _step(log, report, "load", f"loading TripoSR from {checkpoint}")
@@ -93,35 +99,35 @@ def build_repository(
 
     # Scratch space outside the repository: Triton (`--load-model=*`) must never see a half export.
     with tempfile.TemporaryDirectory(prefix="export-") as scratch:
-        staged = {name: Path(scratch) / name for name in ("triposr_encoder", "triposr_decoder", "rembg")}
+        staged = {name: Path(scratch) / name for name in (ENCODER, DECODER, REMBG)}
         for folder in staged.values():
             folder.mkdir()
         done = _step(log, report, "encoder", "exporting the encoder to ONNX")
-        export_encoder(model, staged["triposr_encoder"] / "model.onnx")
+        export_encoder(model, staged[ENCODER] / "model.onnx")
         done()
         done = _step(log, report, "decoder", "exporting the decoder to ONNX")
-        export_decoder(model, staged["triposr_decoder"] / "model.onnx")
+        export_decoder(model, staged[DECODER] / "model.onnx")
         done()
         done = _step(log, report, "parity", "comparing ONNX Runtime with eager PyTorch")
         report.parity = compare_with_eager(
-            model, staged["triposr_encoder"] / "model.onnx", staged["triposr_decoder"] / "model.onnx"
+            model, staged[ENCODER] / "model.onnx", staged[DECODER] / "model.onnx"
         )
         done()
         for name, errors in report.parity.items():
             log(f"[export]   {name}: max abs error {errors['max_abs']:.3g}, max rel error {errors['max_rel']:.3g}")
-        for name in ("triposr_encoder", "triposr_decoder"):
+        for name in (ENCODER, DECODER):
             _stamp(staged[name] / "model.onnx", version)
         if u2net:
-            done = _step(log, report, "rembg", f"preparing rembg's U²-Net from {u2net}")
+            done = _step(log, report, REMBG, f"preparing rembg's U²-Net from {u2net}")
             source = None if u2net == "download" else Path(u2net)
-            prepare_u2net(source, staged["rembg"] / "model.onnx", cache_dir=cache_dir, verify_checksum=verify_u2net_checksum)
+            prepare_u2net(source, staged[REMBG] / "model.onnx", cache_dir=cache_dir, verify_checksum=verify_u2net_checksum)
             done()
 
         done = _step(log, report, "install", f"writing {flavour} configs and version {version} into {output}")
         write_configs(output, flavour, shapes)
-        for name in ("triposr_encoder", "triposr_decoder"):
+        for name in (ENCODER, DECODER):
             install_version(output, name, version, staged[name], flavour)
         if rembg_version is not None:
-            install_version(output, "rembg", rembg_version, staged["rembg"], flavour)
+            install_version(output, REMBG, rembg_version, staged[REMBG], flavour)
         done()
     return report

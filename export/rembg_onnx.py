@@ -21,9 +21,9 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from img2mesh.contract import REMBG_INPUT, REMBG_MASK
+
 U2NET_MD5 = "60024c5c889badc19c04ad937298a77b"
-INPUT_NAME = "input"
-OUTPUT_NAME = "mask"
 BATCH_DIM = "batch"
 # Batch 1 vs batch 2 on CPU may pick different convolution kernels; sigmoid outputs agree far
 # closer than this, while a graph that mixes images up is off by order 1.
@@ -67,8 +67,8 @@ def rewrite_for_triton(model: onnx.ModelProto) -> onnx.ModelProto:
     old_output = model.graph.output[0].name
     pruned = onnx.utils.Extractor(model).extract_model([old_input], [old_output])
     graph = pruned.graph
-    _rename_tensor(graph, old_input, INPUT_NAME)
-    _rename_tensor(graph, old_output, OUTPUT_NAME)
+    _rename_tensor(graph, old_input, REMBG_INPUT)
+    _rename_tensor(graph, old_output, REMBG_MASK)
     for value in (graph.input[0], graph.output[0]):
         batch = value.type.tensor_type.shape.dim[0]
         batch.Clear()
@@ -93,8 +93,8 @@ def verify_against_original(original: Path, rewritten: Path) -> None:
     candidate = ort.InferenceSession(str(rewritten), providers=["CPUExecutionProvider"])
     reference_input = reference.get_inputs()[0].name
     expected = [reference.run(None, {reference_input: image[None]})[0][0] for image in (first, second)]
-    single = candidate.run([OUTPUT_NAME], {INPUT_NAME: first[None]})[0]
-    pair = candidate.run([OUTPUT_NAME], {INPUT_NAME: np.stack([first, second])})[0]
+    single = candidate.run([REMBG_MASK], {REMBG_INPUT: first[None]})[0]
+    pair = candidate.run([REMBG_MASK], {REMBG_INPUT: np.stack([first, second])})[0]
     if single.shape != (1, *expected[0].shape) or pair.shape != (2, *expected[0].shape):
         raise ValueError(f"rewritten U²-Net returns shapes {single.shape} and {pair.shape} for batches 1 and 2")
     for label, got, want in (

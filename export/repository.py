@@ -13,81 +13,60 @@ import os
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from img2mesh.contract import (
+    CONDITION,
+    CONFIG_CHUNK_SIZE,
+    CONFIG_DECODER_MODEL,
+    CONFIG_MAX_PIXELS,
+    DECODER,
+    DECODER_CHUNK_POINTS,
+    DECODER_VERSION,
+    ENCODER,
+    ENCODER_IMAGE,
+    ENSEMBLE,
+    FOREGROUND,
+    IMAGE,
+    IMAGE_PREPROCESS,
+    MASK,
+    MAX_BATCH_SIZE,
+    MAX_IMAGE_PIXELS,
+    MESH_OUTPUTS,
+    MESHER,
+    MESHER_SCENE_CODES,
+    MODEL_VERSION,
+    ONNX_MODELS,
+    POINTS,
+    PYTHON_MODELS,
+    REMBG,
+    REMBG_INPUT,
+    REMBG_MASK,
+    SCENE_CODES,
+    U2NET_INPUT,
+    VERSION,
+    Shapes,
+    TensorSpec,
+    model_specs,
+)
+
 FLAVOURS = ("gpu", "cpu", "portable")
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-PYTHON_MODELS = ("image_preprocess", "foreground", "mesher")
-ONNX_MODELS = ("rembg", "triposr_encoder", "triposr_decoder")
-ENSEMBLE = "image_to_mesh"
 ONNX_RUNNER = Path(__file__).resolve().parent / "onnx_runner_model.py"
-MAX_BATCH_SIZE = 8
-DECODER_CHUNK = 262_144
 TRT_CACHE_ROOT = "/cache/trt"
 
 
-@dataclass(frozen=True)
-class Shapes:
-    """The tensor sizes that differ between the official and the tiny test architecture."""
-
-    scene_code_channels: int = 40
-    scene_code_size: int = 64
-    condition_size: int = 512
-    u2net_size: int = 320
-
-    @property
-    def scene_codes(self) -> list[int]:
-        return [3, self.scene_code_channels, self.scene_code_size, self.scene_code_size]
+def _tensors(kind: type, specs: tuple[TensorSpec, ...]) -> list:
+    return [kind(name=spec.name, data_type=getattr(mc, f"TYPE_{spec.data_type}"), dims=list(spec.dims)) for spec in specs]
 
 
-def _tensor(kind: type, name: str, data_type: int, dims: list[int]) -> object:
-    return kind(name=name, data_type=data_type, dims=dims)
-
-
-def _inputs(*specs: tuple[str, int, list[int]]) -> list[mc.ModelInput]:
-    return [_tensor(mc.ModelInput, *spec) for spec in specs]
-
-
-def _outputs(*specs: tuple[str, int, list[int]]) -> list[mc.ModelOutput]:
-    return [_tensor(mc.ModelOutput, *spec) for spec in specs]
-
-
-def _io(shapes: Shapes) -> dict[str, tuple[list[mc.ModelInput], list[mc.ModelOutput]]]:
-    """Inputs and outputs of every model, batch dimension excluded (docs/architecture.md)."""
-    codes = shapes.scene_codes
-    image = [3, shapes.condition_size, shapes.condition_size]
-    u2net = [3, shapes.u2net_size, shapes.u2net_size]
-    mask = [1, shapes.u2net_size, shapes.u2net_size]
-    fp32, string, int64 = mc.TYPE_FP32, mc.TYPE_STRING, mc.TYPE_INT64
-    return {
-        "image_preprocess": (_inputs(("IMAGE", string, [1])), _outputs(("U2NET_INPUT", fp32, u2net))),
-        "rembg": (_inputs(("input", fp32, u2net)), _outputs(("mask", fp32, mask))),
-        "foreground": (
-            _inputs(("IMAGE", string, [1]), ("MASK", fp32, mask)),
-            _outputs(("CONDITION", fp32, image)),
-        ),
-        "triposr_encoder": (
-            _inputs(("image", fp32, image)),
-            _outputs(("scene_codes", fp32, codes), ("version", int64, [1])),
-        ),
-        "triposr_decoder": (
-            _inputs(("scene_codes", fp32, codes), ("points", fp32, [-1, 3])),
-            _outputs(("density", fp32, [-1, 1]), ("color", fp32, [-1, 3]), ("version", int64, [1])),
-        ),
-        "mesher": (
-            _inputs(("SCENE_CODES", fp32, codes), ("DECODER_VERSION", int64, [1])),
-            _outputs(
-                ("VERTICES", fp32, [-1, 3]),
-                ("FACES", mc.TYPE_INT32, [-1, 3]),
-                ("VERTEX_COLORS", mc.TYPE_UINT8, [-1, 3]),
-                ("MESH_INFO", string, [1]),
-            ),
-        ),
-    }
+def _io(name: str, shapes: Shapes) -> tuple[list[mc.ModelInput], list[mc.ModelOutput]]:
+    """Inputs and outputs of a model, batch dimension excluded, from the contract."""
+    spec = model_specs(shapes)[name]
+    return _tensors(mc.ModelInput, spec.inputs), _tensors(mc.ModelOutput, spec.outputs)
 
 
 def _set_parameters(config: mc.ModelConfig, values: Mapping[str, str]) -> None:
@@ -150,7 +129,7 @@ def _tensorrt(name: str, input_name: str, dims: list[int]) -> mc.ModelOptimizati
 
 
 def onnx_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConfig:
-    inputs, outputs = _io(shapes)[name]
+    inputs, outputs = _io(name, shapes)
     config = mc.ModelConfig(
         name=name,
         max_batch_size=MAX_BATCH_SIZE,
@@ -164,14 +143,14 @@ def onnx_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConfig
         config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_CPU, 1))
         return config
     config.backend = "onnxruntime"
-    warmup_dims = {"points": [DECODER_CHUNK, 3]} if name == "triposr_decoder" else None
+    warmup_dims = {POINTS: [DECODER_CHUNK_POINTS, 3]} if name == DECODER else None
     config.model_warmup.extend(_warmup(inputs, warmup_dims))
     if flavour == "cpu":
         config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_CPU, 1))
         return config
     config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_GPU, 1))
-    # The decoder stays on the CUDA EP in fp32: its exp() density overflows fp16 (triposr-facts §3.6).
-    if name != "triposr_decoder":
+    # The decoder stays on the CUDA EP in fp32: its exp() density overflows fp16 (docs/facts.md).
+    if name != DECODER:
         config.optimization.CopyFrom(_tensorrt(name, inputs[0].name, list(inputs[0].dims)))
     # Triton forces an EXHAUSTIVE cuDNN search when this is unset: slow first calls per shape.
     _set_parameters(config, {"cudnn_conv_algo_search": "1"})
@@ -179,7 +158,7 @@ def onnx_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConfig
 
 
 def python_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConfig:
-    inputs, outputs = _io(shapes)[name]
+    inputs, outputs = _io(name, shapes)
     config = mc.ModelConfig(
         name=name,
         backend="python",
@@ -187,54 +166,48 @@ def python_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConf
         input=inputs,
         output=outputs,
         version_policy=_latest_version(),
-        instance_group=_instances(mc.ModelInstanceGroup.KIND_CPU, 2 if flavour != "portable" or name == "mesher" else 1),
+        instance_group=_instances(mc.ModelInstanceGroup.KIND_CPU, 2 if flavour != "portable" or name == MESHER else 1),
     )
-    if name == "mesher":
-        _set_parameters(config, {"decoder_model": "triposr_decoder", "chunk_size": str(DECODER_CHUNK)})
+    if name == MESHER:
+        _set_parameters(config, {CONFIG_DECODER_MODEL: DECODER, CONFIG_CHUNK_SIZE: str(DECODER_CHUNK_POINTS)})
     else:
-        _set_parameters(config, {"max_pixels": "40000000"})
+        _set_parameters(config, {CONFIG_MAX_PIXELS: str(MAX_IMAGE_PIXELS)})
     return config
 
 
 def ensemble_config(shapes: Shapes) -> mc.ModelConfig:
-    """Dataflow of ``image_to_mesh``: keys of the maps are step tensors, values ensemble tensors."""
-    fp32, string = mc.TYPE_FP32, mc.TYPE_STRING
+    """Dataflow of the ensemble: keys of the maps are step tensors, values ensemble tensors."""
     Step = mc.ModelEnsembling.Step
     steps = [
-        Step(model_name="image_preprocess", model_version=-1, input_map={"IMAGE": "IMAGE"}, output_map={"U2NET_INPUT": "u2net_input"}),
-        Step(model_name="rembg", model_version=-1, input_map={"input": "u2net_input"}, output_map={"mask": "u2net_mask"}),
+        Step(model_name=IMAGE_PREPROCESS, model_version=-1, input_map={IMAGE: IMAGE}, output_map={U2NET_INPUT: "u2net_input"}),
+        Step(model_name=REMBG, model_version=-1, input_map={REMBG_INPUT: "u2net_input"}, output_map={REMBG_MASK: "u2net_mask"}),
         Step(
-            model_name="foreground",
+            model_name=FOREGROUND,
             model_version=-1,
-            input_map={"IMAGE": "IMAGE", "MASK": "u2net_mask"},
-            output_map={"CONDITION": "condition"},
+            input_map={IMAGE: IMAGE, MASK: "u2net_mask"},
+            output_map={CONDITION: "condition"},
         ),
         Step(
-            model_name="triposr_encoder",
+            model_name=ENCODER,
             model_version=-1,
-            input_map={"image": "condition"},
-            output_map={"scene_codes": "scene_codes", "version": "MODEL_VERSION"},
+            input_map={ENCODER_IMAGE: "condition"},
+            output_map={SCENE_CODES: "scene_codes", VERSION: MODEL_VERSION},
         ),
         Step(
-            model_name="mesher",
+            model_name=MESHER,
             model_version=-1,
             # The decoder version is the encoder's: a job never mixes versions, also mid-roll.
-            input_map={"SCENE_CODES": "scene_codes", "DECODER_VERSION": "MODEL_VERSION"},
-            output_map={name: name for name in ("VERTICES", "FACES", "VERTEX_COLORS", "MESH_INFO")},
+            input_map={MESHER_SCENE_CODES: "scene_codes", DECODER_VERSION: MODEL_VERSION},
+            output_map={name: name for name in MESH_OUTPUTS},
         ),
     ]
+    inputs, outputs = _io(ENSEMBLE, shapes)
     return mc.ModelConfig(
         name=ENSEMBLE,
         platform="ensemble",
         max_batch_size=MAX_BATCH_SIZE,
-        input=_inputs(("IMAGE", string, [1])),
-        output=_outputs(
-            ("VERTICES", fp32, [-1, 3]),
-            ("FACES", mc.TYPE_INT32, [-1, 3]),
-            ("VERTEX_COLORS", mc.TYPE_UINT8, [-1, 3]),
-            ("MESH_INFO", string, [1]),
-            ("MODEL_VERSION", mc.TYPE_INT64, [1]),
-        ),
+        input=inputs,
+        output=outputs,
         ensemble_scheduling=mc.ModelEnsembling(step=steps),
     )
 
@@ -282,7 +255,7 @@ def existing_versions(repository: Path, model: str) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
 
 
-def next_version(repository: Path, models: tuple[str, ...] = ("triposr_encoder", "triposr_decoder")) -> int:
+def next_version(repository: Path, models: tuple[str, ...] = (ENCODER, DECODER)) -> int:
     """One more than the highest version of any of ``models`` (1 for an empty repository)."""
     return max((v for model in models for v in existing_versions(repository, model)), default=0) + 1
 

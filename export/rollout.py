@@ -16,8 +16,9 @@ together, so a roll runs in three steps:
 2. switch: load the model with only the target version; Triton swaps it in once it is ready and
    lets the requests already running on the old version finish;
 3. retire: once no request has used a companion's old version for ``--drain-quiet-s`` (a mesh
-   in progress calls the decoder again after marching cubes), unload it — or at once if callers
-   keep choosing the old version by policy (the mesher pins no decoder version).
+   in progress calls the decoder again after marching cubes), unload it. The mesher pins its
+   decoder calls to the version of the encoder that made the scene codes, so after the switch
+   only jobs already in flight use the old decoder.
 
 A load that fails (corrupt file, bad config, out of memory) leaves the versions that were serving
 untouched — Triton only swaps in a version that loaded — and the roll stops there with Triton's
@@ -40,9 +41,10 @@ from dataclasses import dataclass, field
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-MODEL = "triposr_encoder"
-COMPANIONS = ("triposr_decoder",)
-ENSEMBLE = "image_to_mesh"
+from img2mesh.contract import DECODER, ENCODER, ENSEMBLE
+
+MODEL = ENCODER
+COMPANIONS = (DECODER,)
 
 Log = Callable[[str], None]
 

@@ -20,6 +20,7 @@ import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
+from img2mesh.contract import COLOR, DENSITY, ENCODER_IMAGE, POINTS, SCENE_CODES
 from triposr.system import TSR
 
 # The dynamo exporter implements opset 18+; its down-conversion to 17 produces invalid Split nodes.
@@ -107,8 +108,8 @@ def export_encoder(model: TSR, path: str | Path, opset: int = DEFAULT_OPSET) -> 
         (example,),
         Path(path),
         opset,
-        ["image"],
-        ["scene_codes"],
+        [ENCODER_IMAGE],
+        [SCENE_CODES],
         ({0: batch},),
     )
 
@@ -126,8 +127,8 @@ def export_decoder(model: TSR, path: str | Path, opset: int = DEFAULT_OPSET) -> 
         (codes, points),
         Path(path),
         opset,
-        ["scene_codes", "points"],
-        ["density", "color"],
+        [SCENE_CODES, POINTS],
+        [DENSITY, COLOR],
         ({0: batch}, {0: batch, 1: count}),
     )
 
@@ -167,10 +168,10 @@ def compare_with_eager(
     options.log_severity_level = 3
     encoder = ort.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
     decoder = ort.InferenceSession(str(decoder_path), options, providers=["CPUExecutionProvider"])
-    (onnx_codes,) = encoder.run(["scene_codes"], {"image": images.numpy()})
-    onnx_density, onnx_color = decoder.run(["density", "color"], {"scene_codes": codes.numpy(), "points": points.numpy()})
+    (onnx_codes,) = encoder.run([SCENE_CODES], {ENCODER_IMAGE: images.numpy()})
+    onnx_density, onnx_color = decoder.run([DENSITY, COLOR], {SCENE_CODES: codes.numpy(), POINTS: points.numpy()})
     return {
-        "scene_codes": _errors(onnx_codes, codes.numpy()),
-        "density": _errors(onnx_density, density.numpy()),
-        "color": _errors(onnx_color, color.numpy()),
+        SCENE_CODES: _errors(onnx_codes, codes.numpy()),
+        DENSITY: _errors(onnx_density, density.numpy()),
+        COLOR: _errors(onnx_color, color.numpy()),
     }

@@ -11,13 +11,13 @@ from __future__ import annotations
 import onnx
 from onnx import TensorProto, helper
 
-VERSION_OUTPUT = "version"
+from img2mesh.contract import VERSION
 
 
 def add_version_output(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
     """Return ``model`` with an output ``version`` of shape [batch, 1] filled with ``version``."""
-    if any(output.name == VERSION_OUTPUT for output in model.graph.output):
-        raise ValueError(f"the graph already has an output named {VERSION_OUTPUT!r}")
+    if any(output.name == VERSION for output in model.graph.output):
+        raise ValueError(f"the graph already has an output named {VERSION!r}")
     first_input = model.graph.input[0].name
     graph = model.graph
     prefix = "version_tag_"
@@ -34,10 +34,10 @@ def add_version_output(model: onnx.ModelProto, version: int) -> onnx.ModelProto:
             helper.make_node("Shape", [first_input], [f"{prefix}shape"]),
             helper.make_node("Slice", [f"{prefix}shape", f"{prefix}start", f"{prefix}end"], [f"{prefix}batch"]),
             helper.make_node("Concat", [f"{prefix}batch", f"{prefix}one"], [f"{prefix}target"], axis=0),
-            helper.make_node("Expand", [f"{prefix}value", f"{prefix}target"], [VERSION_OUTPUT]),
+            helper.make_node("Expand", [f"{prefix}value", f"{prefix}target"], [VERSION]),
         ]
     )
     batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
     batch = batch_dim.dim_param or (batch_dim.dim_value if batch_dim.dim_value else "batch")
-    graph.output.append(helper.make_tensor_value_info(VERSION_OUTPUT, TensorProto.INT64, [batch, 1]))
+    graph.output.append(helper.make_tensor_value_info(VERSION, TensorProto.INT64, [batch, 1]))
     return model

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from img2mesh.contract import U2NET_SIZE
 from img2mesh.image_decoding import has_transparency
 
-U2NET_SIZE = (320, 320)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -25,7 +25,7 @@ def u2net_input(rgba: np.ndarray) -> np.ndarray:
     float64 and cast at the end, like rembg, so the tensor is bit-identical to rembg's.
     """
     rgb = Image.fromarray(np.ascontiguousarray(rgba[..., :3]))
-    resized = np.asarray(rgb.resize(U2NET_SIZE, Image.Resampling.LANCZOS))
+    resized = np.asarray(rgb.resize((U2NET_SIZE, U2NET_SIZE), Image.Resampling.LANCZOS))
     scaled = resized / max(np.max(resized), 1e-6)
     normalized = (scaled - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
     return np.ascontiguousarray(normalized.transpose(2, 0, 1)).astype(np.float32)
@@ -40,7 +40,7 @@ def u2net_mask(prediction: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     LANCZOS-resized back. A constant prediction (no saliency at all) gives an all-zero mask, as
     rembg's NaN → uint8 cast does.
     """
-    pred = np.asarray(prediction, dtype=np.float32).reshape(U2NET_SIZE[1], U2NET_SIZE[0])
+    pred = np.asarray(prediction, dtype=np.float32).reshape(U2NET_SIZE, U2NET_SIZE)
     low, high = pred.min(), pred.max()
     if high > low:
         normalized = np.clip((pred - low) / (high - low), 0, 1)

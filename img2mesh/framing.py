@@ -13,10 +13,9 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
+from img2mesh.contract import CONDITION_SIZE, FOREGROUND_RATIO
 from img2mesh.errors import InvalidInput
 
-CONDITION_SIZE = 512
-DEFAULT_FOREGROUND_RATIO = 0.85
 _ROWS_PER_BLOCK = 256
 
 
@@ -67,7 +66,7 @@ def composite_on_gray(rgba: np.ndarray) -> np.ndarray:
 def condition_image(
     rgba: np.ndarray,
     *,
-    foreground_ratio: float = DEFAULT_FOREGROUND_RATIO,
+    foreground_ratio: float = FOREGROUND_RATIO.default,
     size: int = CONDITION_SIZE,
 ) -> np.ndarray:
     """The TripoSR encoder input ``FP32 [3, size, size]`` in [0, 1] for a cut-out RGBA image.

@@ -12,6 +12,7 @@ import io
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from img2mesh.contract import MAX_IMAGE_PIXELS
 from img2mesh.errors import InvalidInput
 
 #: Pillow format names we open, and the order they are tried in. Restricting the plugins keeps
@@ -34,7 +35,7 @@ _SIGNATURES = (
 _SIXTEEN_BIT_GREY_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def decode_image(data: bytes, *, max_pixels: int = 40_000_000) -> np.ndarray:
+def decode_image(data: bytes, *, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
     """Decode a JPEG, PNG or WebP (or GIF/BMP) file into an ``H×W×4`` uint8 RGBA array.
 
     The declared size is checked against ``max_pixels`` from the header, before any pixel is

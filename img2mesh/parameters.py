@@ -1,8 +1,9 @@
 """The optional per-request knobs of the image-to-mesh pipeline, validated in one place.
 
 Triton hands request parameters over as ``str``, ``int``, ``float`` or ``bool``; clients also
-send numbers as strings. Everything is checked here so that a bad value fails the request with a
-message naming the parameter and its allowed range (docs/architecture.md).
+send numbers as strings. Everything is checked here, against the names, defaults and ranges of
+``img2mesh.contract``, so that a bad value fails the request with a message naming the parameter
+and its allowed range.
 """
 
 from __future__ import annotations
@@ -11,21 +12,24 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 
+from img2mesh.contract import (
+    FOREGROUND_RATIO,
+    REQUEST_PARAMETERS,
+    RESERVED_PARAMETER_PREFIX,
+    RESOLUTION,
+    THRESHOLD,
+    RequestParameter,
+)
 from img2mesh.errors import InvalidInput
-
-RESOLUTION_RANGE = (16, 320)
-FOREGROUND_RATIO_RANGE = (0.5, 1.0)
-# Triton reserves these names for itself; they may reach a model alongside ours.
-_RESERVED_PREFIX = "triton_"
 
 
 @dataclass(frozen=True)
 class MeshParameters:
     """Marching-cubes grid resolution, density threshold and the object's share of the frame."""
 
-    resolution: int = 256
-    threshold: float = 25.0
-    foreground_ratio: float = 0.85
+    resolution: int = int(RESOLUTION.default)
+    threshold: float = float(THRESHOLD.default)
+    foreground_ratio: float = float(FOREGROUND_RATIO.default)
 
     @classmethod
     def from_request(cls, params: Mapping[str, object]) -> MeshParameters:
@@ -35,43 +39,44 @@ class MeshParameters:
             InvalidInput: an unknown name, a wrong type, or a value out of range.
         """
         allowed = [field.name for field in fields(cls)]
-        unknown = sorted(name for name in params if name not in allowed and not name.startswith(_RESERVED_PREFIX))
+        unknown = sorted(
+            name for name in params if name not in allowed and not name.startswith(RESERVED_PARAMETER_PREFIX)
+        )
         if unknown:
             raise InvalidInput(f"unknown parameter(s) {', '.join(unknown)}: the allowed ones are {', '.join(allowed)}")
         values: dict[str, object] = {}
-        if "resolution" in params:
-            values["resolution"] = _resolution(params["resolution"])
-        if "threshold" in params:
-            values["threshold"] = _threshold(params["threshold"])
-        if "foreground_ratio" in params:
-            values["foreground_ratio"] = _foreground_ratio(params["foreground_ratio"])
+        for parameter in REQUEST_PARAMETERS:
+            if parameter.name in params:
+                values[parameter.name] = _validated(parameter, params[parameter.name])
         return cls(**values)
 
 
-def _resolution(value: object) -> int:
-    low, high = RESOLUTION_RANGE
-    number = _number("resolution", value)
-    if not number.is_integer():
-        raise InvalidInput(f"resolution must be a whole number from {low} to {high}, got {value!r}")
-    resolution = int(number)
-    if not low <= resolution <= high:
-        raise InvalidInput(f"resolution must be from {low} to {high}, got {resolution}")
-    return resolution
-
-
-def _threshold(value: object) -> float:
-    threshold = _number("threshold", value)
-    if not math.isfinite(threshold) or threshold <= 0:
-        raise InvalidInput(f"threshold must be a finite number greater than 0 (default 25.0), got {value!r}")
-    return threshold
-
-
-def _foreground_ratio(value: object) -> float:
-    low, high = FOREGROUND_RATIO_RANGE
-    ratio = _number("foreground_ratio", value)
-    if not low <= ratio <= high:
-        raise InvalidInput(f"foreground_ratio must be from {low} to {high} (default 0.85), got {value!r}")
-    return ratio
+def _validated(parameter: RequestParameter, value: object) -> int | float:
+    """``value`` as the parameter's type, inside its range."""
+    number = _number(parameter.name, value)
+    name = parameter.name
+    if parameter.kind is int:
+        if not number.is_integer():
+            raise InvalidInput(
+                f"{name} must be a whole number from {parameter.minimum} to {parameter.maximum}, got {value!r}"
+            )
+        whole = int(number)
+        if not parameter.minimum <= whole <= parameter.maximum:  # type: ignore[operator]
+            raise InvalidInput(f"{name} must be from {parameter.minimum} to {parameter.maximum}, got {whole}")
+        return whole
+    if parameter.above is not None:
+        if not math.isfinite(number) or number <= parameter.above:
+            raise InvalidInput(
+                f"{name} must be a finite number greater than {parameter.above} "
+                f"(default {parameter.default}), got {value!r}"
+            )
+        return number
+    if not parameter.minimum <= number <= parameter.maximum:  # type: ignore[operator]
+        raise InvalidInput(
+            f"{name} must be from {parameter.minimum} to {parameter.maximum} "
+            f"(default {parameter.default}), got {value!r}"
+        )
+    return number
 
 
 def _number(name: str, value: object) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from img2mesh.contract import IMAGE
 from img2mesh.errors import InvalidInput
 from img2mesh.image_decoding import decode_image
 from img2mesh.parameters import MeshParameters
@@ -37,8 +38,8 @@ def single_bytes(pb_utils: Any, request: Any, name: str) -> bytes:
 
 
 def request_image(pb_utils: Any, request: Any, max_pixels: int) -> np.ndarray:
-    """The request's ``IMAGE`` decoded to RGBA; hostile files raise InvalidInput here."""
-    return decode_image(single_bytes(pb_utils, request, "IMAGE"), max_pixels=max_pixels)
+    """The request's encoded image decoded to RGBA; hostile files raise InvalidInput here."""
+    return decode_image(single_bytes(pb_utils, request, IMAGE), max_pixels=max_pixels)
 
 
 def input_array(pb_utils: Any, request: Any, name: str) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from img2mesh.contract import ENSEMBLE
 from local_triton.server import LocalTriton, TritonStartError, serve_forever
 
 
@@ -18,7 +19,7 @@ def main() -> int:
     parser.add_argument("--load-model", action="append", default=[], help="with explicit control; '*' for all")
     parser.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for readiness")
     args = parser.parse_args()
-    if not (args.repository / "image_to_mesh").is_dir():
+    if not (args.repository / ENSEMBLE).is_dir():
         parser.error(f"{args.repository} holds no image_to_mesh model: build it with `python -m export`")
     server = LocalTriton(
         args.repository,

@@ -13,11 +13,12 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 from export.rembg_onnx import U2NET_MD5, prepare_u2net
 from export.u2net_synthetic import OUTPUT_NAMES, synthetic_product_photo
 from img2mesh.background_removal import u2net_input
+from img2mesh.contract import REMBG
 
 
 @pytest.fixture(scope="module")
 def prepared(u2net_like: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return prepare_u2net(u2net_like, tmp_path_factory.mktemp("rembg") / "1" / "model.onnx", verify_checksum=False)
+    return prepare_u2net(u2net_like, tmp_path_factory.mktemp(REMBG) / "1" / "model.onnx", verify_checksum=False)
 
 
 def photo_inputs() -> np.ndarray:

@@ -13,7 +13,8 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from client_worker.config import Settings
-from export.repository import ENSEMBLE, FLAVOURS, Shapes, all_configs
+from export.repository import FLAVOURS, all_configs
+from img2mesh.contract import ENSEMBLE, Shapes
 from tests.ops.conftest import COMPOSE_FILE, CPU_OVERRIDE, ROOT, load_yaml
 
 SERVICES = {"redis", "exporter", "triton", "worker"}

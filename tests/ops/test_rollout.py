@@ -26,6 +26,15 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from export.u2net_synthetic import synthetic_product_photo
+from img2mesh.contract import (
+    DECODER,
+    ENCODER,
+    ENSEMBLE,
+    IMAGE,
+    MESH_INFO,
+    MODEL_VERSION,
+    VERTICES,
+)
 from local_triton import LocalTriton
 from tests.ops.conftest import ROOT
 from tests.support.triton import ANALYTIC_COLOR, ANALYTIC_RADIUS, GeneratedWeights
@@ -95,16 +104,16 @@ class JobStream:
             self.jobs.append(job)
 
     def _one(self, client: grpcclient.InferenceServerClient, started: float) -> Job:
-        image = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+        image = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
         image.set_data_from_numpy(np.array([[self.image]], dtype=np.object_))
-        outputs = [grpcclient.InferRequestedOutput(name) for name in ("VERTICES", "MESH_INFO", "MODEL_VERSION")]
-        result = client.infer("image_to_mesh", [image], outputs=outputs, parameters={"resolution": JOB_RESOLUTION}, client_timeout=60)
-        vertices = result.as_numpy("VERTICES")[0]
-        info = json.loads(result.as_numpy("MESH_INFO").reshape(-1)[0])
+        outputs = [grpcclient.InferRequestedOutput(name) for name in (VERTICES, MESH_INFO, MODEL_VERSION)]
+        result = client.infer(ENSEMBLE, [image], outputs=outputs, parameters={"resolution": JOB_RESOLUTION}, client_timeout=60)
+        vertices = result.as_numpy(VERTICES)[0]
+        info = json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0])
         return Job(
             started,
             time.monotonic(),
-            encoder_version=int(result.as_numpy("MODEL_VERSION").reshape(-1)[0]),
+            encoder_version=int(result.as_numpy(MODEL_VERSION).reshape(-1)[0]),
             decoder_version=int(info["decoder_version"]),
             radius=float(np.linalg.norm(vertices - vertices.mean(axis=0), axis=1).mean()),
         )
@@ -148,7 +157,7 @@ def test_runbook_rolls_versions_under_load_and_survives_a_broken_version(
         build = replace_option(build, option, value)
     exported = run(build)
     assert exported.returncode == 0, exported.stderr
-    assert (server.repository / "triposr_encoder" / "2").is_dir()
+    assert (server.repository / ENCODER / "2").is_dir()
 
     shown = run(local(status))
     assert shown.returncode == 0, shown.stderr
@@ -167,7 +176,7 @@ def test_runbook_rolls_versions_under_load_and_survives_a_broken_version(
         step("roll to 2", roll)
         step("roll back to 1", rollback)
         step("roll to 2 again", roll)
-        for model in ("triposr_encoder", "triposr_decoder"):
+        for model in (ENCODER, DECODER):
             target = server.repository / model / "3"
             shutil.copytree(server.repository / model / "2", target)
             (target / "model.onnx").write_bytes(b"not an onnx file" * 64)
@@ -202,4 +211,4 @@ def test_runbook_rolls_versions_under_load_and_survives_a_broken_version(
     final = run(local(status))
     assert "triposr_encoder: serving 2" in final.stdout
     assert re.search(r"triposr_decoder: serving 2; version 3 failed to load: .*INVALID_PROTOBUF", final.stdout), final.stdout
-    assert server.is_model_ready("image_to_mesh")
+    assert server.is_model_ready(ENSEMBLE)

@@ -9,8 +9,17 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from export.u2net_synthetic import synthetic_product_photo
+from img2mesh.contract import (
+    ENSEMBLE,
+    FACES,
+    IMAGE,
+    MESH_INFO,
+    MODEL_VERSION,
+    VERTEX_COLORS,
+    VERTICES,
+)
 
-OUTPUTS = ("VERTICES", "FACES", "VERTEX_COLORS", "MESH_INFO", "MODEL_VERSION")
+OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, MESH_INFO, MODEL_VERSION)
 
 
 @dataclass
@@ -23,25 +32,25 @@ class EnsembleResult:
 
 
 def image_input(data: bytes) -> grpcclient.InferInput:
-    tensor = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+    tensor = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[data]], dtype=np.object_))
     return tensor
 
 
 def infer_mesh(client: grpcclient.InferenceServerClient, data: bytes, **parameters: object) -> EnsembleResult:
     result = client.infer(
-        "image_to_mesh",
+        ENSEMBLE,
         [image_input(data)],
         outputs=[grpcclient.InferRequestedOutput(name) for name in OUTPUTS],
         parameters=parameters or None,
         client_timeout=300,
     )
     return EnsembleResult(
-        vertices=result.as_numpy("VERTICES")[0],
-        faces=result.as_numpy("FACES")[0],
-        colors=result.as_numpy("VERTEX_COLORS")[0],
-        info=json.loads(result.as_numpy("MESH_INFO").reshape(-1)[0]),
-        model_version=int(result.as_numpy("MODEL_VERSION").reshape(-1)[0]),
+        vertices=result.as_numpy(VERTICES)[0],
+        faces=result.as_numpy(FACES)[0],
+        colors=result.as_numpy(VERTEX_COLORS)[0],
+        info=json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0]),
+        model_version=int(result.as_numpy(MODEL_VERSION).reshape(-1)[0]),
     )
 
 

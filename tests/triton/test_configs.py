@@ -5,7 +5,16 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.repository import ENSEMBLE, FLAVOURS, ONNX_MODELS, PYTHON_MODELS, SOURCE_REPOSITORY, Shapes, parse_config, write_configs
+from export.repository import FLAVOURS, SOURCE_REPOSITORY, parse_config, write_configs
+from img2mesh.contract import (
+    DECODER,
+    ENCODER,
+    ENSEMBLE,
+    ONNX_MODELS,
+    PYTHON_MODELS,
+    REMBG,
+    Shapes,
+)
 
 ALL_MODELS = (*PYTHON_MODELS, *ONNX_MODELS, ENSEMBLE)
 
@@ -40,11 +49,11 @@ def test_every_flavour_parses_with_tritons_schema(tmp_path: Path, flavour: str) 
 
 def test_gpu_flavour_uses_tensorrt_fp16_except_for_the_decoder(tmp_path: Path) -> None:
     write_configs(tmp_path, "gpu", Shapes())
-    for name in ("rembg", "triposr_encoder"):
+    for name in (REMBG, ENCODER):
         accelerators = parse_config(tmp_path / name / "config.pbtxt").optimization.execution_accelerators
         (tensorrt,) = accelerators.gpu_execution_accelerator
         assert tensorrt.name == "tensorrt" and tensorrt.parameters["precision_mode"] == "FP16"
-    decoder = parse_config(tmp_path / "triposr_decoder" / "config.pbtxt")
+    decoder = parse_config(tmp_path / DECODER / "config.pbtxt")
     assert not decoder.optimization.execution_accelerators.gpu_execution_accelerator
 
 

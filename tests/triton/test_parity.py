@@ -9,6 +9,7 @@ from PIL import Image
 
 from export.u2net_synthetic import synthetic_product_photo
 from img2mesh.background_removal import u2net_mask
+from img2mesh.contract import IMAGE_PREPROCESS, REMBG, U2NET_INPUT
 from img2mesh.parameters import MeshParameters
 from tests.triton.conftest import image_input, infer_mesh
 from triposr.checkpoint import load_tsr
@@ -59,10 +60,10 @@ def test_background_removal_matches_rembg(random_triton_server, test_weights, tm
     expected = np.asarray(rembg.remove(photo, session=rembg.new_session("u2net_custom", model_path=str(model_path))))[..., 3]
 
     client = grpcclient.InferenceServerClient(random_triton_server.grpc_url)
-    u2net_in = client.infer("image_preprocess", [image_input(buffer.getvalue())]).as_numpy("U2NET_INPUT")
+    u2net_in = client.infer(IMAGE_PREPROCESS, [image_input(buffer.getvalue())]).as_numpy(U2NET_INPUT)
     mask_in = grpcclient.InferInput("input", list(u2net_in.shape), "FP32")
     mask_in.set_data_from_numpy(u2net_in)
-    prediction = client.infer("rembg", [mask_in]).as_numpy("mask")
+    prediction = client.infer(REMBG, [mask_in]).as_numpy("mask")
     actual = u2net_mask(prediction[0], np.asarray(photo).shape[:2])
 
     error = float(np.abs(actual.astype(float) - expected.astype(float)).mean())

@@ -13,11 +13,12 @@ import redis
 from celery import Celery
 
 from client_worker.config import Settings
+from img2mesh.contract import ENSEMBLE
 from tests.support.gltf_validator import GltfValidator
+from tests.support.image_server import ImageServer, Route, png_declaring
 from tests.support.redis_server import free_port
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.support.image_server import ImageServer, Route, png_declaring
 from tests.worker.conftest import WorkerThread, by_name, wait_until
 
 
@@ -76,7 +77,7 @@ def test_guide_snippet_ends_with_a_glb_in_storage(
 
     metadata = completed["metadata"]
     assert metadata["preset"] == "balanced" and metadata["resolution"] == 32
-    assert metadata["model_name"] == "image_to_mesh" and metadata["weights_version"] == "1"
+    assert metadata["model_name"] == ENSEMBLE and metadata["weights_version"] == "1"
     assert metadata["face_count"] == report["info"]["totalTriangleCount"] > 0
     assert metadata["file_size_bytes"] == len(response.content)
     assert metadata["attempts"] == 1

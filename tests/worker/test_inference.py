@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from client_worker.inference import TritonMeshClient, TritonUnavailable
 
 from client_worker.errors import PermanentJobError, TransientJobError
-from client_worker.inference import TritonMeshClient, TritonUnavailable
+from img2mesh.contract import ENSEMBLE
 from local_triton import LocalTriton
 from tests.support.redis_server import free_port
 from tests.worker.conftest import E2E_RESOLUTION
@@ -23,7 +24,7 @@ async def test_mesh_outputs_and_versions(triton_server: LocalTriton, product_pho
     assert mesh.faces.dtype == np.int32 and mesh.faces.max() < len(mesh.vertices)
     assert mesh.vertex_colors.dtype == np.uint8 and mesh.vertex_colors.shape == mesh.vertices.shape
     assert mesh.info["resolution"] == E2E_RESOLUTION and mesh.info["face_count"] == len(mesh.faces)
-    assert (mesh.model_name, mesh.model_version, mesh.weights_version) == ("image_to_mesh", "1", "1")
+    assert (mesh.model_name, mesh.model_version, mesh.weights_version) == (ENSEMBLE, "1", "1")
 
 
 async def test_a_worker_pinned_to_other_weights_refuses_the_mesh(triton_server: LocalTriton, product_photo: bytes) -> None:
@@ -73,9 +74,9 @@ async def test_unreachable_triton_is_an_outage() -> None:
 
 
 async def test_missing_model_is_reported_by_name(triton_server: LocalTriton) -> None:
-    client = TritonMeshClient(triton_server.grpc_url, model_name="image_to_mesh", model_version="7")
+    client = TritonMeshClient(triton_server.grpc_url, model_name=ENSEMBLE, model_version="7")
     try:
         reason = await client.readiness()
     finally:
         await client.close()
-    assert reason is not None and "'image_to_mesh' (version 7) is not ready" in reason
+    assert reason is not None and f"'{ENSEMBLE}' (version 7) is not ready" in reason

@@ -12,14 +12,21 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from img2mesh.background_removal import foreground_rgba
+from img2mesh.contract import CONDITION, CONFIG_MAX_PIXELS, MASK, MAX_IMAGE_PIXELS
 from img2mesh.framing import condition_image
-from img2mesh.triton_model_io import answer_each, input_array, mesh_parameters, model_parameter, request_image
+from img2mesh.triton_model_io import (
+    answer_each,
+    input_array,
+    mesh_parameters,
+    model_parameter,
+    request_image,
+)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.max_pixels = int(model_parameter(config, "max_pixels", "40000000"))
+        self.max_pixels = int(model_parameter(config, CONFIG_MAX_PIXELS, str(MAX_IMAGE_PIXELS)))
 
     def execute(self, requests):
         return answer_each(pb_utils, requests, self._frame)
@@ -27,7 +34,7 @@ class TritonPythonModel:
     def _frame(self, request):
         parameters = mesh_parameters(request)
         rgba = request_image(pb_utils, request, self.max_pixels)
-        prediction = input_array(pb_utils, request, "MASK")[0]
+        prediction = input_array(pb_utils, request, MASK)[0]
         cut_out = foreground_rgba(rgba, prediction)
         condition = condition_image(cut_out, foreground_ratio=parameters.foreground_ratio)
-        return [pb_utils.Tensor("CONDITION", condition[None])]
+        return [pb_utils.Tensor(CONDITION, condition[None])]

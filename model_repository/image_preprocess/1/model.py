@@ -10,13 +10,19 @@ import json
 import triton_python_backend_utils as pb_utils
 
 from img2mesh.background_removal import u2net_input
-from img2mesh.triton_model_io import answer_each, mesh_parameters, model_parameter, request_image
+from img2mesh.contract import CONFIG_MAX_PIXELS, MAX_IMAGE_PIXELS, U2NET_INPUT
+from img2mesh.triton_model_io import (
+    answer_each,
+    mesh_parameters,
+    model_parameter,
+    request_image,
+)
 
 
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.max_pixels = int(model_parameter(config, "max_pixels", "40000000"))
+        self.max_pixels = int(model_parameter(config, CONFIG_MAX_PIXELS, str(MAX_IMAGE_PIXELS)))
 
     def execute(self, requests):
         return answer_each(pb_utils, requests, self._preprocess)
@@ -24,4 +30,4 @@ class TritonPythonModel:
     def _preprocess(self, request):
         mesh_parameters(request)
         rgba = request_image(pb_utils, request, self.max_pixels)
-        return [pb_utils.Tensor("U2NET_INPUT", u2net_input(rgba)[None])]
+        return [pb_utils.Tensor(U2NET_INPUT, u2net_input(rgba)[None])]

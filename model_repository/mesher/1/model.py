@@ -14,7 +14,29 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from img2mesh.mesh_extraction import colors_to_uint8, grid_chunks, iter_chunks, marching_cubes
+from img2mesh.contract import (
+    COLOR,
+    CONFIG_CHUNK_SIZE,
+    CONFIG_DECODER_MODEL,
+    DECODER,
+    DECODER_CHUNK_POINTS,
+    DECODER_VERSION,
+    DENSITY,
+    FACES,
+    MESH_INFO,
+    MESHER_SCENE_CODES,
+    POINTS,
+    SCENE_CODES,
+    VERSION,
+    VERTEX_COLORS,
+    VERTICES,
+)
+from img2mesh.mesh_extraction import (
+    colors_to_uint8,
+    grid_chunks,
+    iter_chunks,
+    marching_cubes,
+)
 from img2mesh.triton_model_io import (
     DependencyFailed,
     RequestCancelled,
@@ -28,16 +50,16 @@ from img2mesh.triton_model_io import (
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.decoder = model_parameter(config, "decoder_model", "triposr_decoder")
-        self.chunk_size = int(model_parameter(config, "chunk_size", "262144"))
+        self.decoder = model_parameter(config, CONFIG_DECODER_MODEL, DECODER)
+        self.chunk_size = int(model_parameter(config, CONFIG_CHUNK_SIZE, str(DECODER_CHUNK_POINTS)))
 
     def execute(self, requests):
         return answer_each(pb_utils, requests, self._mesh)
 
     def _mesh(self, request):
         parameters = mesh_parameters(request)
-        scene_codes = input_array(pb_utils, request, "SCENE_CODES")
-        version = int(input_array(pb_utils, request, "DECODER_VERSION").reshape(-1)[0])
+        scene_codes = input_array(pb_utils, request, MESHER_SCENE_CODES)
+        version = int(input_array(pb_utils, request, DECODER_VERSION).reshape(-1)[0])
         timings = {}
 
         started = time.perf_counter()
@@ -70,10 +92,10 @@ class TritonPythonModel:
             "timings_ms": timings,
         }
         return [
-            pb_utils.Tensor("VERTICES", vertices[None]),
-            pb_utils.Tensor("FACES", faces[None]),
-            pb_utils.Tensor("VERTEX_COLORS", colors_to_uint8(colors)[None]),
-            pb_utils.Tensor("MESH_INFO", np.array([[json.dumps(info).encode()]], dtype=np.object_)),
+            pb_utils.Tensor(VERTICES, vertices[None]),
+            pb_utils.Tensor(FACES, faces[None]),
+            pb_utils.Tensor(VERTEX_COLORS, colors_to_uint8(colors)[None]),
+            pb_utils.Tensor(MESH_INFO, np.array([[json.dumps(info).encode()]], dtype=np.object_)),
         ]
 
     def _decode(self, scene_codes, points, version):
@@ -82,17 +104,17 @@ class TritonPythonModel:
             model_name=self.decoder,
             model_version=version,
             inputs=[
-                pb_utils.Tensor("scene_codes", scene_codes),
-                pb_utils.Tensor("points", np.ascontiguousarray(points, dtype=np.float32)[None]),
+                pb_utils.Tensor(SCENE_CODES, scene_codes),
+                pb_utils.Tensor(POINTS, np.ascontiguousarray(points, dtype=np.float32)[None]),
             ],
-            requested_output_names=["density", "color", "version"],
+            requested_output_names=[DENSITY, COLOR, VERSION],
             preferred_memory=pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0),
         )
         response = request.exec()
         if response.has_error():
             raise DependencyFailed(f"{self.decoder} failed: {response.error().message()}")
-        outputs = {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in ("density", "color", "version")}
-        return outputs["density"][0, :, 0].copy(), outputs["color"][0].copy(), int(outputs["version"].reshape(-1)[0])
+        outputs = {name: pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in (DENSITY, COLOR, VERSION)}
+        return outputs[DENSITY][0, :, 0].copy(), outputs[COLOR][0].copy(), int(outputs[VERSION].reshape(-1)[0])
 
 
 def _elapsed_ms(started):

@@ -1,0 +1,185 @@
+"""The contract between the parts: model and tensor names, shapes, request parameters, limits.
+
+The exporter writes every ``config.pbtxt`` from these definitions, the Python-backend models and the
+worker take their names and limits from here, and ``tests/test_contract.py`` checks the tables of
+docs/architecture.md against them. Each fact is defined once, in this module. It imports only the
+standard library and keeps to Python 3.10 (the Triton 24.10 stub's Python), so every side, the
+Triton container included, can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# --- Models of the Triton repository --------------------------------------------------------------
+
+ENSEMBLE = "image_to_mesh"
+IMAGE_PREPROCESS = "image_preprocess"
+REMBG = "rembg"
+FOREGROUND = "foreground"
+ENCODER = "triposr_encoder"
+DECODER = "triposr_decoder"
+MESHER = "mesher"
+
+PYTHON_MODELS = (IMAGE_PREPROCESS, FOREGROUND, MESHER)
+ONNX_MODELS = (REMBG, ENCODER, DECODER)
+
+# --- Tensor names ---------------------------------------------------------------------------------
+
+IMAGE = "IMAGE"
+"""The encoded image file (BYTES): input of the ensemble, of image_preprocess and of foreground."""
+U2NET_INPUT = "U2NET_INPUT"
+REMBG_INPUT = "input"
+REMBG_MASK = "mask"
+MASK = "MASK"
+CONDITION = "CONDITION"
+ENCODER_IMAGE = "image"
+SCENE_CODES = "scene_codes"
+"""The triplane scene codes: output of the encoder graph and input of the decoder graph."""
+POINTS = "points"
+DENSITY = "density"
+COLOR = "color"
+VERSION = "version"
+"""The repository version the exporter stamped into a TripoSR graph (INT64, one per batch item)."""
+MESHER_SCENE_CODES = "SCENE_CODES"
+DECODER_VERSION = "DECODER_VERSION"
+VERTICES = "VERTICES"
+FACES = "FACES"
+VERTEX_COLORS = "VERTEX_COLORS"
+MESH_INFO = "MESH_INFO"
+MODEL_VERSION = "MODEL_VERSION"
+"""The ensemble's copy of the encoder's ``version``: which TripoSR weights made the mesh."""
+
+MESH_OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, MESH_INFO)
+"""What the mesher returns and the ensemble passes through, in this order."""
+
+# --- Shapes ---------------------------------------------------------------------------------------
+
+MAX_BATCH_SIZE = 8
+"""Every model batches up to this many requests; a client sends one image per request."""
+U2NET_SIZE = 320
+CONDITION_SIZE = 512
+"""TripoSR's ``cond_image_size``: the side of the square image the encoder sees."""
+VARIABLE = -1
+"""A dimension whose size varies per request (vertex, face and point counts)."""
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The tensor sizes that differ between the official and the tiny test architecture."""
+
+    scene_code_channels: int = 40
+    scene_code_size: int = 64
+    condition_size: int = CONDITION_SIZE
+    u2net_size: int = U2NET_SIZE
+
+    @property
+    def scene_codes(self) -> tuple[int, ...]:
+        return (3, self.scene_code_channels, self.scene_code_size, self.scene_code_size)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor of a model: its name, Triton data type (``FP32``, ``STRING``…) and dims without the batch dim."""
+
+    name: str
+    data_type: str
+    dims: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The inputs and outputs of one model of the repository, as its ``config.pbtxt`` declares them."""
+
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+
+def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
+    """Every model's tensors for ``shapes`` (default: the official architecture), ensemble last."""
+    shapes = shapes or Shapes()
+    codes = shapes.scene_codes
+    condition = (3, shapes.condition_size, shapes.condition_size)
+    u2net = (3, shapes.u2net_size, shapes.u2net_size)
+    mask = (1, shapes.u2net_size, shapes.u2net_size)
+    image = TensorSpec(IMAGE, "STRING", (1,))
+    mesh = (
+        TensorSpec(VERTICES, "FP32", (VARIABLE, 3)),
+        TensorSpec(FACES, "INT32", (VARIABLE, 3)),
+        TensorSpec(VERTEX_COLORS, "UINT8", (VARIABLE, 3)),
+        TensorSpec(MESH_INFO, "STRING", (1,)),
+    )
+    version = TensorSpec(VERSION, "INT64", (1,))
+    specs = (
+        ModelSpec(IMAGE_PREPROCESS, (image,), (TensorSpec(U2NET_INPUT, "FP32", u2net),)),
+        ModelSpec(REMBG, (TensorSpec(REMBG_INPUT, "FP32", u2net),), (TensorSpec(REMBG_MASK, "FP32", mask),)),
+        ModelSpec(FOREGROUND, (image, TensorSpec(MASK, "FP32", mask)), (TensorSpec(CONDITION, "FP32", condition),)),
+        ModelSpec(
+            ENCODER, (TensorSpec(ENCODER_IMAGE, "FP32", condition),), (TensorSpec(SCENE_CODES, "FP32", codes), version)
+        ),
+        ModelSpec(
+            DECODER,
+            (TensorSpec(SCENE_CODES, "FP32", codes), TensorSpec(POINTS, "FP32", (VARIABLE, 3))),
+            (TensorSpec(DENSITY, "FP32", (VARIABLE, 1)), TensorSpec(COLOR, "FP32", (VARIABLE, 3)), version),
+        ),
+        ModelSpec(
+            MESHER,
+            (TensorSpec(MESHER_SCENE_CODES, "FP32", codes), TensorSpec(DECODER_VERSION, "INT64", (1,))),
+            mesh,
+        ),
+        ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(MODEL_VERSION, "INT64", (1,)))),
+    )
+    return {spec.name: spec for spec in specs}
+
+
+# --- Request parameters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestParameter:
+    """An optional per-request knob: its default and allowed range (``None``: unbounded on that side).
+
+    ``above`` is an exclusive lower bound, ``minimum``/``maximum`` inclusive ones.
+    """
+
+    name: str
+    kind: type
+    default: float
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None
+
+    def allowed(self) -> str:
+        """The allowed values in words, for error messages and the docs' table."""
+        if self.minimum is not None and self.maximum is not None:
+            return f"{self.minimum} … {self.maximum}"
+        if self.above is not None:
+            return f"finite, > {self.above}"
+        raise ValueError(f"{self.name} has no range")
+
+
+RESOLUTION = RequestParameter("resolution", int, 256, minimum=16, maximum=320)
+"""The marching-cubes grid size; 320 is the largest grid the official demo offers."""
+THRESHOLD = RequestParameter("threshold", float, 25.0, above=0)
+"""The density iso-level of the surface; 25.0 is TripoSR's own."""
+FOREGROUND_RATIO = RequestParameter("foreground_ratio", float, 0.85, minimum=0.5, maximum=1.0)
+"""The share of the encoder's square the object fills (TripoSR's run.py default 0.85)."""
+
+REQUEST_PARAMETERS = (RESOLUTION, THRESHOLD, FOREGROUND_RATIO)
+RESERVED_PARAMETER_PREFIX = "triton_"
+"""Triton reserves request parameters with this prefix; they may reach a model alongside ours."""
+
+# --- Limits and model-config parameters -----------------------------------------------------------
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Largest decoded image (width × height) anything accepts: camera originals pass, bombs do not."""
+DECODER_CHUNK_POINTS = 262_144
+"""Query points per BLS call of the mesher to the decoder (a fixed size keeps the decoder's shapes
+stable for its dynamic batcher and TensorRT profiles); also the decoder's warm-up shape."""
+
+CONFIG_MAX_PIXELS = "max_pixels"
+CONFIG_DECODER_MODEL = "decoder_model"
+CONFIG_CHUNK_SIZE = "chunk_size"
+"""Keys of the ``parameters`` in the Python models' config.pbtxt (values are strings)."""
+
