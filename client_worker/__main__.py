@@ -21,7 +21,7 @@ from pathlib import Path
 
 from client_worker.config import ConfigError, Settings, load_settings
 from client_worker.errors import JobError
-from client_worker.presets import PRESETS, get_preset
+from client_worker.pipeline.presets import PRESETS, get_preset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +82,9 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
     from client_worker.download import download_first_image
-    from client_worker.inference import TritonMeshClient
+    from client_worker.pipeline.inference import TritonMeshClient
     from img2mesh.errors import InvalidInput
-    from img2mesh.glb import glb_summary, mesh_to_glb
+    from asset.glb import glb_summary, mesh_to_glb
 
     preset = get_preset(args.preset or settings.default_preset)
     client = TritonMeshClient(

@@ -23,15 +23,15 @@ from redis.asyncio import Redis
 from client_worker.config import Settings
 from client_worker.download import download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
-from client_worker.inference import TritonMeshClient
-from client_worker.intake import Job
-from client_worker.job_queue import Stage
+from client_worker.pipeline.inference import TritonMeshClient
+from client_worker.jobs.intake import Job
+from client_worker.jobs.queue import Stage
 from client_worker.metrics import Metrics
-from client_worker.presets import Preset, resolve_preset
-from client_worker.status import StatusEvent, StatusReporter
+from client_worker.pipeline.presets import Preset, resolve_preset
+from client_worker.status.webhook import StatusEvent, StatusReporter
 from client_worker.storage import Storage, storage_key
 from img2mesh.errors import InvalidInput
-from img2mesh.glb import glb_summary, mesh_to_glb
+from asset.glb import glb_summary, mesh_to_glb
 
 log = logging.getLogger(__name__)
 

@@ -27,12 +27,12 @@ from redis.exceptions import RedisError
 
 from client_worker.config import Settings, instance_id
 from client_worker.errors import TransientJobError
-from client_worker.inference import TritonMeshClient, TritonUnavailable
-from client_worker.intake import Job, MalformedJob, RejectedMessage, TaskMessage, parse_job, parse_message
-from client_worker.job_queue import JobQueue, Stage, backoff_delay
+from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
+from client_worker.jobs.intake import Job, MalformedJob, RejectedMessage, TaskMessage, parse_job, parse_message
+from client_worker.jobs.queue import JobQueue, Stage, backoff_delay
 from client_worker.metrics import Metrics
 from client_worker.processing import JobProcessor, StageFailure
-from client_worker.status import StatusEvent, StatusReporter
+from client_worker.status.webhook import StatusEvent, StatusReporter
 from client_worker.storage import LocalStorage, Storage, SupabaseStorage
 
 log = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ RUN pip install --no-deps --only-binary=:all: -r /tmp/requirements.txt && rm /tm
 
 COPY pyproject.toml /tmp/src/pyproject.toml
 COPY img2mesh /tmp/src/img2mesh
+COPY asset /tmp/src/asset
 COPY client_worker /tmp/src/client_worker
 RUN pip install --no-deps /tmp/src && rm -rf /tmp/src && pip check
 

@@ -22,7 +22,7 @@ from tests.ops.conftest import ROOT
 
 DOCKER = ROOT / "docker"
 LOCKS = DOCKER / "requirements"
-FIRST_PARTY = {"img2mesh", "triposr", "export", "client_worker", "local_triton"}
+FIRST_PARTY = {"img2mesh", "asset", "triposr", "export", "client_worker", "local_triton"}
 # Provided by Triton's Python backend itself, not by pip.
 BACKEND_MODULES = {"triton_python_backend_utils"}
 IMPORT_TO_DIST = importlib.metadata.packages_distributions()
@@ -154,11 +154,11 @@ def test_exporter_image_has_cpu_torch_and_everything_export_imports() -> None:
 def test_worker_image_is_small_and_covers_what_the_worker_imports() -> None:
     steps = instructions("worker.Dockerfile")
     assert steps[0] == ("FROM", ["python:3.11-slim-bookworm"])
-    third, first = imports(sorted((ROOT / "client_worker").glob("*.py")))
+    third, first = imports(sorted((ROOT / "client_worker").rglob("*.py")))
     pinned = lock("worker.txt")
     assert distributions(third) <= set(pinned), distributions(third) - set(pinned)
     assert not {"torch", "onnx", "onnxruntime"} & set(pinned), "the worker runs no model"
-    assert first <= {"client_worker", "img2mesh"}
+    assert first <= {"client_worker", "img2mesh", "asset"}
     assert first <= copied("worker.Dockerfile")
     assert steps[-2:] == [("ENTRYPOINT", ["python", "-m", "client_worker"]), ("CMD", ["run"])]
 

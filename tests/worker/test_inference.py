@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from client_worker.inference import TritonMeshClient, TritonUnavailable
+from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
 
 from client_worker.errors import PermanentJobError, TransientJobError
 from img2mesh.contract import ENSEMBLE

@@ -15,7 +15,7 @@ import pytest
 import redis
 from celery import Celery
 
-from client_worker.intake import MalformedJob, RejectedMessage, parse_job, parse_message
+from client_worker.jobs.intake import MalformedJob, RejectedMessage, parse_job, parse_message
 
 TASK = "generate_3d_model"
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 
 from client_worker.errors import PermanentJobError
-from client_worker.presets import PRESETS, resolve_preset
-from img2mesh.parameters import RESOLUTION_RANGE
+from client_worker.pipeline.presets import PRESETS, resolve_preset
+from img2mesh.contract import RESOLUTION
 
 
 def test_presets_grow_in_resolution_and_triangles_within_tritons_limits() -> None:
     fast, balanced, quality = PRESETS["fast"], PRESETS["balanced"], PRESETS["quality"]
     assert fast.resolution < balanced.resolution < quality.resolution
     assert fast.target_faces < balanced.target_faces < quality.target_faces
-    low, high = RESOLUTION_RANGE
-    assert all(low <= p.resolution <= high for p in PRESETS.values())
+    assert all(RESOLUTION.minimum <= p.resolution <= RESOLUTION.maximum for p in PRESETS.values())
 
 
 @pytest.mark.parametrize(

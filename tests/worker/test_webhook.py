@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from client_worker.config import Settings
 from client_worker.metrics import Metrics
-from client_worker.status import StatusEvent, StatusReporter
+from client_worker.status.webhook import StatusEvent, StatusReporter
 from tests.support.webhook_receiver import WebhookReceiver
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from img2mesh.errors import EmptyMesh
-from img2mesh.glb import glb_summary, mesh_to_glb, read_glb_json
+from asset.glb import glb_summary, mesh_to_glb, read_glb_json
 from img2mesh.mesh_extraction import grid_points, marching_cubes
 from tests.support.gltf_validator import GltfValidator
 

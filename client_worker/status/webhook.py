@@ -30,7 +30,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from client_worker.config import RedisKeys, Settings
-from client_worker.job_queue import Stage
+from client_worker.jobs.queue import Stage
 from client_worker.metrics import Metrics
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from client_worker.config import Settings, instance_id
-from client_worker.job_queue import JobQueue, backoff_delay
+from client_worker.jobs.queue import JobQueue, backoff_delay
 
 RAW = json.dumps({"task": "generate_3d_model", "id": "t1", "kwargs": {"job_id": "job-1"}}).encode()
 

@@ -21,9 +21,18 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client_worker.errors import PermanentJobError, TransientJobError
+from img2mesh.contract import (
+    ENSEMBLE,
+    FACES,
+    IMAGE,
+    MESH_INFO,
+    MODEL_VERSION,
+    VERTEX_COLORS,
+    VERTICES,
+)
 
-OUTPUTS = ("VERTICES", "FACES", "VERTEX_COLORS", "MESH_INFO")
-WEIGHTS_VERSION = "MODEL_VERSION"
+OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, MESH_INFO)
+WEIGHTS_VERSION = MODEL_VERSION
 """Optional output: the version of the TripoSR weights that ran (the ensemble's own version is
 always the ensemble's; its steps follow the latest weights, so this is the one worth reporting)."""
 _PERMANENT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
@@ -36,7 +45,7 @@ class TritonUnavailable(TransientJobError):
 
 @dataclass(frozen=True)
 class MeshResult:
-    """A mesh in the TripoSR world frame, as `img2mesh.glb.mesh_to_glb` takes it."""
+    """A mesh in the TripoSR world frame, as `asset.glb.mesh_to_glb` takes it."""
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -55,7 +64,7 @@ def status_code(error: InferenceServerException) -> str:
 class TritonMeshClient:
     """An asyncio gRPC client of one mesh model; safe to share between concurrent jobs."""
 
-    def __init__(self, url: str, model_name: str = "image_to_mesh", model_version: str = "",
+    def __init__(self, url: str, model_name: str = ENSEMBLE, model_version: str = "",
                  timeout_s: float = 300.0, weights_version: str = "") -> None:
         self.url = url
         self.model_name = model_name
@@ -106,7 +115,7 @@ class TritonMeshClient:
             TritonUnavailable: Triton or the model is down; the job should wait, not fail.
             TransientJobError: any other failure (deadline exceeded, internal error).
         """
-        image_input = grpcclient.InferInput("IMAGE", [1, 1], "BYTES")
+        image_input = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
         image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
         parameters: dict[str, int | float] = {}
         if resolution is not None:
@@ -156,7 +165,7 @@ class TritonMeshClient:
         missing = [name for name, array in arrays.items() if array is None]
         if missing:
             raise TransientJobError(f"Triton's answer lacks the outputs {', '.join(missing)}")
-        info_bytes = arrays["MESH_INFO"].reshape(-1)[0]
+        info_bytes = arrays[MESH_INFO].reshape(-1)[0]
         info = json.loads(info_bytes.decode("utf-8") if isinstance(info_bytes, bytes) else str(info_bytes))
         response = result.get_response()
         weights = result.as_numpy(WEIGHTS_VERSION) if WEIGHTS_VERSION in (self._outputs or ()) else None
@@ -168,9 +177,9 @@ class TritonMeshClient:
                 f"(python -m export.rollout roll --version {self.weights_version}) or unpin the worker"
             )
         return MeshResult(
-            vertices=np.asarray(arrays["VERTICES"][0], dtype=np.float32),
-            faces=np.asarray(arrays["FACES"][0], dtype=np.int32),
-            vertex_colors=np.asarray(arrays["VERTEX_COLORS"][0], dtype=np.uint8),
+            vertices=np.asarray(arrays[VERTICES][0], dtype=np.float32),
+            faces=np.asarray(arrays[FACES][0], dtype=np.int32),
+            vertex_colors=np.asarray(arrays[VERTEX_COLORS][0], dtype=np.uint8),
             info=info,
             model_name=response.model_name or self.model_name,
             model_version=response.model_version or self.model_version,
