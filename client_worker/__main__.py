@@ -1,8 +1,9 @@
 """Command line: `python -m client_worker {run,generate,enqueue,healthcheck}`.
 
 * `run` — the Redis worker (configuration from the environment, see `.env.example`).
-* `generate IMAGE_OR_URL -o out.glb [--preset] [--triton-url]` — one image through Triton to a
-  GLB file, without Redis or storage.
+* `generate IMAGE_OR_URL -o out.glb [--preset] [--triton-url]` — one image through Triton to the
+  asset's files (the GLB at the path given), without Redis or storage: the same pipeline core
+  and files as a queued job.
 * `enqueue URL... [--shop --product-id --variant-id --quality --wait S]` — push a job in the
   integration guide's "Manually Queue a Test Job" format, for local use.
 * `healthcheck` — exit 0 when a worker of this host (`WORKER_NAME`) has a live heartbeat in
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from client_worker.config import ConfigError, Settings, load_settings
 from client_worker.errors import JobError
+from client_worker.jobs.keys import RedisKeys
 from client_worker.pipeline.presets import PRESETS, get_preset
 
 
@@ -81,10 +83,10 @@ def _run() -> int:
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
-    from client_worker.download import download_first_image
+    from client_worker.download import DownloadLimits, download_first_image
+    from client_worker.pipeline.asset import MODEL_FILE, AssetPipeline
     from client_worker.pipeline.inference import TritonMeshClient
     from img2mesh.errors import InvalidInput
-    from asset.glb import glb_summary, mesh_to_glb
 
     preset = get_preset(args.preset or settings.default_preset)
     client = TritonMeshClient(
@@ -94,31 +96,33 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         settings.triton_timeout_s,
         weights_version=settings.triton_weights_version,
     )
+    pipeline = AssetPipeline(client, max_resolution=settings.max_resolution)
     started = time.perf_counter()
     try:
         if args.image.startswith(("http://", "https://")):
             async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
-                image = (await download_first_image([args.image], settings.download_limits(), http)).data
+                image = (await download_first_image([args.image], DownloadLimits.from_settings(settings), http)).data
         else:
             image = Path(args.image).read_bytes()
         await client.wait_ready(settings.triton_ready_timeout_s)
-        mesh = await client.image_to_mesh(image, resolution=min(preset.resolution, settings.max_resolution))
-        glb = await asyncio.to_thread(
-            mesh_to_glb, mesh.vertices, mesh.faces, mesh.vertex_colors, target_faces=preset.target_faces
-        )
+        asset = await pipeline.make(image, preset)
     except (JobError, InvalidInput, OSError) as error:
         print(f"generate failed: {error}", file=sys.stderr)
         return 1
     finally:
         await client.close()
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(glb)
-    summary = glb_summary(glb)
+    written = {}
+    for file in asset.files:
+        path = args.output.with_suffix(file.extension)
+        path.write_bytes(file.data)
+        written[file.role] = str(path)
+    details = asset.details
     print(json.dumps({
-        "output": str(args.output), "bytes": len(glb), "vertices": summary["vertex_count"],
-        "faces": summary["face_count"], "preset": preset.name, "model": mesh.model_name,
-        "model_version": mesh.model_version, "weights_version": mesh.weights_version,
-        "seconds": round(time.perf_counter() - started, 2),
+        "output": written[MODEL_FILE], "files": written, "bytes": details["file_size_bytes"],
+        "vertices": details["vertex_count"], "faces": details["face_count"], "preset": preset.name,
+        "model": details["model_name"], "model_version": details["model_version"],
+        "weights_version": details["weights_version"], "seconds": round(time.perf_counter() - started, 2),
     }))
     return 0
 
@@ -141,7 +145,7 @@ async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
         await redis.lpush(settings.queue_name, json.dumps(message))
         print(json.dumps({"job_id": job_id, "queue": settings.queue_name}))
         deadline = time.monotonic() + args.wait
-        status_key = settings.redis_keys().status(job_id)
+        status_key = RedisKeys(settings.key_prefix).status(job_id)
         while time.monotonic() < deadline:
             status = {k.decode(): v.decode() for k, v in (await redis.hgetall(status_key)).items()}
             if status.get("status") in ("completed", "failed"):
@@ -160,7 +164,7 @@ async def _healthcheck(settings: Settings) -> int:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    keys = settings.redis_keys()
+    keys = RedisKeys(settings.key_prefix)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5)
     try:
         members = [member.decode() for member in await redis.smembers(keys.workers())]

@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import re
-import secrets
 import socket
 from typing import Annotated, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from client_worker.download import DownloadLimits
 from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -31,31 +28,6 @@ _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
 
 class ConfigError(Exception):
     """The environment does not describe a runnable worker; the message names each bad variable."""
-
-
-def instance_id(worker_name: str) -> str:
-    """`name:pid:random`, unique per process start.
-
-    A restarted process must never inherit the leases and processing list of its previous life
-    (those are recovered like any dead worker's), so the id is not configurable; `WORKER_NAME`
-    (default: the hostname) only prefixes it, which lets `healthcheck` find the workers of a host.
-    """
-    return f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by `***` (Redis URLs often carry one)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}"
-    else:
-        netloc = f":***@{netloc}"
-    if parts.port is not None:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class Settings(BaseSettings):
@@ -193,18 +165,6 @@ class Settings(BaseSettings):
                     ) from None
         return value
 
-    def download_limits(self) -> DownloadLimits:
-        """The download settings in the form `client_worker.download` takes."""
-        return DownloadLimits.allowing(
-            *self.download_allowlist,
-            connect_timeout_s=self.download_connect_timeout_s,
-            read_timeout_s=self.download_read_timeout_s,
-            total_timeout_s=self.download_total_timeout_s,
-            max_bytes=self.download_max_bytes,
-            max_redirects=self.download_max_redirects,
-            max_pixels=self.download_max_pixels,
-        )
-
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
         if self.heartbeat_ttl_s <= 2 * self.heartbeat_interval_s:
@@ -239,68 +199,6 @@ class Settings(BaseSettings):
             )
         return None
 
-    def redis_keys(self) -> "RedisKeys":
-        """The names of every Redis key the worker writes, derived from `KEY_PREFIX`."""
-        return RedisKeys(self.key_prefix)
-
-    def safe_summary(self) -> dict[str, object]:
-        """The settings for a start-up log line: secrets masked, credentials stripped from URLs."""
-        summary = self.model_dump(mode="json")
-        summary["redis_url"] = redact_url(self.redis_url)
-        for name in ("supabase_service_role_key", "webhook_secret"):
-            summary[name] = "***" if getattr(self, name) is not None else None
-        return summary
-
-
-class RedisKeys:
-    """Names of our own Redis keys (the producers' list, `QUEUE_NAME`, is not ours)."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def workers(self) -> str:
-        """Set of the ids of every worker that registered (alive or dead)."""
-        return f"{self.prefix}:workers"
-
-    def heartbeat(self, worker_id: str) -> str:
-        """String with a TTL, refreshed while the worker lives."""
-        return f"{self.prefix}:heartbeat:{worker_id}"
-
-    def processing(self, worker_id: str) -> str:
-        """List of the raw messages a worker has claimed and not yet acknowledged."""
-        return f"{self.prefix}:processing:{worker_id}"
-
-    def lease(self, job_id: str) -> str:
-        """String naming the worker currently running a job; expires with its heartbeat."""
-        return f"{self.prefix}:lease:{job_id}"
-
-    def job(self, job_id: str) -> str:
-        """Hash of a job's bookkeeping: attempts, outcome, model_url."""
-        return f"{self.prefix}:job:{job_id}"
-
-    def delayed(self) -> str:
-        """Sorted set of raw messages waiting for a retry (or an ETA), scored by due time."""
-        return f"{self.prefix}:delayed"
-
-    def artifact(self, job_id: str) -> str:
-        """Hash caching a job's finished GLB between attempts, so a retry does not redo inference."""
-        return f"{self.prefix}:artifact:{job_id}"
-
-    def status(self, job_id: str) -> str:
-        """Hash of the latest status reported for a job (what the webhook said or will say)."""
-        return f"{self.prefix}:status:{job_id}"
-
-    def status_channel(self) -> str:
-        """Pub/sub channel receiving every status update as JSON."""
-        return f"{self.prefix}:status"
-
-    def outbox(self) -> str:
-        """Hash job_id -> the latest undelivered webhook event (JSON)."""
-        return f"{self.prefix}:outbox"
-
-    def outbox_due(self) -> str:
-        """Sorted set job_id -> when the outbox entry is next tried."""
-        return f"{self.prefix}:outbox:due"
 
 
 def load_settings(*, require_storage: bool = False, **overrides: object) -> Settings:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from client_worker.config import Settings
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from img2mesh.contract import MAX_IMAGE_PIXELS
 from img2mesh.errors import InvalidInput
@@ -56,6 +57,19 @@ class DownloadLimits:
     max_pixels: int = MAX_IMAGE_PIXELS
     allowed_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
     allowed_hosts: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DownloadLimits:
+        """The ``DOWNLOAD_*`` settings."""
+        return cls.allowing(
+            *settings.download_allowlist,
+            connect_timeout_s=settings.download_connect_timeout_s,
+            read_timeout_s=settings.download_read_timeout_s,
+            total_timeout_s=settings.download_total_timeout_s,
+            max_bytes=settings.download_max_bytes,
+            max_redirects=settings.download_max_redirects,
+            max_pixels=settings.download_max_pixels,
+        )
 
     @classmethod
     def allowing(cls, *entries: str, **limits: float | int) -> DownloadLimits:

@@ -1,37 +1,38 @@
-"""One job end to end: download → Triton → GLB → upload, with progress, timings and failure kinds.
+"""One attempt of a queued job: download → pipeline core → upload, with progress and failure kinds.
 
-The expensive results survive a failed attempt: the finished GLB (and, once uploaded, its URL)
-is cached in Redis under the job id, so a retry after a storage outage uploads the same bytes
-again instead of re-running the model, and a retry after a crash following the upload does not
-upload at all. The cache is removed when the job is acknowledged as completed.
+The pipeline core (``client_worker.pipeline.asset``) makes the files; this module adds what only
+a queued job has: its image URLs, its progress webhooks, and storage. The expensive results
+survive a failed attempt: the finished files (and, once uploaded, their URLs) are cached in Redis
+under the job id, so a retry after a storage outage uploads the same bytes again instead of
+re-running the model, and a retry after a crash following the uploads does not upload at all.
+The cache is removed when the job is acknowledged as completed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from client_worker.config import Settings
-from client_worker.download import download_first_image
+from client_worker.download import DownloadLimits, download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
-from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.jobs.intake import Job
-from client_worker.jobs.queue import Stage
+from client_worker.jobs.keys import RedisKeys
+from client_worker.jobs.queue import Writes
 from client_worker.metrics import Metrics
+from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetFile, AssetPipeline, timed_stage
 from client_worker.pipeline.presets import Preset, resolve_preset
-from client_worker.status.webhook import StatusEvent, StatusReporter
-from client_worker.storage import Storage, storage_key
+from client_worker.status.store import StatusEvent, StatusStore
+from client_worker.status.webhook import WebhookSender
+from client_worker.storage import Storage, storage_stem
 from img2mesh.errors import InvalidInput
-from asset.glb import glb_summary, mesh_to_glb
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ ARTIFACT_TTL_S = 24 * 3600
 
 PROGRESS = {"downloading": 5, "inference": 20, "encoding": 75, "uploading": 90}
 """Percent reported when each stage starts (inference dominates the time)."""
+
+_STAGE_OF_STEP = {"download": "downloading", "inference": "inference", "encoding": "encoding", "upload": "uploading"}
+"""The stage a job is in while a step runs: steps name the timings, stages the progress webhooks."""
 
 
 class StageFailure(Exception):
@@ -52,20 +56,33 @@ class StageFailure(Exception):
 
 @dataclass
 class Completed:
-    """What a successful run produced: the public URL and the webhook's completion metadata."""
+    """What a successful attempt produced: the model's public URL and the webhook's completion metadata."""
 
     model_url: str
     metadata: dict[str, Any]
 
 
 @dataclass
-class _Run:
-    """Where one attempt is: its current stage (for the failure report) and stage timings."""
+class _Attempt:
+    """One attempt of a job: its current stage (for the failure report) and step timings.
 
+    It is the pipeline core's stage listener: each step start is reported to the backend as
+    progress, each step's duration goes to the metrics.
+    """
+
+    processor: JobProcessor
     job: Job
     attempt: int
     stage: str = "intake"
     ms: dict[str, float] = field(default_factory=dict)
+
+    async def started(self, step: str) -> None:
+        self.stage = _STAGE_OF_STEP[step]
+        metadata = {"stage": self.stage, "progress": PROGRESS[self.stage], "attempt": self.attempt}
+        await self.processor.report(StatusEvent(self.job.job_id, "processing", metadata=metadata))
+
+    def finished(self, step: str, seconds: float) -> None:
+        self.processor.metrics.stage_seconds.labels(step).observe(seconds)
 
 
 class JobProcessor:
@@ -75,32 +92,40 @@ class JobProcessor:
         self,
         settings: Settings,
         redis: Redis,
-        inference: TritonMeshClient,
+        pipeline: AssetPipeline,
         storage: Storage,
-        reporter: StatusReporter,
+        status: StatusStore,
+        webhooks: WebhookSender,
         metrics: Metrics,
         http: httpx.AsyncClient,
     ) -> None:
         self.settings = settings
         self.redis = redis
-        self.inference = inference
+        self.pipeline = pipeline
         self.storage = storage
-        self.reporter = reporter
+        self.status = status
+        self.webhooks = webhooks
         self.metrics = metrics
         self.http = http
-        self.keys = settings.redis_keys()
+        self.keys = RedisKeys(settings.key_prefix)
+        self.download_limits = DownloadLimits.from_settings(settings)
 
-    def forget_artifact(self, job_id: str) -> Stage:
-        """A stage for the completion transaction: drop the job's cached GLB."""
+    async def report(self, event: StatusEvent) -> None:
+        """Record a progress event and deliver it in the background (the job does not wait for the backend)."""
+        if await self.status.record(event):
+            self.webhooks.deliver_soon(event.job_id)
+
+    def forget_artifact(self, job_id: str) -> Writes:
+        """Writes for the completion transaction: drop the job's cached files."""
         key = self.keys.artifact(job_id)
         return lambda pipe: pipe.delete(key)
 
-    async def run(self, job: Job, attempt: int) -> Completed:
+    async def process(self, job: Job, attempt: int) -> Completed:
         """Process one job; raises `StageFailure` naming the stage and the kind of failure."""
         started = time.perf_counter()
-        run = _Run(job, attempt)
+        run = _Attempt(self, job, attempt)
         try:
-            completed = await self._run(run)
+            completed = await self._process(run)
         except JobError as error:
             raise StageFailure(run.stage, error) from error
         except InvalidInput as error:
@@ -112,73 +137,58 @@ class JobProcessor:
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed
 
-    async def _run(self, run: _Run) -> Completed:
+    async def _process(self, run: _Attempt) -> Completed:
         job = run.job
         preset = resolve_preset({"quality": job.quality, "metadata": job.metadata}, self.settings.default_preset)
-        key = storage_key(job.shop, job.product_id, job.variant_id, job.job_id)  # bad ids fail before any work
-        cached = await self.redis.hgetall(self.keys.artifact(job.job_id))
+        stem = storage_stem(job.shop, job.product_id, job.variant_id, job.job_id)  # bad ids fail before any work
+        artifact = self.keys.artifact(job.job_id)
+        cached = await self.redis.hgetall(artifact)
         if cached:
-            glb = cached[b"glb"]
-            details = json.loads(cached[b"details"])
-            log.info("reusing the GLB of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
+            asset = _cached_asset(cached)
+            log.info("reusing the files of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
         else:
-            glb, details = await self._make_glb(run, preset)
-        model_url = cached.get(b"model_url", b"").decode()
-        if not model_url:
-            await self._enter(run, "uploading")
-            with self._timed(run, "upload"):
-                model_url = await self.storage.upload(key, glb)
-            await self.redis.hset(self.keys.artifact(job.job_id), "model_url", model_url)
+            asset = await self._make_asset(run, preset)
+        urls = {name[len("url:"):]: url.decode() for name, url in _text_keys(cached).items() if name.startswith("url:")}
+        pending = [file for file in asset.files if file.role not in urls]
+        if pending:
+            async with timed_stage("upload", run.ms, run):
+                for file in pending:
+                    urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
+                    await self.redis.hset(artifact, f"url:{file.role}", urls[file.role])
+        details = asset.details
         metadata = {**details, "attempts": run.attempt, "timings_ms": {**details["timings_ms"], **run.ms}}
-        return Completed(model_url=model_url, metadata=metadata)
+        return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
-    async def _make_glb(self, run: _Run, preset: Preset) -> tuple[bytes, dict[str, Any]]:
-        resolution = min(preset.resolution, self.settings.max_resolution)
-        await self._enter(run, "downloading")
-        with self._timed(run, "download"):
-            image = await download_first_image(run.job.image_urls, self.settings.download_limits(), self.http)
-        await self._enter(run, "inference")
-        with self._timed(run, "inference"):
-            mesh = await self.inference.image_to_mesh(image.data, resolution=resolution)
-        await self._enter(run, "encoding")
-        with self._timed(run, "encoding"):
-            glb = await asyncio.to_thread(
-                mesh_to_glb, mesh.vertices, mesh.faces, mesh.vertex_colors, target_faces=preset.target_faces
-            )
-        summary = glb_summary(glb)
-        details = {
-            "preset": preset.name,
-            "resolution": resolution,
-            "target_faces": preset.target_faces,
-            "model_name": mesh.model_name,
-            "model_version": mesh.model_version,
-            "weights_version": mesh.weights_version,
-            "vertex_count": summary["vertex_count"],
-            "face_count": summary["face_count"],
-            "file_size_bytes": len(glb),
-            "image_url": image.url,
-            "mesh_info": mesh.info,
-            "timings_ms": dict(run.ms),
-        }
+    async def _make_asset(self, run: _Attempt, preset: Preset) -> Asset:
+        async with timed_stage("download", run.ms, run):
+            image = await download_first_image(run.job.image_urls, self.download_limits, self.http)
+        made = await self.pipeline.make(image.data, preset, run)
+        asset = Asset(made.files, {**made.details, "image_url": image.url,
+                                   "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         artifact = self.keys.artifact(run.job.job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(artifact, mapping={"glb": glb, "details": json.dumps(details)})
+            _cache_asset(pipe, artifact, asset)
             pipe.expire(artifact, ARTIFACT_TTL_S)
             await pipe.execute()
-        return glb, details
+        return asset
 
-    async def _enter(self, run: _Run, stage: str) -> None:
-        """Start a stage: remember it for failure reports and tell the backend."""
-        run.stage = stage
-        metadata = {"stage": stage, "progress": PROGRESS[stage], "attempt": run.attempt}
-        await self.reporter.report(StatusEvent(run.job.job_id, "processing", metadata=metadata))
 
-    @contextmanager
-    def _timed(self, run: _Run, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        try:
-            yield
-        finally:
-            elapsed = time.perf_counter() - started
-            run.ms[name] = round(elapsed * 1000, 1)
-            self.metrics.stage_seconds.labels(name).observe(elapsed)
+def _cache_asset(pipe: Pipeline, key: str, asset: Asset) -> None:
+    """Store the asset's files and details in the job's artifact hash (inside ``pipe``)."""
+    files = [{"role": f.role, "extension": f.extension, "content_type": f.content_type} for f in asset.files]
+    mapping: dict[str, bytes | str] = {"details": json.dumps(asset.details), "files": json.dumps(files)}
+    mapping.update({f"file:{f.role}": f.data for f in asset.files})
+    pipe.hset(key, mapping=mapping)
+
+
+def _cached_asset(cached: dict[bytes, bytes]) -> Asset:
+    fields = _text_keys(cached)
+    files = tuple(
+        AssetFile(spec["role"], spec["extension"], spec["content_type"], fields[f"file:{spec['role']}"])
+        for spec in json.loads(fields["files"])
+    )
+    return Asset(files, json.loads(fields["details"]))
+
+
+def _text_keys(cached: dict[bytes, bytes]) -> dict[str, bytes]:
+    return {key.decode(): value for key, value in cached.items()}

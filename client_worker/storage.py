@@ -1,8 +1,8 @@
-"""Where finished GLBs go: Supabase Storage (production) or a local directory (embedded default).
+"""Where finished files go: Supabase Storage (production) or a local directory (development).
 
-Both backends take an object key from :func:`storage_key` and return the public URL that the
-webhook reports as ``modelUrl``. Uploads overwrite (upsert): a key names one job, so a retried
-job rewrites its own object and never creates a second one.
+Both backends take an object key (a job's :func:`storage_stem` plus the file's extension) and a
+content type, and return the public URL the webhook reports. Uploads overwrite (upsert): a key
+names one file of one job, so a retried job rewrites its own objects and never creates others.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import httpx
 from storage3.exceptions import StorageApiError
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
+from client_worker.config import Settings
 from client_worker.errors import PermanentJobError, TransientJobError
-
-GLB_CONTENT_TYPE = "model/gltf-binary"
 
 #: A key names one job's output and is never reused for other content, so CDNs and browsers may
 #: cache it for a year.
@@ -30,19 +29,33 @@ DEFAULT_CACHE_CONTROL_SECONDS = 31_536_000
 
 
 class Storage(Protocol):
-    """Stores one GLB under ``key`` (overwriting) and returns the URL it is publicly served at."""
+    """Stores one file under ``key`` (overwriting) and returns the URL it is publicly served at."""
 
-    async def upload(self, key: str, data: bytes) -> str: ...
+    async def upload(self, key: str, data: bytes, content_type: str) -> str: ...
+
+
+def make_storage(settings: Settings) -> Storage:
+    """The storage backend ``STORAGE_BACKEND`` names."""
+    if settings.storage_backend == "local":
+        return LocalStorage(settings.local_storage_dir or ".", settings.local_storage_public_url)
+    assert settings.supabase_url and settings.supabase_service_role_key  # checked by storage_problem()
+    return SupabaseStorage(
+        settings.supabase_url,
+        settings.supabase_service_role_key.get_secret_value(),
+        settings.supabase_bucket_name,
+        cache_control_seconds=settings.storage_cache_control_s,
+    )
 
 
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SHOPIFY_GID = re.compile(r"gid://shopify/[A-Za-z]+/(\d+)(?:\?.*)?")
 
 
-def storage_key(shop: str, product_id: str | int, variant_id: str | int | None, job_id: str) -> str:
-    """The object key of a job's GLB: ``{shop}/products/{id}[/variants/{id}]/{job}.glb``.
+def storage_stem(shop: str, product_id: str | int, variant_id: str | int | None, job_id: str) -> str:
+    """The key stem of a job's files, ``{shop}/products/{id}[/variants/{id}]/{job}``: each file's
+    key is the stem plus its extension (``.glb``).
 
-    Deterministic, so a retry of the same job overwrites its object, and the job id is part of
+    Deterministic, so a retry of the same job overwrites its objects, and the job id is part of
     it, so two jobs for the same product never share one. Shopify GIDs
     (``gid://shopify/Product/123``) are reduced to their numeric id: storage3 would silently drop
     the empty segment of ``//``. Each segment is checked against a conservative character set
@@ -56,7 +69,7 @@ def storage_key(shop: str, product_id: str | int, variant_id: str | int | None, 
     parts = [shop_segment, "products", _numeric_id(product_id, "product_id")]
     if variant_id is not None and str(variant_id).strip():
         parts += ["variants", _numeric_id(variant_id, "variant_id")]
-    return "/".join(parts) + f"/{_safe_segment(str(job_id), 'job_id')}.glb"
+    return "/".join(parts) + f"/{_safe_segment(str(job_id), 'job_id')}"
 
 
 def _numeric_id(value: str | int, field: str) -> str:
@@ -82,6 +95,11 @@ def _safe_segment(text: str, field: str) -> str:
         raise PermanentJobError(f"{field} {text[:100]!r} has no letters or digits to name the stored model by")
     digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
     return f"{slug}-{digest}"
+
+
+def _kind(key: str) -> str:
+    """What a key holds, for messages: ``GLB`` for ``….glb``."""
+    return key.rsplit(".", 1)[-1].upper() if "." in key.rsplit("/", 1)[-1] else "file"
 
 
 def _check_key(key: str) -> list[str]:
@@ -124,8 +142,8 @@ class SupabaseStorage:
                 self._client = await acreate_client(self._url, self._key, options=options)
             return self._client
 
-    async def upload(self, key: str, data: bytes) -> str:
-        """Upload (upsert) ``data`` as ``model/gltf-binary`` and return its public URL.
+    async def upload(self, key: str, data: bytes, content_type: str) -> str:
+        """Upload (upsert) ``data`` as ``content_type`` and return its public URL.
 
         Raises:
             PermanentJobError: the bucket refuses the object (missing bucket, too large, MIME type
@@ -135,14 +153,14 @@ class SupabaseStorage:
         _check_key(key)
         bucket = (await self._supabase()).storage.from_(self.bucket)
         file_options = {
-            "content-type": GLB_CONTENT_TYPE,
+            "content-type": content_type,
             "cache-control": self._cache_control,
             "upsert": "true",
         }
         try:
             await bucket.upload(key, data, file_options)
         except StorageApiError as error:
-            raise self._map_api_error(error, key, len(data)) from error
+            raise self._map_api_error(error, key, len(data), content_type) from error
         except httpx.TimeoutException as error:
             raise TransientJobError(
                 f"upload of {key} to Supabase bucket {self.bucket!r} timed out: {error!r}"
@@ -153,7 +171,7 @@ class SupabaseStorage:
             ) from error
         return await bucket.get_public_url(key)
 
-    def _map_api_error(self, error: StorageApiError, key: str, size: int) -> Exception:
+    def _map_api_error(self, error: StorageApiError, key: str, size: int, content_type: str) -> Exception:
         """Turn storage3's error (status = the body's string ``statusCode``) into a job error."""
         status = str(error.status)
         where = f"Supabase bucket {self.bucket!r}"
@@ -167,10 +185,10 @@ class SupabaseStorage:
             "404": f"{where} does not exist {detail}: create it as a public bucket or set "
             "SUPABASE_BUCKET_NAME",
             "409": f"{where} already holds {key!r} and refused to overwrite it {detail}",
-            "413": f"the GLB of {size} bytes exceeds the maximum object size of {where} {detail}: "
+            "413": f"the {_kind(key)} of {size} bytes exceeds the maximum object size of {where} {detail}: "
             "raise the bucket's file size limit or use a lower quality preset",
-            "415": f"{where} does not accept {GLB_CONTENT_TYPE} {detail}: add {GLB_CONTENT_TYPE} "
-            "(or model/*) to the bucket's allowed MIME types",
+            "415": f"{where} does not accept {content_type} {detail}: add {content_type} "
+            f"(or {content_type.split('/')[0]}/*) to the bucket's allowed MIME types",
         }
         if status in permanent:
             return PermanentJobError(permanent[status])
@@ -184,7 +202,7 @@ class SupabaseStorage:
 
 
 class LocalStorage:
-    """Writes GLBs below a directory, for the embedded default and ``generate`` without Supabase.
+    """Writes files below a directory, for development and tests without Supabase.
 
     ``public_base_url`` is the URL that serves ``directory`` (e.g. an nginx location); without it
     the returned URL is the file's ``file://`` URI, which is only meaningful on this machine.
@@ -194,8 +212,11 @@ class LocalStorage:
         self.directory = Path(directory).resolve()
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
 
-    async def upload(self, key: str, data: bytes) -> str:
-        """Write ``data`` atomically (temporary file, then rename) and return its URL."""
+    async def upload(self, key: str, data: bytes, content_type: str) -> str:
+        """Write ``data`` atomically (temporary file, then rename) and return its URL.
+
+        A directory keeps no content type; the server in front of it derives it from the extension.
+        """
         segments = _check_key(key)
         target = self.directory.joinpath(*segments)
         await asyncio.to_thread(_write_atomically, target, data)
@@ -205,7 +226,7 @@ class LocalStorage:
 
 
 def _write_atomically(target: Path, data: bytes) -> None:
-    """Readers see the old file or the complete new one, never a partial GLB."""
+    """Readers see the old file or the complete new one, never a partial file."""
     target.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:

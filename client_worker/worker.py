@@ -1,14 +1,15 @@
-"""The worker process: N concurrent job loops plus heartbeat and maintenance, until SIGTERM.
+"""The worker process's lifecycle: N concurrent job loops plus heartbeat and maintenance, until SIGTERM.
 
-Concurrency is asyncio: each of the `CONCURRENCY` loops claims a message, runs it and
-acknowledges it, so several requests reach Triton at once and its dynamic batcher can combine
-them. Background loops keep the heartbeat (and the leases of running jobs) alive, promote due
-retries, recover dead workers' jobs, re-send undelivered webhooks and update the queue gauges.
+Concurrency is asyncio: each of the `CONCURRENCY` loops claims a message and hands it to the
+router (``client_worker.routing``), so several requests reach Triton at once and its dynamic
+batcher can combine them. Background loops keep the heartbeat (and the leases of running jobs)
+alive, promote due retries, recover dead workers' jobs, re-send undelivered webhooks and update
+the queue gauges.
 
-When Triton goes away mid-run, the jobs that hit the outage are put back without using up an
-attempt and all loops pause until the model is ready again, so an outage of any length delays
-jobs but fails none. On SIGTERM/SIGINT the loops stop claiming, running jobs get
-`SHUTDOWN_GRACE_S` to finish, and whatever is still running is handed back to the queue.
+When Triton goes away mid-run, the router's retry policy puts the affected jobs back without
+using up an attempt and tells this module, which pauses all loops until the model is ready again.
+On SIGTERM/SIGINT the loops stop claiming, running jobs get `SHUTDOWN_GRACE_S` to finish, and
+whatever is still running is handed back to the queue.
 """
 
 from __future__ import annotations
@@ -17,51 +18,29 @@ import asyncio
 import contextlib
 import logging
 import signal
-import time
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timezone
 
 import httpx
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from client_worker.config import Settings, instance_id
-from client_worker.errors import TransientJobError
-from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
-from client_worker.jobs.intake import Job, MalformedJob, RejectedMessage, TaskMessage, parse_job, parse_message
-from client_worker.jobs.queue import JobQueue, Stage, backoff_delay
+from client_worker.backoff import Backoff
+from client_worker.config import Settings
+from client_worker.jobs.queue import JobQueue, instance_id
+from client_worker.logs import loggable_settings
 from client_worker.metrics import Metrics
-from client_worker.processing import JobProcessor, StageFailure
-from client_worker.status.webhook import StatusEvent, StatusReporter
-from client_worker.storage import LocalStorage, Storage, SupabaseStorage
+from client_worker.pipeline.asset import AssetPipeline
+from client_worker.pipeline.inference import TritonMeshClient
+from client_worker.processing import JobProcessor
+from client_worker.retry_policy import RetryPolicy
+from client_worker.routing import MessageRouter
+from client_worker.status.store import StatusStore
+from client_worker.status.webhook import WebhookSender
+from client_worker.storage import Storage, make_storage
 
 log = logging.getLogger(__name__)
 
 CLAIM_TIMEOUT_S = 1.0
-TRITON_WAIT_RETRY_S = 2.0
-
-
-def both(*stages: Stage) -> Stage:
-    """One stage running several (all inside the same transaction)."""
-
-    def run(pipe: object) -> None:
-        for stage in stages:
-            stage(pipe)
-
-    return run
-
-
-def make_storage(settings: Settings) -> Storage:
-    """The storage backend `STORAGE_BACKEND` names."""
-    if settings.storage_backend == "local":
-        return LocalStorage(settings.local_storage_dir or ".", settings.local_storage_public_url)
-    assert settings.supabase_url and settings.supabase_service_role_key  # checked by storage_problem()
-    return SupabaseStorage(
-        settings.supabase_url,
-        settings.supabase_service_role_key.get_secret_value(),
-        settings.supabase_bucket_name,
-        cache_control_seconds=settings.storage_cache_control_s,
-    )
 
 
 class Worker:
@@ -74,7 +53,8 @@ class Worker:
         self.redis = Redis.from_url(settings.redis_url)
         self.http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self.queue = JobQueue(self.redis, settings, self.instance)
-        self.reporter = StatusReporter(self.redis, settings, self.http, self.metrics)
+        self.webhooks = WebhookSender(self.redis, settings, self.http, self.metrics)
+        self.status = StatusStore(self.redis, self.queue.keys, settings.status_ttl_s, self.webhooks.delivery_window_s)
         self.inference = TritonMeshClient(
             settings.triton_url,
             settings.triton_model_name,
@@ -83,24 +63,27 @@ class Worker:
             weights_version=settings.triton_weights_version,
         )
         self.storage = storage or make_storage(settings)
-        self.processor = JobProcessor(
-            settings, self.redis, self.inference, self.storage, self.reporter, self.metrics, self.http
+        pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution)
+        processor = JobProcessor(
+            settings, self.redis, pipeline, self.storage, self.status, self.webhooks, self.metrics, self.http
+        )
+        retries = RetryPolicy(settings.max_attempts, Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s))
+        self.router = MessageRouter(
+            settings, self.queue, processor, self.status, self.webhooks, retries, self.metrics, self._triton_unavailable
         )
         self.stopping = asyncio.Event()
         self.triton_ready = asyncio.Event()
         self._triton_down = asyncio.Event()
         self._closing = asyncio.Event()
-        self._releases: set[asyncio.Future[None]] = set()
-        self._running: dict[str, bytes] = {}
 
     def request_stop(self) -> None:
         """Stop claiming; running jobs finish within the grace period (signal handlers call this)."""
         if not self.stopping.is_set():
-            log.info("stop requested; finishing running jobs", extra={"running": len(self._running)})
+            log.info("stop requested; finishing running jobs", extra={"running": len(self.router.running)})
             self.stopping.set()
 
     async def run(self) -> None:
-        log.info("worker starting", extra={"instance": self.instance, "settings": self.settings.safe_summary()})
+        log.info("worker starting", extra={"instance": self.instance, "settings": loggable_settings(self.settings)})
         metrics_server = self.metrics.serve(self.settings.metrics_port)
         try:
             await self.redis.ping()
@@ -119,9 +102,9 @@ class Worker:
             for loop in unfinished:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            await asyncio.gather(*self._releases, return_exceptions=True)  # before the sweep below
+            await self.router.settle_hand_backs()  # before the sweep below
             handed_back = await self.queue.hand_back_all()
-            await self.reporter.drain(self.settings.webhook_timeout_s)
+            await self.webhooks.drain(self.settings.webhook_timeout_s)
             self._closing.set()
             for task in background:
                 task.cancel()
@@ -152,7 +135,7 @@ class Worker:
             if raw is None:
                 continue
             try:
-                await self.handle(raw)
+                await self.router.handle(raw)
             except Exception:  # Redis went away mid-job, or a bug: never lose the message
                 log.exception("error while handling a message; putting it back")
                 await self._requeue(raw)
@@ -166,140 +149,20 @@ class Worker:
                 log.warning("cannot requeue yet", extra={"error": str(error)})
                 await asyncio.sleep(1.0)
 
-    async def handle(self, raw: bytes) -> None:
-        """Everything that happens to one claimed message, ending in exactly one acknowledgement."""
-        try:
-            message = parse_message(raw, self.settings.task_name)
-        except RejectedMessage as rejection:
-            await self.queue.reject(raw, str(rejection))
-            self.metrics.rejected.inc()
-            log.warning("message rejected", extra={"reason": str(rejection), "list": self.settings.rejected_list})
-            return
-        if message.eta is not None and message.eta.timestamp() > time.time():
-            await self.queue.defer(raw, message.eta.timestamp())
-            self.metrics.jobs.labels("deferred").inc()
-            return
-        try:
-            job = parse_job(message)
-        except MalformedJob as malformed:
-            await self._malformed(raw, malformed)
-            return
-        begin = await self.queue.begin(job.job_id)
-        if begin.decision != "run":
-            await self.queue.skip(raw)
-            self.metrics.jobs.labels("duplicate").inc()
-            log.info("duplicate delivery skipped",
-                     extra={"job_id": job.job_id, "reason": begin.decision, "holder": begin.holder})
-            return
-        if _expired(message):
-            await self._fail(raw, job.job_id, begin.attempt, "expired",
-                             f"the job expired at {message.expires} before a worker could start it", "intake")
-            return
-        if begin.attempt > self.settings.max_attempts:
-            await self._fail(raw, job.job_id, begin.attempt - 1, "exhausted",
-                             f"gave up after {begin.attempt - 1} attempts: the earlier ones ended without a "
-                             "result (the worker processing it stopped or crashed)", "intake")
-            return
-        await self._run(raw, job, begin.attempt)
-
-    async def _run(self, raw: bytes, job: Job, attempt: int) -> None:
-        self._running[job.job_id] = raw
-        self.metrics.in_flight.inc()
-        log.info("job started", extra={"job_id": job.job_id, "attempt": attempt})
-        try:
-            completed = await self.processor.run(job, attempt)
-        except asyncio.CancelledError:
-            release = asyncio.ensure_future(self.queue.release(raw, job.job_id))
-            self._releases.add(release)
-            await asyncio.shield(release)
-            self.metrics.jobs.labels("handed_back").inc()
-            log.info("job handed back at shutdown", extra={"job_id": job.job_id})
-            raise
-        except StageFailure as failure:
-            await self._failed_attempt(raw, job.job_id, attempt, failure)
-        else:
-            event = StatusEvent(job.job_id, "completed", model_url=completed.model_url, metadata=completed.metadata)
-            recorded = await self.queue.complete(
-                raw, job.job_id, completed.model_url,
-                both(self.reporter.stage(event), self.processor.forget_artifact(job.job_id)),
-            )
-            if not recorded:
-                self._completed_elsewhere(job.job_id)
-                return
-            self.reporter.deliver_soon(job.job_id)
-            self.metrics.jobs.labels("completed").inc()
-            log.info("job completed", extra={"job_id": job.job_id, "model_url": completed.model_url,
-                                             "timings_ms": completed.metadata.get("timings_ms")})
-        finally:
-            self._running.pop(job.job_id, None)
-            self.metrics.in_flight.dec()
-
-    async def _failed_attempt(self, raw: bytes, job_id: str, attempt: int, failure: StageFailure) -> None:
-        error = failure.error
-        if isinstance(error, TritonUnavailable):
-            self.triton_ready.clear()
-            self._triton_down.set()
-            await self._retry(raw, job_id, attempt, failure, TRITON_WAIT_RETRY_S, counted=False)
-        elif isinstance(error, TransientJobError) and attempt < self.settings.max_attempts:
-            delay = backoff_delay(attempt, self.settings.retry_base_delay_s, self.settings.retry_max_delay_s)
-            await self._retry(raw, job_id, attempt, failure, delay, counted=True)
-        else:
-            kind = "exhausted" if isinstance(error, TransientJobError) else "permanent"
-            message = str(error)
-            if kind == "exhausted":
-                message = f"gave up after {attempt} attempts; last error: {message}"
-            await self._fail(raw, job_id, attempt, kind, message, failure.stage)
-
-    async def _retry(self, raw: bytes, job_id: str, attempt: int, failure: StageFailure, delay: float,
-                     *, counted: bool) -> None:
-        metadata = {"stage": "retry_scheduled", "failed_stage": failure.stage, "attempt": attempt,
-                    "retry_in_s": round(delay, 1), "last_error": str(failure.error)}
-        event = StatusEvent(job_id, "processing", metadata=metadata)
-        if not await self.queue.retry(raw, job_id, delay, self.reporter.stage(event), counted=counted):
-            self._completed_elsewhere(job_id)
-            return
-        self.reporter.deliver_soon(job_id)
-        self.metrics.jobs.labels("retried").inc()
-        self.metrics.retries.labels(failure.stage).inc()
-        log.warning("job will be retried", extra={"job_id": job_id, **metadata, "counted": counted})
-
-    async def _fail(self, raw: bytes, job_id: str, attempts: int, kind: str, message: str, stage: str) -> None:
-        event = StatusEvent(job_id, "failed", error_message=message,
-                            metadata={"attempts": attempts, "stage": stage, "kind": kind})
-        if not await self.queue.fail(raw, job_id, message, attempts, self.reporter.stage(event)):
-            self._completed_elsewhere(job_id)
-            return
-        self.reporter.deliver_soon(job_id)
-        self.metrics.jobs.labels("failed").inc()
-        log.error("job failed", extra={"job_id": job_id, "kind": kind, "stage": stage, "error": message})
-
-    def _completed_elsewhere(self, job_id: str) -> None:
-        self.metrics.jobs.labels("duplicate").inc()
-        log.warning("job was completed by another worker meanwhile; this run's result is dropped",
-                    extra={"job_id": job_id})
-
-    async def _malformed(self, raw: bytes, malformed: MalformedJob) -> None:
-        """A job we cannot run: failed if it names a job id (so the backend hears of it), else rejected."""
-        if malformed.job_id is None:
-            await self.queue.reject(raw, str(malformed))
-            self.metrics.rejected.inc()
-            log.error("job without a job_id rejected", extra={"reason": str(malformed)})
-            return
-        begin = await self.queue.begin(malformed.job_id)
-        if begin.decision != "run":
-            await self.queue.skip(raw)
-            return
-        await self._fail(raw, malformed.job_id, begin.attempt, "permanent", str(malformed), "intake")
+    def _triton_unavailable(self) -> None:
+        """Pause every job loop until `_watch_triton` sees the model ready again."""
+        self.triton_ready.clear()
+        self._triton_down.set()
 
     async def _heartbeat(self) -> None:
-        await self.queue.heartbeat(list(self._running))
+        await self.queue.heartbeat(list(self.router.running))
 
     async def _maintenance(self) -> None:
         await self.queue.promote_due()
         for instance, count in (await self.queue.recover_dead_workers()).items():
             self.metrics.recovered.inc(count)
             log.warning("recovered the jobs of a dead worker", extra={"dead_worker": instance, "jobs": count})
-        await self.reporter.redeliver_due()
+        await self.webhooks.redeliver_due()
         for name, depth in (await self.queue.depths()).items():
             self.metrics.queue_depth.labels(name).set(depth)
 
@@ -336,10 +199,6 @@ class Worker:
         """Sleep, but wake up at once when the worker is closing."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._closing.wait(), seconds)
-
-
-def _expired(message: TaskMessage) -> bool:
-    return message.expires is not None and message.expires < datetime.now(timezone.utc)
 
 
 async def _first(*waits: Awaitable[object]) -> None:

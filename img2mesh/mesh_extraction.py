@@ -1,9 +1,10 @@
 """TripoSR's mesh extraction without torch: the query grid, marching cubes, vertex colours.
 
 The grid and the vertex mapping follow ``TSR.extract_mesh`` / ``MarchingCubeHelper`` exactly
-(docs: triposr-facts §4). PyMCubes replaces torchmcubes: it reads the volume in (x, y, z) axis
-order, so TripoSR's ``[2, 1, 0]`` vertex swap (a torchmcubes quirk) must not be applied, and its
-triangles already wind counter-clockwise seen from outside for a positive-inside field.
+(docs/facts.md, "TripoSR mesh extraction"). PyMCubes replaces torchmcubes: it reads the volume in
+(x, y, z) axis order, so TripoSR's ``[2, 1, 0]`` vertex swap (a torchmcubes quirk) must not be
+applied, and its triangles already wind counter-clockwise seen from outside for a positive-inside
+field.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Turn one element of the Redis list into a job, whatever producer wrote it.
 
-Accepted shapes (see docs/worker-facts.md §1):
+Accepted shapes (docs/facts.md, "Celery messages on Redis"):
 
 * the guide's "Manually Queue a Test Job": `{"task", "id", "args", "kwargs": {job payload}}`;
 * a bare job payload: `{"job_id", "shop", "product_id", "image_urls", ...}`;
@@ -61,7 +61,6 @@ class TaskMessage:
     wire_format: str
     eta: datetime | None = None
     expires: datetime | None = None
-    celery_retries: int = 0
 
 
 class Job(BaseModel):
@@ -209,7 +208,6 @@ def _from_celery_envelope(envelope: dict[str, Any]) -> TaskMessage:
             wire_format="celery-v2",
             eta=_timestamp(headers.get("eta"), "eta"),
             expires=_timestamp(headers.get("expires"), "expires"),
-            celery_retries=_int(headers.get("retries")),
         )
     if isinstance(body, dict) and "task" in body:
         return _from_task_object(body, "celery-v1")
@@ -273,7 +271,6 @@ def _from_task_object(body: dict[str, Any], wire_format: str) -> TaskMessage:
         wire_format=wire_format,
         eta=_timestamp(body.get("eta"), "eta"),
         expires=_timestamp(body.get("expires"), "expires"),
-        celery_retries=_int(body.get("retries")),
     )
 
 
@@ -287,6 +284,3 @@ def _timestamp(value: object, name: str) -> datetime | None:
         raise RejectedMessage(f"'{name}' is not an ISO-8601 time: {value!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
-
-def _int(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -2,22 +2,23 @@
 
 Producers LPUSH onto `QUEUE_NAME` (Celery's `celery` list). A worker claims an element with
 BLMOVE into its own processing list, so a message is always in exactly one Redis list and a
-crash cannot lose it (docs/worker-facts.md §2.1). Liveness is a heartbeat key with a TTL; any
-worker that sees another's heartbeat gone moves that worker's processing list back onto the
-queue. Each job id has a bookkeeping hash (attempts, outcome) and a lease naming the instance
+crash cannot lose it (docs/facts.md, "Reliable queues on Redis"). Liveness is a heartbeat key
+with a TTL; any worker that sees another's heartbeat gone moves that worker's processing list
+back onto the queue. Each job id has a bookkeeping hash (attempts, outcome) and a lease naming the instance
 running it: a duplicate delivery of a completed job, or of a job running elsewhere, is
 acknowledged without running it again. Transient failures go to a sorted set of delayed
-retries (exponential backoff with jitter); after the last attempt, or on a permanent failure,
-the message goes to the dead-letter list with the reason. Every acknowledgement runs in one
-MULTI transaction together with whatever the caller stages (the job's status and webhook
-outbox entry), so "done" and "reported" can never disagree after a crash.
+retries; after the last attempt, or on a permanent failure, the message goes to the dead-letter
+list with the reason. Every acknowledgement runs in one MULTI transaction together with the
+caller's writes (the job's status and webhook outbox entry), so "done" and "reported" can never
+disagree after a crash.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import random
+import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,15 +28,16 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
-from client_worker.config import RedisKeys, Settings
+from client_worker.config import Settings
+from client_worker.jobs.keys import RedisKeys
 
-Stage = Callable[[Pipeline], None]
-"""Adds commands to the acknowledgement transaction (e.g. the terminal status and its webhook)."""
+Writes = Callable[[Pipeline], None]
+"""Commands a caller adds to an acknowledgement transaction (e.g. the terminal status and its webhook)."""
 
 PRIORITY_SEPARATOR = "\x06\x16"
 """kombu stores priority > 0 messages in `<queue>\\x06\\x16<priority>` lists (3, 6, 9)."""
 
-_BEGIN = """
+_ADMIT = """
 -- KEYS: job hash, lease.  ARGV: instance id, lease ttl ms, heartbeat key prefix, job ttl s.
 if redis.call('HGET', KEYS[1], 'outcome') == 'completed' then
   return {'completed', redis.call('HGET', KEYS[1], 'model_url') or ''}
@@ -78,24 +80,34 @@ return moved
 """
 
 
+def instance_id(worker_name: str) -> str:
+    """`name:pid:random`, unique per process start.
+
+    A restarted process must never inherit the leases and processing list of its previous life
+    (those are recovered like any dead worker's), so the id is not configurable; `WORKER_NAME`
+    (default: the hostname) only prefixes it, which lets `healthcheck` find the workers of a host.
+    """
+    return f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def combined(*writes: Writes) -> Writes:
+    """Several callers' writes as one, all inside the same transaction."""
+
+    def write(pipe: Pipeline) -> None:
+        for each in writes:
+            each(pipe)
+
+    return write
+
+
 @dataclass(frozen=True)
-class Begin:
+class Admission:
     """Whether a claimed job should run: `run` (with its attempt number) or why not."""
 
     decision: Literal["run", "completed", "busy"]
     attempt: int = 0
     model_url: str = ""
     holder: str = ""
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
-    """Exponential backoff with "equal jitter": half the step is fixed, half random.
-
-    Full jitter can retry almost at once, which hammers a Triton that is still starting;
-    equal jitter keeps a floor while still spreading a burst of retries apart.
-    """
-    step = min(max_s, base_s * 2 ** max(0, attempt - 1))
-    return step / 2 + (rng or random).uniform(0, step / 2)
 
 
 def raw_for_json(raw: bytes) -> dict[str, str]:
@@ -113,11 +125,11 @@ class JobQueue:
         self.redis = redis
         self.settings = settings
         self.instance = instance
-        self.keys: RedisKeys = settings.redis_keys()
+        self.keys = RedisKeys(settings.key_prefix)
         self.queue = settings.queue_name
         self.processing = self.keys.processing(instance)
         self._lease_ms = int(settings.heartbeat_ttl_s * 1000)
-        self._begin = redis.register_script(_BEGIN)
+        self._admit = redis.register_script(_ADMIT)
         self._recover = redis.register_script(_RECOVER)
         self._promote = redis.register_script(_PROMOTE)
         self._hand_back = redis.register_script(_HAND_BACK)
@@ -154,19 +166,19 @@ class JobQueue:
                 return raw
         return await self.redis.blmove(self.queue, self.processing, timeout_s, "RIGHT", "LEFT")
 
-    async def begin(self, job_id: str) -> Begin:
+    async def admit(self, job_id: str) -> Admission:
         """Take the job's lease and count the attempt, unless it is done or running elsewhere."""
-        decision, detail = await self._begin(
+        decision, detail = await self._admit(
             keys=[self.keys.job(job_id), self.keys.lease(job_id)],
             args=[self.instance, self._lease_ms, self.keys.heartbeat(""), self.settings.idempotency_ttl_s],
         )
         decision = decision.decode()
         detail = detail.decode()
         if decision == "run":
-            return Begin("run", attempt=int(detail))
+            return Admission("run", attempt=int(detail))
         if decision == "completed":
-            return Begin("completed", model_url=detail)
-        return Begin("busy", holder=detail)
+            return Admission("completed", model_url=detail)
+        return Admission("busy", holder=detail)
 
     async def reject(self, raw: bytes, reason: str) -> None:
         """Move a message that is not a job for us to the rejected list, with the reason."""
@@ -187,23 +199,23 @@ class JobQueue:
             pipe.lrem(self.processing, 1, raw)
             await pipe.execute()
 
-    async def complete(self, raw: bytes, job_id: str, model_url: str, stage: Stage) -> bool:
+    async def complete(self, raw: bytes, job_id: str, model_url: str, writes: Writes) -> bool:
         """Mark the job completed (duplicates are skipped from now on) and acknowledge it.
 
-        False when another worker had completed it first (then `stage` did not run).
+        False when another worker had completed it first (then `writes` did not run).
         """
         job = self.keys.job(job_id)
         return await self._acknowledge(
             raw,
             job_id,
-            stage,
+            writes,
             lambda pipe: (
                 pipe.hset(job, mapping={"outcome": "completed", "model_url": model_url, "finished_at": time.time()}),
                 pipe.expire(job, self.settings.idempotency_ttl_s),
             ),
         )
 
-    async def fail(self, raw: bytes, job_id: str | None, reason: str, attempts: int, stage: Stage) -> bool:
+    async def fail(self, raw: bytes, job_id: str | None, reason: str, attempts: int, writes: Writes) -> bool:
         """Dead-letter the message with the reason; a later re-enqueue of the job starts afresh."""
         record = json.dumps(
             {"job_id": job_id, "reason": reason, "attempts": attempts, "worker": self.instance,
@@ -216,9 +228,9 @@ class JobQueue:
                 pipe.hset(self.keys.job(job_id), mapping={"outcome": "failed", "attempts": 0})
                 pipe.expire(self.keys.job(job_id), self.settings.idempotency_ttl_s)
 
-        return await self._acknowledge(raw, job_id, stage, bookkeeping)
+        return await self._acknowledge(raw, job_id, writes, bookkeeping)
 
-    async def retry(self, raw: bytes, job_id: str, delay_s: float, stage: Stage, *, counted: bool = True) -> bool:
+    async def retry(self, raw: bytes, job_id: str, delay_s: float, writes: Writes, *, counted: bool = True) -> bool:
         """Put the message in the delayed set, due after `delay_s`.
 
         `counted=False` gives the attempt back: the failure was an outage of a dependency
@@ -231,7 +243,7 @@ class JobQueue:
             if not counted:
                 pipe.hincrby(self.keys.job(job_id), "attempts", -1)
 
-        return await self._acknowledge(raw, job_id, stage, bookkeeping)
+        return await self._acknowledge(raw, job_id, writes, bookkeeping)
 
     async def requeue(self, raw: bytes) -> None:
         """Put a message back at the front of the queue after an unexpected error while handling it."""
@@ -250,7 +262,7 @@ class JobQueue:
         return await self._acknowledge(raw, job_id, lambda pipe: None, bookkeeping)
 
     async def _acknowledge(
-        self, raw: bytes, job_id: str | None, stage: Stage, bookkeeping: Callable[[Pipeline], object]
+        self, raw: bytes, job_id: str | None, writes: Writes, bookkeeping: Callable[[Pipeline], object]
     ) -> bool:
         """Remove the message from our processing list together with the outcome's writes.
 
@@ -262,7 +274,7 @@ class JobQueue:
         if job_id is None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 bookkeeping(pipe)
-                stage(pipe)
+                writes(pipe)
                 pipe.lrem(self.processing, 1, raw)
                 await pipe.execute()
             return True
@@ -276,7 +288,7 @@ class JobQueue:
                     pipe.multi()
                     if not already_completed:
                         bookkeeping(pipe)
-                        stage(pipe)
+                        writes(pipe)
                     if ours:
                         pipe.delete(lease)
                     pipe.lrem(self.processing, 1, raw)

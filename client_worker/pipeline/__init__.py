@@ -1,0 +1,1 @@
+"""Photo → finished asset: the Triton client, the quality presets and the pipeline core."""

@@ -12,7 +12,8 @@ Why these numbers:
   quadric decimation removes mostly flat-area triangles without a visible change.
 * **quality** — R = 320, the largest grid the official demo offers (the maintainers report no gain
   above it), and 100 000 triangles: the rule of thumb commonly quoted for Shopify product media
-  (worker-facts §4), about 2.6 MB, well under the 15 MB above which Shopify re-optimises the file.
+  (docs/facts.md, "Product models for the web and AR"), about 2.6 MB, well under the 15 MB above
+  which Shopify re-optimises the file.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""What the backend hears about a job: the status store in Redis and the webhook sender."""

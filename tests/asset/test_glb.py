@@ -1,4 +1,5 @@
-"""GLB writing: glTF orientation and placement, colours, material, decimation, Khronos validity."""
+"""The prepared mesh written as GLB: glTF orientation and placement, colours, material, decimation,
+Khronos validity."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import struct
 import numpy as np
 import pytest
 
+from asset.glb import glb_summary, read_glb_json, write_glb
+from asset.mesh_preparation import prepare_mesh
 from img2mesh.errors import EmptyMesh
-from asset.glb import glb_summary, mesh_to_glb, read_glb_json
 from img2mesh.mesh_extraction import grid_points, marching_cubes
 from tests.support.gltf_validator import GltfValidator
 
@@ -28,6 +30,11 @@ def product_mesh(resolution: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarr
     vertices, faces = marching_cubes(density, resolution, threshold=50.0)
     colors = np.where((vertices[:, 0] > 0.3)[:, None], RED, GREY).astype(np.uint8)
     return vertices, faces, colors
+
+
+def mesh_to_glb(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray, **options: object) -> bytes:
+    """A TripoSR-frame mesh prepared and written as the worker does it."""
+    return write_glb(prepare_mesh(vertices, faces, colors, **options))  # type: ignore[arg-type]
 
 
 def read_primitive(glb: bytes) -> dict[str, np.ndarray]:

@@ -1,7 +1,7 @@
 """A local Supabase Storage server for tests: the endpoints supabase-py (storage3) calls, for real.
 
-It speaks the wire protocol of ``supabase/storage`` as written down in
-shared/docs/worker-facts.md §3, so the real client library runs against it unchanged:
+It speaks the wire protocol of ``supabase/storage`` (docs/facts.md, "Supabase Storage"), so the
+real client library runs against it unchanged:
 
 * ``POST|PUT /storage/v1/object/{bucket}/{path}`` — multipart ``file`` (its part Content-Type is
   the stored MIME type) and ``cacheControl``; POST honours ``x-upsert``, PUT always upserts.

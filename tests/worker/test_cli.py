@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from collections.abc import Callable
 from pathlib import Path
+
+import httpx
+import redis
 
 from client_worker.config import Settings
 from local_triton import LocalTriton
 from tests.support.gltf_validator import GltfValidator
+from tests.support.webhook_receiver import WebhookReceiver
 from tests.worker.conftest import E2E_RESOLUTION, WorkerThread
+from tests.worker.test_end_to_end import final, guide_job
 from tests.worker.test_resilience import REPOSITORY_ROOT, settings_environment
 
 
@@ -21,19 +27,44 @@ def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subpro
                           capture_output=True, text=True, timeout=120)
 
 
+def generate_fast(photo: bytes, output: Path, triton: LocalTriton, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`generate` on a photo file at the `fast` preset and the end-to-end tests' resolution."""
+    path = cwd / "mug.jpg"
+    path.write_bytes(photo)
+    return cli(["generate", str(path), "-o", str(output), "--preset", "fast", "--triton-url", triton.grpc_url],
+               cwd, {"MAX_RESOLUTION": str(E2E_RESOLUTION)})
+
+
 def test_generate_writes_a_valid_glb(
     triton_server: LocalTriton, product_photo: bytes, tmp_path: Path, gltf_validator: GltfValidator,
 ) -> None:
-    photo = tmp_path / "mug.jpg"
-    photo.write_bytes(product_photo)
     output = tmp_path / "out" / "mug.glb"
-    result = cli(["generate", str(photo), "-o", str(output), "--preset", "fast",
-                  "--triton-url", triton_server.grpc_url], tmp_path, {"MAX_RESOLUTION": str(E2E_RESOLUTION)})
+    result = generate_fast(product_photo, output, triton_server, tmp_path)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["preset"] == "fast" and summary["weights_version"] == "1"
     report = gltf_validator.assert_valid(output.read_bytes())
     assert summary["faces"] == report["info"]["totalTriangleCount"] > 0
+
+
+def test_generate_and_the_queue_worker_make_byte_identical_glbs(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    product_photo: bytes, triton_server: LocalTriton, redis_url: str, webhook_receiver: WebhookReceiver,
+    tmp_path: Path,
+) -> None:
+    """Both go through the one pipeline core: same photo, preset and weights give the same bytes."""
+    start_worker(e2e_settings())
+    job_id = str(uuid.uuid4())
+    redis.Redis.from_url(redis_url).lpush("celery", json.dumps(guide_job(job_id, [photo_url], quality="fast")))
+    completed = final(webhook_receiver, job_id)
+    assert completed["status"] == "completed", completed
+    from_the_queue = httpx.get(completed["modelUrl"]).content
+
+    output = tmp_path / "generated" / "mug.glb"
+    result = generate_fast(product_photo, output, triton_server, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert output.read_bytes() == from_the_queue
+    assert json.loads(result.stdout)["faces"] == completed["metadata"]["face_count"]
 
 
 def test_generate_explains_a_bad_image(triton_server: LocalTriton, tmp_path: Path) -> None:
@@ -76,7 +107,7 @@ def test_run_refuses_incomplete_configuration(tmp_path: Path) -> None:
 
 def test_the_worker_never_imports_torch() -> None:
     code = (
-        "import sys, client_worker.__main__, client_worker.worker, client_worker.processing;"
+        "import sys, client_worker.__main__, client_worker.worker, client_worker.processing, client_worker.routing;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY_ROOT, capture_output=True, text=True)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
 
 from client_worker.errors import PermanentJobError, TransientJobError
+from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
 from img2mesh.contract import ENSEMBLE
 from local_triton import LocalTriton
 from tests.support.redis_server import free_port

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from client_worker.config import load_settings
-from client_worker.logs import JsonFormatter
+from client_worker.logs import JsonFormatter, loggable_settings, redact_url
 
 
 def test_json_line_with_context_and_exception() -> None:
@@ -39,8 +39,13 @@ def test_the_start_up_line_carries_no_secret(tmp_path: Path, monkeypatch: pytest
     )
     logger = logging.getLogger("client_worker.test")
     record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "worker starting", (), None,
-                               extra={"settings": settings.safe_summary()})
+                               extra={"settings": loggable_settings(settings)})
     line = JsonFormatter().format(record)
     for secret in ("redis-password", "service-role-value", "webhook-value"):
         assert secret not in line
     assert json.loads(line)["settings"]["supabase_service_role_key"] == "***"
+
+
+def test_redact_url_keeps_everything_but_the_password() -> None:
+    assert redact_url("redis://user:pw@host:1/0") == "redis://user:***@host:1/0"
+    assert redact_url("redis://host:1/0") == "redis://host:1/0"

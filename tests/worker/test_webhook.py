@@ -1,4 +1,5 @@
-"""Status reporting against a real webhook receiver and redis-server: format, signature, outbox."""
+"""The status store and the webhook sender against a real webhook receiver and redis-server:
+format, signature, outbox."""
 
 from __future__ import annotations
 
@@ -8,24 +9,56 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
 from client_worker.config import Settings
+from client_worker.jobs.keys import RedisKeys
 from client_worker.metrics import Metrics
-from client_worker.status.webhook import StatusEvent, StatusReporter
+from client_worker.status.store import StatusEvent, StatusStore
+from client_worker.status.webhook import WebhookSender
 from tests.support.webhook_receiver import WebhookReceiver
 
 
+@dataclass
+class Reporter:
+    """A worker's status side: the store records, the sender delivers (as ``processing`` reports progress)."""
+
+    store: StatusStore
+    sender: WebhookSender
+
+    async def report(self, event: StatusEvent) -> None:
+        if await self.store.record(event):
+            self.sender.deliver_soon(event.job_id)
+
+    async def record(self, event: StatusEvent) -> bool:
+        return await self.store.record(event)
+
+    async def latest(self, job_id: str) -> dict[str, str]:
+        return await self.store.latest(job_id)
+
+    async def deliver_latest(self, job_id: str) -> bool:
+        return await self.sender.deliver_latest(job_id)
+
+    async def redeliver_due(self) -> int:
+        return await self.sender.redeliver_due()
+
+    async def drain(self, timeout_s: float) -> None:
+        await self.sender.drain(timeout_s)
+
+
 @pytest.fixture
-async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings], StatusReporter]]:
+async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings], Reporter]]:
     clients: list[httpx.AsyncClient] = []
 
-    def make(settings: Settings) -> StatusReporter:
+    def make(settings: Settings) -> Reporter:
         clients.append(httpx.AsyncClient())
-        return StatusReporter(redis_client, settings, clients[-1], Metrics())
+        sender = WebhookSender(redis_client, settings, clients[-1], Metrics())
+        keys = RedisKeys(settings.key_prefix)
+        return Reporter(StatusStore(redis_client, keys, settings.status_ttl_s, sender.delivery_window_s), sender)
 
     yield make
     for client in clients:
@@ -33,12 +66,12 @@ async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings
 
 
 async def test_guide_payload_redis_hash_and_pubsub(
-    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter],
+    receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter],
     webhook_receiver: WebhookReceiver, redis_client: Redis,
 ) -> None:
     reporter = make_reporter(receiver_settings)
     pubsub = redis_client.pubsub()
-    await pubsub.subscribe(receiver_settings.redis_keys().status_channel())
+    await pubsub.subscribe(RedisKeys(receiver_settings.key_prefix).status_channel())
     await pubsub.get_message(timeout=1)  # the subscribe confirmation
 
     event = StatusEvent("job-1", "completed", model_url="https://cdn/x.glb", metadata={"faces": 12})
@@ -57,11 +90,11 @@ async def test_guide_payload_redis_hash_and_pubsub(
     status = await reporter.latest("job-1")
     assert (status["status"], status["model_url"]) == ("completed", "https://cdn/x.glb")
     assert status["delivery"] == "delivered"
-    assert await redis_client.hlen(receiver_settings.redis_keys().outbox()) == 0
+    assert await redis_client.hlen(RedisKeys(receiver_settings.key_prefix).outbox()) == 0
 
 
 async def test_failed_event_carries_the_error_message(
-    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+    receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter], webhook_receiver: WebhookReceiver,
 ) -> None:
     reporter = make_reporter(receiver_settings)
     await reporter.report(StatusEvent("job-2", "failed", error_message="image URL returned HTTP 404"))
@@ -72,7 +105,7 @@ async def test_failed_event_carries_the_error_message(
 
 
 async def test_signature_verifies_over_timestamp_and_raw_body(
-    make_settings: Callable[..., Settings], make_reporter: Callable[[Settings], StatusReporter],
+    make_settings: Callable[..., Settings], make_reporter: Callable[[Settings], Reporter],
     webhook_receiver: WebhookReceiver,
 ) -> None:
     secret = "whsec-test-3f9a"
@@ -90,7 +123,7 @@ async def test_signature_verifies_over_timestamp_and_raw_body(
 
 
 async def test_transient_errors_are_retried(
-    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+    receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter], webhook_receiver: WebhookReceiver,
 ) -> None:
     reporter = make_reporter(receiver_settings)
     webhook_receiver.fail_next(2, status=503)
@@ -102,7 +135,7 @@ async def test_transient_errors_are_retried(
 
 
 async def test_client_error_is_not_retried(
-    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+    receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter], webhook_receiver: WebhookReceiver,
     redis_client: Redis,
 ) -> None:
     reporter = make_reporter(receiver_settings)
@@ -111,11 +144,11 @@ async def test_client_error_is_not_retried(
     await reporter.drain(5)
     assert [d.answered for d in webhook_receiver.deliveries] == [400]
     assert (await reporter.latest("job-5"))["delivery"].startswith("rejected by the backend (HTTP 400")
-    assert await redis_client.hlen(receiver_settings.redis_keys().outbox()) == 0
+    assert await redis_client.hlen(RedisKeys(receiver_settings.key_prefix).outbox()) == 0
 
 
 async def test_backend_outage_delivers_only_the_latest_status_later(
-    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+    receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter], webhook_receiver: WebhookReceiver,
 ) -> None:
     reporter = make_reporter(receiver_settings)
     webhook_receiver.stop()
@@ -137,7 +170,7 @@ async def test_backend_outage_delivers_only_the_latest_status_later(
 
 
 async def test_a_late_progress_update_never_overwrites_completed(
-    receiver_settings: Settings, make_reporter: Callable[[Settings], StatusReporter], webhook_receiver: WebhookReceiver,
+    receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter], webhook_receiver: WebhookReceiver,
 ) -> None:
     reporter = make_reporter(receiver_settings)
     await reporter.report(StatusEvent("job-7", "completed", model_url="https://cdn/7.glb"))

@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from asset.glb import CONTENT_TYPE, EXTENSION
 from client_worker.errors import PermanentJobError, TransientJobError
-from client_worker.storage import LocalStorage, SupabaseStorage, storage_key
+from client_worker.storage import LocalStorage, SupabaseStorage, storage_stem
 from tests.support.supabase_server import SupabaseStorageFixture
 
 GLB = b"glTF\x02\x00\x00\x00" + bytes(range(256)) * 8
@@ -26,7 +27,7 @@ async def storage(supabase_storage: SupabaseStorageFixture) -> AsyncIterator[Sup
 async def test_upload_returns_a_public_url_serving_the_glb(
     storage: SupabaseStorage, supabase_storage: SupabaseStorageFixture
 ) -> None:
-    url = await storage.upload("shop.myshopify.com/products/123/job-1.glb", GLB)
+    url = await storage.upload("shop.myshopify.com/products/123/job-1.glb", GLB, CONTENT_TYPE)
     assert url == supabase_storage.public_url("shop.myshopify.com/products/123/job-1.glb")
     async with httpx.AsyncClient() as http:
         response = await http.get(url)
@@ -44,8 +45,8 @@ async def test_a_retry_overwrites_the_same_object(
     storage: SupabaseStorage, supabase_storage: SupabaseStorageFixture
 ) -> None:
     key = "shop.myshopify.com/products/123/job-1.glb"
-    await storage.upload(key, b"first attempt")
-    url = await storage.upload(key, GLB)
+    await storage.upload(key, b"first attempt", CONTENT_TYPE)
+    url = await storage.upload(key, GLB, CONTENT_TYPE)
     assert list(supabase_storage.objects) == [key]
     assert supabase_storage.objects[key].data == GLB
     assert httpx.get(url).content == GLB
@@ -56,7 +57,7 @@ async def test_size_limit_maps_to_a_permanent_error_naming_the_bucket(
 ) -> None:
     supabase_storage.server.create_bucket("3d-models", file_size_limit=1000)
     with pytest.raises(PermanentJobError, match=r"GLB of 2056 bytes exceeds the maximum object size of Supabase bucket '3d-models'"):
-        await storage.upload("s/products/1/j.glb", GLB)
+        await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
 
 
 async def test_mime_allow_list_maps_to_a_permanent_error(
@@ -64,9 +65,9 @@ async def test_mime_allow_list_maps_to_a_permanent_error(
 ) -> None:
     supabase_storage.server.create_bucket("3d-models", allowed_mime_types=["image/png"])
     with pytest.raises(PermanentJobError, match=r"does not accept model/gltf-binary.*allowed MIME types"):
-        await storage.upload("s/products/1/j.glb", GLB)
+        await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
     supabase_storage.server.create_bucket("3d-models", allowed_mime_types=["model/*"])
-    assert (await storage.upload("s/products/1/j.glb", GLB)).endswith("/s/products/1/j.glb")
+    assert (await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)).endswith("/s/products/1/j.glb")
 
 
 async def test_duplicate_maps_to_a_permanent_error(
@@ -76,14 +77,14 @@ async def test_duplicate_maps_to_a_permanent_error(
         400, {"statusCode": "409", "error": "Duplicate", "code": "KeyAlreadyExists", "message": "The resource already exists"}
     )
     with pytest.raises(PermanentJobError, match=r"already holds 's/products/1/j.glb'.*Duplicate"):
-        await storage.upload("s/products/1/j.glb", GLB)
+        await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
 
 
 async def test_missing_bucket_maps_to_a_permanent_error(supabase_storage: SupabaseStorageFixture) -> None:
     storage = SupabaseStorage(supabase_storage.url, supabase_storage.service_role_key, "no-such-bucket")
     try:
         with pytest.raises(PermanentJobError, match=r"bucket 'no-such-bucket' does not exist.*SUPABASE_BUCKET_NAME"):
-            await storage.upload("s/products/1/j.glb", GLB)
+            await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
     finally:
         await storage.aclose()
 
@@ -102,7 +103,7 @@ async def test_bad_credentials_map_to_permanent_errors(
     storage = SupabaseStorage(supabase_storage.url, key, supabase_storage.bucket)
     try:
         with pytest.raises(PermanentJobError, match=message):
-            await storage.upload("s/products/1/j.glb", GLB)
+            await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
     finally:
         await storage.aclose()
     assert supabase_storage.objects == {}
@@ -122,8 +123,8 @@ async def test_server_trouble_is_transient_and_the_retry_succeeds(
 ) -> None:
     supabase_storage.server.fail_next(http_status, body)
     with pytest.raises(TransientJobError, match="temporarily unavailable"):
-        await storage.upload("s/products/1/j.glb", GLB)
-    await storage.upload("s/products/1/j.glb", GLB)
+        await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
+    await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
     assert supabase_storage.objects["s/products/1/j.glb"].data == GLB
 
 
@@ -139,7 +140,7 @@ async def test_timeouts_and_refused_connections_are_transient(silent_port: int) 
     storage = SupabaseStorage(f"http://127.0.0.1:{silent_port}", "key", "3d-models", timeout_s=0.3)
     try:
         with pytest.raises(TransientJobError, match="timed out"):
-            await storage.upload("s/products/1/j.glb", GLB)
+            await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
     finally:
         await storage.aclose()
     with socket.create_server(("127.0.0.1", 0)) as closed:
@@ -147,7 +148,7 @@ async def test_timeouts_and_refused_connections_are_transient(silent_port: int) 
     storage = SupabaseStorage(f"http://127.0.0.1:{port}", "key", "3d-models")
     try:
         with pytest.raises(TransientJobError, match="failed to connect"):
-            await storage.upload("s/products/1/j.glb", GLB)
+            await storage.upload("s/products/1/j.glb", GLB, CONTENT_TYPE)
     finally:
         await storage.aclose()
 
@@ -155,41 +156,41 @@ async def test_timeouts_and_refused_connections_are_transient(silent_port: int) 
 async def test_unsafe_keys_are_refused_before_any_request(storage: SupabaseStorage) -> None:
     for key in ("../etc/passwd.glb", "/abs.glb", "a//b.glb", "a/./b.glb", ""):
         with pytest.raises(PermanentJobError, match="unsafe storage key"):
-            await storage.upload(key, GLB)
+            await storage.upload(key, GLB, CONTENT_TYPE)
 
 
 async def test_local_storage_writes_atomically_and_overwrites(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path / "models", "https://models.example.com/files/")
     key = "shop.myshopify.com/products/1/job 1.glb"
-    url = await storage.upload(key, b"first")
+    url = await storage.upload(key, b"first", CONTENT_TYPE)
     assert url == "https://models.example.com/files/shop.myshopify.com/products/1/job%201.glb"
-    await storage.upload(key, GLB)
+    await storage.upload(key, GLB, CONTENT_TYPE)
     target = tmp_path / "models" / key
     assert target.read_bytes() == GLB
     assert sorted(p.name for p in target.parent.iterdir()) == ["job 1.glb"], "no temporary files left behind"
-    assert (await LocalStorage(tmp_path / "models").upload(key, GLB)) == target.as_uri()
+    assert (await LocalStorage(tmp_path / "models").upload(key, GLB, CONTENT_TYPE)) == target.as_uri()
     with pytest.raises(PermanentJobError, match="unsafe storage key"):
-        await storage.upload("../outside.glb", GLB)
+        await storage.upload("../outside.glb", GLB, CONTENT_TYPE)
     assert not (tmp_path / "outside.glb").exists()
 
 
 def test_storage_key_from_the_guide_payload() -> None:
     assert (
-        storage_key("test-shop.myshopify.com", "gid://shopify/Product/123", None, "9b2f0c1e-0d7a-4c1e-8a53-2b0c4f7e6a10")
+        (storage_stem("test-shop.myshopify.com", "gid://shopify/Product/123", None, "9b2f0c1e-0d7a-4c1e-8a53-2b0c4f7e6a10") + EXTENSION)
         == "test-shop.myshopify.com/products/123/9b2f0c1e-0d7a-4c1e-8a53-2b0c4f7e6a10.glb"
     )
     assert (
-        storage_key("Shop-Name.MyShopify.com", "gid://shopify/Product/123456789", "gid://shopify/ProductVariant/987654321", "job-1")
+        (storage_stem("Shop-Name.MyShopify.com", "gid://shopify/Product/123456789", "gid://shopify/ProductVariant/987654321", "job-1") + EXTENSION)
         == "shop-name.myshopify.com/products/123456789/variants/987654321/job-1.glb"
     )
-    assert storage_key("s.myshopify.com", 42, "", "j") == "s.myshopify.com/products/42/j.glb"
+    assert (storage_stem("s.myshopify.com", 42, "", "j") + EXTENSION) == "s.myshopify.com/products/42/j.glb"
 
 
 def test_storage_key_is_deterministic_and_distinct_per_job() -> None:
-    first = storage_key("s.myshopify.com", "gid://shopify/Product/1", None, "job-a")
-    assert first == storage_key("s.myshopify.com", "gid://shopify/Product/1", None, "job-a")
-    assert first != storage_key("s.myshopify.com", "gid://shopify/Product/1", None, "job-b")
-    assert storage_key("s", "1", None, "a/b") != storage_key("s", "1", None, "a_b")
+    first = (storage_stem("s.myshopify.com", "gid://shopify/Product/1", None, "job-a") + EXTENSION)
+    assert first == (storage_stem("s.myshopify.com", "gid://shopify/Product/1", None, "job-a") + EXTENSION)
+    assert first != (storage_stem("s.myshopify.com", "gid://shopify/Product/1", None, "job-b") + EXTENSION)
+    assert (storage_stem("s", "1", None, "a/b") + EXTENSION) != (storage_stem("s", "1", None, "a_b") + EXTENSION)
 
 
 @pytest.mark.parametrize(
@@ -197,7 +198,7 @@ def test_storage_key_is_deterministic_and_distinct_per_job() -> None:
     [("../../etc", "job"), ("shop", "../../../etc/passwd"), ("shop/evil", "a/../b"), ("shop", ".hidden")],
 )
 def test_storage_key_neutralises_traversal(shop: str, job_id: str) -> None:
-    key = storage_key(shop, "1", None, job_id)
+    key = (storage_stem(shop, "1", None, job_id) + EXTENSION)
     segments = key.split("/")
     assert len(segments) == 4
     assert all(segment and not segment.startswith(".") for segment in segments)
@@ -206,9 +207,9 @@ def test_storage_key_neutralises_traversal(shop: str, job_id: str) -> None:
 @pytest.mark.parametrize("product_id", ["gid://shopify/Product/abc", "coffee-mug", "", "gid://other/Product/1"])
 def test_storage_key_refuses_ids_that_are_not_shopify_ids(product_id: str) -> None:
     with pytest.raises(PermanentJobError, match="neither a Shopify GID"):
-        storage_key("s.myshopify.com", product_id, None, "job")
+        (storage_stem("s.myshopify.com", product_id, None, "job") + EXTENSION)
 
 
 def test_storage_key_refuses_an_empty_shop() -> None:
     with pytest.raises(PermanentJobError, match="shop '' has no letters or digits"):
-        storage_key("  ", "1", None, "job")
+        (storage_stem("  ", "1", None, "job") + EXTENSION)

@@ -1,0 +1,59 @@
+"""Names of the Redis keys the worker writes (the producers' list, `QUEUE_NAME`, is not ours).
+
+Every key starts with `KEY_PREFIX` (default `img2mesh`), so several deployments can share a Redis
+and an operator can list everything the worker keeps with `SCAN MATCH img2mesh:*`.
+"""
+
+from __future__ import annotations
+
+
+class RedisKeys:
+    """The key names for one `KEY_PREFIX`."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def workers(self) -> str:
+        """Set of the ids of every worker that registered (alive or dead)."""
+        return f"{self.prefix}:workers"
+
+    def heartbeat(self, worker_id: str) -> str:
+        """String with a TTL, refreshed while the worker lives."""
+        return f"{self.prefix}:heartbeat:{worker_id}"
+
+    def processing(self, worker_id: str) -> str:
+        """List of the raw messages a worker has claimed and not yet acknowledged."""
+        return f"{self.prefix}:processing:{worker_id}"
+
+    def lease(self, job_id: str) -> str:
+        """String naming the worker currently running a job; expires with its heartbeat."""
+        return f"{self.prefix}:lease:{job_id}"
+
+    def job(self, job_id: str) -> str:
+        """Hash of a job's bookkeeping: attempts, outcome, model_url."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def delayed(self) -> str:
+        """Sorted set of raw messages waiting for a retry (or an ETA), scored by due time."""
+        return f"{self.prefix}:delayed"
+
+    def artifact(self, job_id: str) -> str:
+        """Hash caching a job's finished files between attempts, so a retry does not redo inference."""
+        return f"{self.prefix}:artifact:{job_id}"
+
+    def status(self, job_id: str) -> str:
+        """Hash of the latest status reported for a job (what the webhook said or will say)."""
+        return f"{self.prefix}:status:{job_id}"
+
+    def status_channel(self) -> str:
+        """Pub/sub channel receiving every status update as JSON."""
+        return f"{self.prefix}:status"
+
+    def outbox(self) -> str:
+        """Hash job_id -> the latest undelivered webhook event (JSON)."""
+        return f"{self.prefix}:outbox"
+
+    def outbox_due(self) -> str:
+        """Sorted set job_id -> when the outbox entry is next tried."""
+        return f"{self.prefix}:outbox:due"
+
