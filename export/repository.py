@@ -23,6 +23,7 @@ from img2mesh.contract import (
     CONFIG_CHUNK_SIZE,
     CONFIG_DECODER_MODEL,
     CONFIG_MAX_PIXELS,
+    CONFIG_MESH_EXTRACTION,
     DECODER,
     DECODER_CHUNK_POINTS,
     DECODER_VERSION,
@@ -52,6 +53,7 @@ from img2mesh.contract import (
     TensorSpec,
     model_specs,
 )
+from img2mesh.mesh_extraction import DEFAULT_EXTRACTION
 
 FLAVOURS = ("gpu", "cpu", "portable")
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
@@ -169,7 +171,14 @@ def python_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConf
         instance_group=_instances(mc.ModelInstanceGroup.KIND_CPU, 2 if flavour != "portable" or name == MESHER else 1),
     )
     if name == MESHER:
-        _set_parameters(config, {CONFIG_DECODER_MODEL: DECODER, CONFIG_CHUNK_SIZE: str(DECODER_CHUNK_POINTS)})
+        _set_parameters(
+            config,
+            {
+                CONFIG_DECODER_MODEL: DECODER,
+                CONFIG_CHUNK_SIZE: str(DECODER_CHUNK_POINTS),
+                CONFIG_MESH_EXTRACTION: DEFAULT_EXTRACTION,
+            },
+        )
     else:
         _set_parameters(config, {CONFIG_MAX_PIXELS: str(MAX_IMAGE_PIXELS)})
     return config

@@ -181,5 +181,6 @@ stable for its dynamic batcher and TensorRT profiles); also the decoder's warm-u
 CONFIG_MAX_PIXELS = "max_pixels"
 CONFIG_DECODER_MODEL = "decoder_model"
 CONFIG_CHUNK_SIZE = "chunk_size"
+CONFIG_MESH_EXTRACTION = "mesh_extraction"
 """Keys of the ``parameters`` in the Python models' config.pbtxt (values are strings)."""
 

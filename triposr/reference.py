@@ -1,15 +1,15 @@
 """The eager reference pipeline: image bytes → coloured mesh in one process, no Triton.
 
 It runs the same img2mesh steps as the Triton models (decoding, rembg's pre/post-processing,
-framing, marching cubes) around the PyTorch model and an onnxruntime session of rembg's own
-``u2net.onnx``, with the official settings (256³ grid, decoder chunks of 8192 points). Tests use
+framing, mesh extraction) around the PyTorch model and an onnxruntime session of rembg's own
+``u2net.onnx``, with the official settings (256³ grid, decoder chunks of 8192 points). The mesh
+extraction is the mesher's (``band`` by default; ``dense`` is TripoSR's own full grid). Tests use
 it as the ground truth for the Triton ensemble, and the benchmark as the speed reference.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,7 +20,14 @@ import torch
 from img2mesh.background_removal import foreground_rgba, u2net_input
 from img2mesh.framing import condition_image
 from img2mesh.image_decoding import decode_image
-from img2mesh.mesh_extraction import colors_to_uint8, grid_chunks, iter_chunks, marching_cubes
+from img2mesh.mesh_extraction import (
+    DEFAULT_EXTRACTION,
+    DensityField,
+    colors_to_uint8,
+    extract_surface,
+    grid_points,
+    iter_chunks,
+)
 from img2mesh.parameters import MeshParameters
 from triposr.system import TSR
 
@@ -34,6 +41,7 @@ class Mesh:
     vertices: np.ndarray
     faces: np.ndarray
     vertex_colors: np.ndarray
+    points_evaluated: int = 0
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
@@ -50,9 +58,12 @@ class _Stopwatch:
 class ReferencePipeline:
     """``run(image_bytes, parameters)`` → :class:`Mesh`, timing each stage."""
 
-    def __init__(self, model: TSR, u2net_path: Path, *, chunk_size: int = OFFICIAL_CHUNK_SIZE) -> None:
+    def __init__(
+        self, model: TSR, u2net_path: Path, *, chunk_size: int = OFFICIAL_CHUNK_SIZE, extraction: str = DEFAULT_EXTRACTION
+    ) -> None:
         self.model = model.eval()
         self.chunk_size = chunk_size
+        self.extraction = extraction
         self.u2net = ort.InferenceSession(str(u2net_path), providers=["CPUExecutionProvider"])
         self._u2net_input_name = self.u2net.get_inputs()[0].name
 
@@ -69,18 +80,22 @@ class ReferencePipeline:
         return self.model.encode(torch.from_numpy(condition)[None])
 
     @torch.no_grad()
-    def query(self, scene_codes: torch.Tensor, chunks: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Density [N] and colour [N, 3] at the points of ``chunks``, decoded chunk by chunk like the official code."""
+    def query(self, scene_codes: torch.Tensor, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Density [N] and colour [N, 3] at ``points``, decoded chunk by chunk like the official code."""
         densities, colors = [], []
-        for chunk in chunks:
+        for chunk in iter_chunks(points, self.chunk_size):
             density, color = self.model.decode(scene_codes, torch.from_numpy(np.ascontiguousarray(chunk))[None])
             densities.append(density[0, :, 0].numpy())
             colors.append(color[0].numpy())
         return np.concatenate(densities), np.concatenate(colors)
 
+    def density_field(self, scene_codes: torch.Tensor) -> DensityField:
+        """The decoder's density at any world points: what the mesh extraction asks for."""
+        return lambda points: self.query(scene_codes, points)[0]
+
     def grid_density(self, scene_codes: torch.Tensor, resolution: int) -> np.ndarray:
-        """Density [R³] at :func:`grid_points`, the field marching cubes meshes."""
-        return self.query(scene_codes, grid_chunks(resolution, self.chunk_size))[0]
+        """Density [R³] at every grid point (:func:`grid_points`)."""
+        return self.query(scene_codes, grid_points(resolution))[0]
 
     def density_quantile(self, image: bytes, resolution: int, quantile: float, foreground_ratio: float = 0.85) -> float:
         """An iso level near the grid density's ``quantile``: where random weights, which have no
@@ -101,13 +116,14 @@ class ReferencePipeline:
         started = clock.lap("preprocessing", started)
         codes = self.scene_codes(condition)
         started = clock.lap("encoder", started)
-        density = self.grid_density(codes, parameters.resolution)
-        started = clock.lap("grid", started)
-        vertices, faces = marching_cubes(density, parameters.resolution, parameters.threshold)
-        started = clock.lap("marching_cubes", started)
-        _, colors = self.query(codes, iter_chunks(vertices, self.chunk_size))
+        surface = extract_surface(
+            self.density_field(codes), parameters.resolution, parameters.threshold, extraction=self.extraction
+        )
+        clock.timings_ms.update(surface.timings_ms)
+        started = time.perf_counter()
+        _, colors = self.query(codes, surface.vertices)
         clock.lap("colors", started)
-        return Mesh(vertices, faces, colors_to_uint8(colors), clock.timings_ms)
+        return Mesh(surface.vertices, surface.faces, colors_to_uint8(colors), surface.points_evaluated, clock.timings_ms)
 
 
 def level_between_values(values: np.ndarray, quantile: float, window: float = 0.005) -> float:

@@ -1,4 +1,4 @@
-"""The torch-free mesher on analytic fields: grid layout, sphere accuracy, closure, winding."""
+"""Marching cubes on dense analytic grids: grid layout, sphere accuracy, closure, winding."""
 
 from __future__ import annotations
 
@@ -72,11 +72,3 @@ def test_iter_chunks_covers_every_point_once() -> None:
     chunks = list(iter_chunks(points, 8192))
     assert [len(chunk) for chunk in chunks] == [8192, 21**3 - 8192]
     np.testing.assert_array_equal(np.concatenate(chunks), points)
-
-
-def test_grid_chunks_are_the_grid_points_in_order() -> None:
-    from img2mesh.mesh_extraction import grid_chunks
-
-    chunks = list(grid_chunks(17, chunk_size=1000))
-    assert [len(chunk) for chunk in chunks[:-1]] == [1000] * (len(chunks) - 1)
-    np.testing.assert_array_equal(np.concatenate(chunks), grid_points(17))

@@ -1,7 +1,8 @@
 """The Python-backend code runs on Python 3.10, the stub of the 24.10 container.
 
-A real 3.10 interpreter (pyenv's, on our machines) gets a fresh venv with only what the Triton
-image installs (numpy<2, Pillow, PyMCubes); the img2mesh steps then run end to end in it and
+A real 3.10 interpreter (pyenv's, on our machines) gets a fresh venv with exactly what the Triton
+image installs (docker/requirements/triton.txt: numpy<2, Pillow, scikit-image); the img2mesh steps
+then run end to end in it, the band extraction gives the dense mesh with that scikit-image, and
 every model.py compiles. Without a 3.10 interpreter the test is skipped, saying so.
 """
 
@@ -23,7 +24,7 @@ assert sys.version_info[:2] == (3, 10), sys.version
 from img2mesh.image_decoding import decode_image
 from img2mesh.background_removal import u2net_input, foreground_rgba
 from img2mesh.framing import condition_image
-from img2mesh.mesh_extraction import grid_points, marching_cubes, colors_to_uint8
+from img2mesh.mesh_extraction import grid_points, marching_cubes, colors_to_uint8, extract_surface
 from img2mesh.parameters import MeshParameters
 import img2mesh.triton_model_io
 image = Image.new("RGB", (64, 48), (255, 255, 255))
@@ -36,6 +37,10 @@ assert condition_image(foreground_rgba(rgba, mask[0]), foreground_ratio=0.85).sh
 points = grid_points(32)
 vertices, faces = marching_cubes(30.0 - 40.0 * np.linalg.norm(points, axis=1), 32, 25.0)
 assert len(faces) > 0
+ball = lambda p: (25.0 * np.exp(10.0 * (0.25 - (p ** 2).sum(axis=1)))).astype(np.float32)
+band, dense = extract_surface(ball, 96, 25.0), extract_surface(ball, 96, 25.0, extraction="dense")
+assert np.array_equal(band.faces, dense.faces) and np.array_equal(band.vertices, dense.vertices)
+assert band.points_evaluated < 0.5 * 96 ** 3
 MeshParameters.from_request({"resolution": "64"})
 for path in sys.argv[1:]:
     py_compile.compile(path, doraise=True)
@@ -59,7 +64,8 @@ def test_backend_code_runs_on_python_310(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
     install = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "numpy>=1.24,<2", "pillow>=10.3", "PyMCubes>=0.1.6"],
+        [str(venv / "bin" / "pip"), "install", "-q", "--only-binary=:all:", "-r",
+         str(ROOT / "docker" / "requirements" / "triton.txt")],
         capture_output=True, text=True,
     )
     assert install.returncode == 0, install.stderr
