@@ -129,8 +129,10 @@ class Settings(BaseSettings):
     @field_validator("triton_url")
     @classmethod
     def _grpc_target(cls, value: str) -> str:
-        if "://" in value:
-            raise ValueError("is a gRPC target host:port without a scheme, e.g. localhost:8001")
+        # dns:///host:port is gRPC's own syntax for "every address of this name" (a headless
+        # Service on Kubernetes, docs/runbook.md, "Kubernetes"); any other scheme is a mistake.
+        if "://" in value.removeprefix("dns:///"):
+            raise ValueError("is a gRPC target host:port without a scheme (or dns:///host:port for every address of a name), e.g. localhost:8001")
         if not value.strip():
             raise ValueError("must not be empty")
         return value

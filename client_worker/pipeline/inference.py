@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from client_worker.errors import PermanentJobError, TransientJobError
@@ -37,6 +38,27 @@ WEIGHTS_VERSION = MODEL_VERSION
 always the ensemble's; its steps follow the latest weights, so this is the one worth reporting)."""
 _PERMANENT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
 _PROBE_TIMEOUT_S = 2.0
+
+
+def channel_args() -> list[tuple[str, int | str]]:
+    """tritonclient's own channel options, plus round robin over every address of the target.
+
+    A target that resolves to several addresses (`dns:///` of a headless Kubernetes Service: one
+    address per ready Triton pod) then gets its calls spread over all of them; gRPC's default
+    would send every call over the one connection it picked first. With one address (compose's
+    `triton:8001`) nothing changes. tritonclient *replaces* its defaults when given channel
+    arguments, so they are restated here from its own constants.
+    """
+    keepalive = grpcclient.KeepAliveOptions()
+    return [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+        ("grpc.lb_policy_name", "round_robin"),
+    ]
 
 
 class TritonUnavailable(TransientJobError):
@@ -71,7 +93,7 @@ class TritonMeshClient:
         self.model_version = model_version
         self.weights_version = weights_version
         self.timeout_s = timeout_s
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
         self._outputs: list[str] | None = None
 
     async def close(self) -> None:

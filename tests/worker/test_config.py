@@ -68,6 +68,13 @@ def test_every_problem_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None
     assert "DOWNLOAD_ALLOWLIST: 'http://cdn.internal/' is neither a network" in message
 
 
+def test_triton_url_may_be_every_address_of_a_name() -> None:
+    """dns:///NAME:PORT (a headless Service) is gRPC's target syntax; other schemes are mistakes."""
+    assert load_settings(triton_url="dns:///triton.ns.svc.cluster.local:8001").triton_url.startswith("dns:///")
+    with pytest.raises(ConfigError, match="TRITON_URL: is a gRPC target"):
+        load_settings(triton_url="dns:///http://triton:8001")
+
+
 def test_supabase_backend_requires_its_credentials() -> None:
     with pytest.raises(ConfigError, match="STORAGE_BACKEND=supabase needs SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY"):
         load_settings(require_storage=True)
