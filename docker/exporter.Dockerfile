@@ -33,5 +33,6 @@ USER 1000:1000
 ENV HF_HOME=/cache/huggingface \
     U2NET_HOME=/cache/u2net
 
-ENTRYPOINT ["python", "-m"]
-CMD ["export", "--help"]
+# No ENTRYPOINT: compose's one-shot export (`sh -c …`) and the runbook's
+# `docker compose run --rm exporter python -m export …` are whole commands.
+CMD ["python", "-m", "export", "--help"]

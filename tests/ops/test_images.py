@@ -151,6 +151,16 @@ def test_exporter_image_has_cpu_torch_and_everything_export_imports() -> None:
     assert "model_repository" in sources, "export copies the Python models' code from model_repository/"
 
 
+def test_the_exporter_runs_the_commands_compose_and_the_runbook_give_it() -> None:
+    """Compose runs `sh -c …` and the runbook `python -m export …` in this image: with an
+    ENTRYPOINT those would become its arguments (`python -m sh -c …`) and fail."""
+    steps = instructions("exporter.Dockerfile")
+    assert not [value for command, value in steps if command == "ENTRYPOINT"]
+    assert steps[-1] == ("CMD", ["python", "-m", "export", "--help"])
+    runbook = (ROOT / "docs" / "runbook.md").read_text()
+    assert "docker compose run --rm exporter python -m export build" in runbook
+
+
 def test_worker_image_is_small_and_covers_what_the_worker_imports() -> None:
     steps = instructions("worker.Dockerfile")
     assert steps[0] == ("FROM", ["python:3.11-slim-bookworm"])
