@@ -1,18 +1,23 @@
-"""Benchmark: eager PyTorch reference vs the Triton ensemble, per stage, same input, one process.
+"""Benchmark: the dense eager reference (TripoSR's own settings) against the Triton path, per stage.
 
-    python -m bench.pipeline                      # full-size TripoSR, analytic weights, 256³
-    python -m bench.pipeline --size tiny --resolution 64 --runs 2
-    python -m bench.pipeline --kind random        # random weights (noisy field, many more faces)
+    python -m bench.pipeline                          # official size, analytic weights, 256³, balanced GLB
+    python -m bench.pipeline --size tiny --resolution 128
+    python -m bench.pipeline --kind random --json     # noise field; one JSON line at the end
 
-Both paths run the official architecture on the same synthetic product photo, with weights
-generated once into ``--cache`` in the official checkpoint layout. The default ``analytic``
-weights cost exactly the same compute as real ones (same shapes, dense layers) but give a real
-closed surface, so marching cubes and the colour query see a realistic face count; ``random``
-weights give a noisy field whose surface is meshed at the 70th percentile of the density. The Triton side is the
-portable repository on the local ``tritonserver`` (ONNX Runtime inside Python-backend models,
-CPU); its stage times come from Triton's statistics API (per-model compute time) and from the
-mesher's own timings. Background removal uses the generated U²-Net stand-in unless ``--u2net``
-names rembg's real ``u2net.onnx``; its time is then not U²-Net's and the table says so.
+Both paths run the same synthetic product photo through the official architecture, with weights
+generated once into ``--cache`` in the official checkpoint layout:
+
+* **reference**: eager PyTorch fp32, the dense grid (every R³ point, chunks of 8192 points as
+  TripoSR's ``run.py``), TripoSR's mesh extraction, then the worker's GLB writer;
+* **Triton**: the portable repository on the local ``tritonserver`` (the narrow band, each network
+  on the CPU engine the exporter chose), then the same GLB writer.
+
+The default ``analytic`` weights cost exactly the compute of real ones (same shapes, dense layers)
+and give a closed surface, the case the band is for; ``random`` weights give a noise field, whose
+surface is everywhere (that tests safety, not speed). Triton's stage times come from its statistics
+API (per-model compute) and the mesher's own timings; decoder points and face counts from both; the
+Chamfer distance is between the two meshes, over the reference's bounding-box diagonal. Then the
+Triton path runs several jobs at once to report jobs per minute at 1 and 4 concurrent jobs.
 """
 
 from __future__ import annotations
@@ -20,29 +25,38 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import resource
 import statistics
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import tritonclient.grpc as grpcclient
 
+from asset.glb import write_glb
+from asset.mesh_preparation import prepare_mesh
+from bench.mesh_metrics import chamfer_relative
+from client_worker.pipeline.presets import PRESETS
 from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
 from img2mesh.contract import (
     ENCODER,
     ENSEMBLE,
+    FACES,
     FOREGROUND,
     IMAGE,
     IMAGE_PREPROCESS,
     MESH_INFO,
     REMBG,
+    VERTEX_COLORS,
+    VERTICES,
 )
 from img2mesh.parameters import MeshParameters
 from local_triton import LocalTriton
 
-STAGES = ("preprocessing", "encoder", "grid", "marching_cubes", "colors", "end_to_end")
+STAGES = ("background_removal", "encoder", "grid", "marching_cubes", "colors", "glb")
+AFTER_ENCODER = ("grid", "marching_cubes", "colors", "glb")
 BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
+GLB_PRESET = PRESETS["balanced"]
 
 
 def _weights(cache: Path, size: str, kind: str) -> Path:
@@ -64,6 +78,13 @@ def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool) -> P
     return target
 
 
+def _glb_ms(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> float:
+    """The worker's GLB stage at the balanced preset: preparation (decimation) and writing."""
+    started = time.perf_counter()
+    write_glb(prepare_mesh(vertices, faces, colors, target_faces=GLB_PRESET.target_faces))
+    return (time.perf_counter() - started) * 1000.0
+
+
 def _compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
     """Total compute time so far per model, from Triton's statistics API."""
     stats = client.get_inference_statistics(as_json=True)
@@ -75,60 +96,87 @@ def _compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
     return totals
 
 
-def _triton_run(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters) -> dict[str, float]:
-    before = _compute_ms(client)
+def _infer(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters) -> grpcclient.InferResult:
     tensor = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[image]], dtype=np.object_))
-    started = time.perf_counter()
-    result = client.infer(
-        ENSEMBLE,
-        [tensor],
+    return client.infer(
+        ENSEMBLE, [tensor],
         parameters={"resolution": parameters.resolution, "threshold": parameters.threshold},
         client_timeout=3600,
     )
-    end_to_end = (time.perf_counter() - started) * 1000.0
+
+
+def _triton_run(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters) -> dict:
+    before = _compute_ms(client)
+    started = time.perf_counter()
+    result = _infer(client, image, parameters)
+    triton_ms = (time.perf_counter() - started) * 1000.0
     after = _compute_ms(client)
     info = json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0])
+    vertices, faces = result.as_numpy(VERTICES)[0], result.as_numpy(FACES)[0]
     spent = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
-    return {
-        "preprocessing": sum(spent.get(name, 0.0) for name in BACKGROUND_MODELS),
+    ms = {
+        "background_removal": sum(spent.get(name, 0.0) for name in BACKGROUND_MODELS),
         "encoder": spent.get(ENCODER, 0.0),
         **{name: float(info["timings_ms"][name]) for name in ("grid", "marching_cubes", "colors")},
-        "end_to_end": end_to_end,
-        "faces": float(info["face_count"]),
+        "glb": _glb_ms(vertices, faces, result.as_numpy(VERTEX_COLORS)[0]),
     }
+    ms["total"] = triton_ms + ms["glb"]
+    return {"ms": ms, "points": int(info["points_evaluated"]), "faces": int(len(faces)), "vertices": vertices}
 
 
-def _eager_run(pipeline: object, image: bytes, parameters: MeshParameters) -> dict[str, float]:
+def _reference_run(pipeline: object, image: bytes, parameters: MeshParameters) -> dict:
     started = time.perf_counter()
     mesh = pipeline.run(image, parameters)  # type: ignore[attr-defined]
-    end_to_end = (time.perf_counter() - started) * 1000.0
-    timings = mesh.timings_ms
-    return {
-        "preprocessing": timings["preprocessing"],
-        "encoder": timings["encoder"],
-        "grid": timings["grid"],
-        "marching_cubes": timings["marching_cubes"],
-        "colors": timings["colors"],
-        "end_to_end": end_to_end,
-        "faces": float(len(mesh.faces)),
-    }
+    ms = {"background_removal": mesh.timings_ms["preprocessing"],
+          **{name: mesh.timings_ms[name] for name in ("encoder", "grid", "marching_cubes", "colors")},
+          "glb": _glb_ms(mesh.vertices, mesh.faces, mesh.vertex_colors)}
+    ms["total"] = (time.perf_counter() - started) * 1000.0 + ms["glb"]
+    return {"ms": ms, "points": mesh.points_evaluated, "faces": int(len(mesh.faces)), "vertices": mesh.vertices}
 
 
-def _median(runs: list[dict[str, float]], key: str) -> float:
-    return statistics.median(run[key] for run in runs)
+def _jobs_per_minute(grpc_url: str, image: bytes, parameters: MeshParameters, concurrency: int, jobs: int) -> float:
+    """Jobs per minute when ``concurrency`` clients each send their share of ``jobs`` one after another."""
+    errors: list[BaseException] = []
+
+    def client_loop(count: int) -> None:
+        client = grpcclient.InferenceServerClient(grpc_url)
+        try:
+            for _ in range(count):
+                _infer(client, image, parameters)
+        except BaseException as error:  # reported below: a failed job must not count as done
+            errors.append(error)
+
+    shares = [jobs // concurrency + (1 if index < jobs % concurrency else 0) for index in range(concurrency)]
+    threads = [threading.Thread(target=client_loop, args=(share,)) for share in shares]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return jobs / ((time.perf_counter() - started) / 60.0)
+
+
+def _median(runs: list[dict], stage: str) -> float:
+    return statistics.median(run["ms"][stage] for run in runs)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=["official", "tiny"], default="official")
     parser.add_argument("--kind", choices=["analytic", "random"], default="analytic")
     parser.add_argument("--resolution", type=int, default=256)
-    parser.add_argument("--threshold", type=float, help="iso level (default: 25.0 for analytic weights, the 70th "
-                        "percentile of the field for random ones, which have no surface at 25.0)")
+    parser.add_argument("--threshold", type=float, help="iso level (default: 25.0 for analytic weights, a level "
+                        "near the field's 70th percentile for random ones, which have no surface at 25.0)")
     parser.add_argument("--runs", type=int, default=1, help="timed runs per path after one warm-up (median reported)")
+    parser.add_argument("--concurrency-jobs", type=int, default=4,
+                        help="jobs sent at each concurrency (1 and 4) for jobs per minute; 0 skips that part")
     parser.add_argument("--u2net", type=Path, help="rembg's real u2net.onnx (default: the generated stand-in)")
     parser.add_argument("--cache", type=Path, default=Path("build/bench"))
+    parser.add_argument("--json", action="store_true", help="also print one JSON object with every figure")
     args = parser.parse_args()
 
     from triposr.checkpoint import load_tsr
@@ -143,30 +191,59 @@ def main() -> int:
     synthetic_product_photo(size=(1024, 768)).save(buffer, "JPEG", quality=92)
     image = buffer.getvalue()
 
-    reference = ReferencePipeline(load_tsr(str(checkpoint)), u2net)
+    reference = ReferencePipeline(load_tsr(str(checkpoint)), u2net, extraction="dense")
     threshold = args.threshold or (MeshParameters().threshold if args.kind == "analytic" else None)
     if threshold is None:
         threshold = reference.density_quantile(image, args.resolution, 0.7)
     parameters = MeshParameters(resolution=args.resolution, threshold=threshold)
 
-    print(f"[bench] eager reference: {args.size} TripoSR ({args.kind} weights), {args.resolution}³, threshold {threshold:.4g}, chunk {reference.chunk_size}")
-    eager = [_eager_run(reference, image, parameters) for _ in range(args.runs + 1)][1:]
-    eager_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"[bench] reference: {args.size} TripoSR ({args.kind} weights), eager fp32, dense {args.resolution}³ grid, "
+          f"threshold {threshold:.4g}, chunks of {reference.chunk_size}")
+    dense = [_reference_run(reference, image, parameters) for _ in range(args.runs + 1)][1:]
 
-    print("[bench] Triton: starting the local tritonserver on the portable repository")
+    print("[bench] Triton: the portable repository on the local tritonserver")
     with LocalTriton(repository) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
-        triton = [_triton_run(client, image, parameters) for _ in range(args.runs + 1)][1:]
+        band = [_triton_run(client, image, parameters) for _ in range(args.runs + 1)][1:]
+        per_minute = {}
+        if args.concurrency_jobs:
+            for concurrency in (1, 4):
+                per_minute[concurrency] = _jobs_per_minute(
+                    server.grpc_url, image, parameters, concurrency, max(args.concurrency_jobs, concurrency)
+                )
 
-    label = "decode + background removal + framing" + (" (stand-in U²-Net)" if stand_in else "")
-    print("\n| stage | eager PyTorch (ms) | Triton (ms) | Triton / eager |")
+    label = "background removal + framing" + (" (stand-in U²-Net)" if stand_in else "")
+    print("\n| stage | reference: eager, dense (ms) | Triton: band (ms) | reference / Triton |")
     print("|---|---:|---:|---:|")
-    for stage in STAGES:
-        e, t = _median(eager, stage), _median(triton, stage)
-        name = label if stage == "preprocessing" else stage.replace("_", " ")
-        print(f"| {name} | {e:,.0f} | {t:,.0f} | {t / e:.2f} |")
-    print(f"\nfaces: eager {_median(eager, 'faces'):.0f}, Triton {_median(triton, 'faces'):.0f}; "
-          f"peak RSS of this process (eager side): {eager_rss:,.0f} MiB; runs: {args.runs} (median), after one warm-up each")
+    for stage in (*STAGES, "total"):
+        r, t = _median(dense, stage), _median(band, stage)
+        name = {"background_removal": label, "glb": f"GLB ({GLB_PRESET.name}: prepare + write)",
+                "total": "end to end"}.get(stage, stage.replace("_", " "))
+        print(f"| {name} | {r:,.0f} | {t:,.0f} | {r / t:.2f}× |")
+
+    after_reference = sum(_median(dense, stage) for stage in AFTER_ENCODER)
+    after_triton = sum(_median(band, stage) for stage in AFTER_ENCODER)
+    dense_points, band_points = dense[0]["points"], band[0]["points"]
+    chamfer = chamfer_relative(dense[0]["vertices"], band[0]["vertices"])
+    triton_encoder = _median(band, "encoder")
+    print(f"\nafter the encoder (grid, marching cubes, colours, GLB): reference {after_reference:,.0f} ms, "
+          f"Triton {after_triton:,.0f} ms: {after_reference / after_triton:.1f}× faster")
+    print(f"decoder grid points: dense {dense_points:,}, band {band_points:,}: {dense_points / band_points:.1f}× fewer")
+    print(f"faces: dense {dense[0]['faces']:,}, band {band[0]['faces']:,}; Chamfer / diagonal {chamfer:.2e}")
+    print(f"Triton end to end / its encoder: {_median(band, 'total') / triton_encoder:.2f}; "
+          f"encoder: eager {_median(dense, 'encoder'):,.0f} ms, Triton {triton_encoder:,.0f} ms "
+          f"({_median(dense, 'encoder') / triton_encoder:.2f}× faster)")
+    for concurrency, rate in per_minute.items():
+        print(f"jobs per minute with {concurrency} in flight: {rate:.2f}")
+    if args.json:
+        print(json.dumps({
+            "size": args.size, "kind": args.kind, "resolution": args.resolution, "threshold": threshold,
+            "dense_points": dense_points, "band_points": band_points, "chamfer_rel": chamfer,
+            "faces_dense": dense[0]["faces"], "faces_band": band[0]["faces"],
+            "reference_ms": {stage: round(_median(dense, stage), 1) for stage in (*STAGES, "total")},
+            "triton_ms": {stage: round(_median(band, stage), 1) for stage in (*STAGES, "total")},
+            "jobs_per_minute": {str(concurrency): round(rate, 2) for concurrency, rate in per_minute.items()},
+        }))
     return 0
 
 

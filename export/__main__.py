@@ -15,7 +15,13 @@ import sys
 from pathlib import Path
 
 from export.repository import FLAVOURS, write_configs
-from img2mesh.contract import Shapes
+from img2mesh.contract import INFERENCE_PRECISIONS, Shapes
+
+PRECISION_HELP = (
+    "precision of the networks OpenVINO serves on the cpu and portable flavours (default %(default)s); "
+    "bf16 is faster on CPUs with AMX or AVX512-BF16 but changes the numbers: opt in only after "
+    "checking the meshes (docs/runbook.md, \"CPU engines\")"
+)
 
 TEST_WEIGHTS_LABEL = (
     "GENERATED TEST WEIGHTS — not the official TripoSR or U²-Net. Meshes made with them show a "
@@ -30,6 +36,7 @@ def _build(args: argparse.Namespace) -> int:
         args.checkpoint,
         args.output,
         flavour=args.flavour,
+        precision=args.precision,
         u2net=args.u2net,
         version=args.version,
         cache_dir=args.cache_dir,
@@ -53,7 +60,7 @@ def _test_weights(args: argparse.Namespace) -> int:
 
 
 def _configs(args: argparse.Namespace) -> int:
-    write_configs(args.output, args.flavour, Shapes())
+    write_configs(args.output, args.flavour, Shapes(), args.precision)
     print(f"[export] wrote {args.flavour} configs for the official architecture into {args.output}")
     return 0
 
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--u2net-unverified", action="store_true",
                        help="accept a u2net.onnx whose md5 differs from rembg's (another export, or the generated stand-in)")
     build.add_argument("--flavour", choices=FLAVOURS, default="gpu")
+    build.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=INFERENCE_PRECISIONS[0], help=PRECISION_HELP)
     build.add_argument("--output", type=Path, default=Path("model_repository"))
     build.add_argument("--version", type=int, help="version number to write (default: the next free one)")
     build.add_argument("--cache-dir", type=Path, help="download cache for the hub and rembg")
@@ -82,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configs = commands.add_parser("configs", help="rewrite the configs of the official architecture only")
     configs.add_argument("--flavour", choices=FLAVOURS, default="gpu")
+    configs.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=INFERENCE_PRECISIONS[0], help=PRECISION_HELP)
     configs.add_argument("--output", type=Path, default=Path("model_repository"))
     configs.set_defaults(run=_configs)
 

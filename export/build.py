@@ -23,7 +23,7 @@ from export.repository import (
     write_configs,
 )
 from export.version_tag import add_version_output
-from img2mesh.contract import DECODER, ENCODER, REMBG, Shapes
+from img2mesh.contract import DECODER, ENCODER, INFERENCE_PRECISIONS, REMBG, Shapes
 
 Log = Callable[[str], None]
 # Protobuf refuses single files of 2 GiB; stay clear of it for the official encoder (1.68 GB).
@@ -69,6 +69,7 @@ def build_repository(
     *,
     flavour: str,
     u2net: str | None,
+    precision: str = INFERENCE_PRECISIONS[0],
     version: int | None = None,
     cache_dir: Path | None = None,
     verify_u2net_checksum: bool = True,
@@ -76,7 +77,8 @@ def build_repository(
 ) -> BuildReport:
     """Export TripoSR (``checkpoint``: hub id or local dir) and U²-Net into ``output``.
 
-    ``u2net`` is ``"download"`` (rembg's own downloader, checksum checked), a path to
+    ``precision`` is that of the networks served by OpenVINO on the CPU flavours (``bf16`` only as
+    an operator's opt-in). ``u2net`` is ``"download"`` (rembg's own downloader, checksum checked), a path to
     ``u2net.onnx`` (checked against rembg's md5 unless ``verify_u2net_checksum`` is False, for
     another U²-Net export or the generated stand-in), or None to keep the repository's rembg.
     """
@@ -124,7 +126,7 @@ def build_repository(
             done()
 
         done = _step(log, report, "install", f"writing {flavour} configs and version {version} into {output}")
-        write_configs(output, flavour, shapes)
+        write_configs(output, flavour, shapes, precision)
         for name in (ENCODER, DECODER):
             install_version(output, name, version, staged[name], flavour)
         if rembg_version is not None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from img2mesh.contract import REMBG_INPUT, REMBG_MASK
+from img2mesh.onnxruntime_sessions import onnxruntime_session
 
 U2NET_MD5 = "60024c5c889badc19c04ad937298a77b"
 BATCH_DIM = "batch"
@@ -89,8 +89,8 @@ def verify_against_original(original: Path, rewritten: Path) -> None:
         ValueError: a shape or a value differs.
     """
     first, second = _probe_inputs()
-    reference = ort.InferenceSession(str(original), providers=["CPUExecutionProvider"])
-    candidate = ort.InferenceSession(str(rewritten), providers=["CPUExecutionProvider"])
+    reference = onnxruntime_session(original)
+    candidate = onnxruntime_session(rewritten)
     reference_input = reference.get_inputs()[0].name
     expected = [reference.run(None, {reference_input: image[None]})[0][0] for image in (first, second)]
     single = candidate.run([REMBG_MASK], {REMBG_INPUT: first[None]})[0]

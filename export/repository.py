@@ -22,6 +22,7 @@ from img2mesh.contract import (
     CONDITION,
     CONFIG_CHUNK_SIZE,
     CONFIG_DECODER_MODEL,
+    CONFIG_INFERENCE_PRECISION,
     CONFIG_MAX_PIXELS,
     CONFIG_MESH_EXTRACTION,
     DECODER,
@@ -33,6 +34,7 @@ from img2mesh.contract import (
     FOREGROUND,
     IMAGE,
     IMAGE_PREPROCESS,
+    INFERENCE_PRECISIONS,
     MASK,
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
@@ -57,8 +59,28 @@ from img2mesh.mesh_extraction import DEFAULT_EXTRACTION
 
 FLAVOURS = ("gpu", "cpu", "portable")
 SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
-ONNX_RUNNER = Path(__file__).resolve().parent / "onnx_runner_model.py"
 TRT_CACHE_ROOT = "/cache/trt"
+
+CPU_ENGINES = {REMBG: "onnxruntime", ENCODER: "openvino", DECODER: "openvino"}
+"""The fastest fp32 CPU engine of each network, measured by ``python -m bench.engines``
+(docs/runbook.md, "CPU engines"): the cpu and portable flavours serve it."""
+RUNNERS = {
+    "onnxruntime": Path(__file__).resolve().parent / "onnx_runner_model.py",
+    "openvino": Path(__file__).resolve().parent / "openvino_runner_model.py",
+}
+"""The Python-backend model that serves an ONNX file with each engine."""
+
+
+def python_runner(name: str, flavour: str) -> Path | None:
+    """The runner model that serves ONNX model ``name`` in ``flavour``, or None for a native backend.
+
+    The portable flavour has only the Python backend. The cpu flavour serves OpenVINO networks
+    through the runner too: Triton 24.10's native ``openvino`` backend cannot force fp32
+    (export/openvino_runner_model.py says why).
+    """
+    if flavour == "portable" or (flavour == "cpu" and CPU_ENGINES[name] == "openvino"):
+        return RUNNERS[CPU_ENGINES[name]]
+    return None
 
 
 def _tensors(kind: type, specs: tuple[TensorSpec, ...]) -> list:
@@ -130,7 +152,8 @@ def _tensorrt(name: str, input_name: str, dims: list[int]) -> mc.ModelOptimizati
     )
 
 
-def onnx_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConfig:
+def onnx_model_config(name: str, flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISIONS[0]) -> mc.ModelConfig:
+    """``precision`` is that of the OpenVINO runners (``bf16`` is an operator's opt-in)."""
     inputs, outputs = _io(name, shapes)
     config = mc.ModelConfig(
         name=name,
@@ -140,12 +163,17 @@ def onnx_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConfig
         version_policy=_latest_version(),
         dynamic_batching=mc.ModelDynamicBatching(max_queue_delay_microseconds=2000),
     )
-    if flavour == "portable":
+    warmup_dims = {POINTS: [DECODER_CHUNK_POINTS, 3]} if name == DECODER else None
+    runner = python_runner(name, flavour)
+    if runner is not None:
         config.backend = "python"
         config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_CPU, 1))
+        if CPU_ENGINES[name] == "openvino":
+            _set_parameters(config, {CONFIG_INFERENCE_PRECISION: precision})
+        if flavour != "portable":
+            config.model_warmup.extend(_warmup(inputs, warmup_dims))
         return config
     config.backend = "onnxruntime"
-    warmup_dims = {POINTS: [DECODER_CHUNK_POINTS, 3]} if name == DECODER else None
     config.model_warmup.extend(_warmup(inputs, warmup_dims))
     if flavour == "cpu":
         config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_CPU, 1))
@@ -221,11 +249,13 @@ def ensemble_config(shapes: Shapes) -> mc.ModelConfig:
     )
 
 
-def all_configs(flavour: str, shapes: Shapes) -> dict[str, mc.ModelConfig]:
+def all_configs(flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISIONS[0]) -> dict[str, mc.ModelConfig]:
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown flavour {flavour!r}: choose one of {', '.join(FLAVOURS)}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(INFERENCE_PRECISIONS)}")
     configs = {name: python_model_config(name, flavour, shapes) for name in PYTHON_MODELS}
-    configs.update({name: onnx_model_config(name, flavour, shapes) for name in ONNX_MODELS})
+    configs.update({name: onnx_model_config(name, flavour, shapes, precision) for name in ONNX_MODELS})
     configs[ENSEMBLE] = ensemble_config(shapes)
     return configs
 
@@ -246,9 +276,9 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
-def write_configs(repository: Path, flavour: str, shapes: Shapes) -> None:
+def write_configs(repository: Path, flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISIONS[0]) -> None:
     """Write every config.pbtxt and the Python models' code (version 1) into ``repository``."""
-    for name, config in all_configs(flavour, shapes).items():
+    for name, config in all_configs(flavour, shapes, precision).items():
         _atomic_write(repository / name / "config.pbtxt", config_text(config))
     # An ensemble needs a version folder, even though nothing goes into it.
     (repository / ENSEMBLE / "1").mkdir(exist_ok=True)
@@ -284,7 +314,8 @@ def install_version(repository: Path, model: str, version: int, source: Path, fl
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".staging-{version}-"))
     for item in source.iterdir():
         shutil.move(str(item), staging / item.name)
-    if flavour == "portable":
-        shutil.copy2(ONNX_RUNNER, staging / "model.py")
+    runner = python_runner(model, flavour)
+    if runner is not None:
+        shutil.copy2(runner, staging / "model.py")
     os.rename(staging, target)
     return target

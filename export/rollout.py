@@ -65,7 +65,8 @@ class ModelState:
         serving = ", ".join(map(str, self.ready)) or "none"
         text = f"{self.name}: serving {serving}"
         for version, reason in sorted(self.failed.items()):
-            text += f"; version {version} failed to load: {reason}"
+            # An engine's reason can span lines (OpenVINO adds a Python traceback); status keeps one line per model.
+            text += f"; version {version} failed to load: {' '.join(reason.split())}"
         return text
 
 

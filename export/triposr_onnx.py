@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 from torch import Tensor, nn
 
 from img2mesh.contract import COLOR, DENSITY, ENCODER_IMAGE, POINTS, SCENE_CODES
+from img2mesh.onnxruntime_sessions import onnxruntime_session
 from triposr.system import TSR
 
 # The dynamo exporter implements opset 18+; its down-conversion to 17 produces invalid Split nodes.
@@ -164,10 +164,8 @@ def compare_with_eager(
     with torch.no_grad():
         codes = model.encode(images)
         density, color = model.decode(codes, points)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    encoder = ort.InferenceSession(str(encoder_path), options, providers=["CPUExecutionProvider"])
-    decoder = ort.InferenceSession(str(decoder_path), options, providers=["CPUExecutionProvider"])
+    encoder = onnxruntime_session(encoder_path)
+    decoder = onnxruntime_session(decoder_path)
     (onnx_codes,) = encoder.run([SCENE_CODES], {ENCODER_IMAGE: images.numpy()})
     onnx_density, onnx_color = decoder.run([DENSITY, COLOR], {SCENE_CODES: codes.numpy(), POINTS: points.numpy()})
     return {

@@ -182,5 +182,9 @@ CONFIG_MAX_PIXELS = "max_pixels"
 CONFIG_DECODER_MODEL = "decoder_model"
 CONFIG_CHUNK_SIZE = "chunk_size"
 CONFIG_MESH_EXTRACTION = "mesh_extraction"
+CONFIG_INFERENCE_PRECISION = "inference_precision"
+INFERENCE_PRECISIONS = ("f32", "bf16")
+"""Values of ``inference_precision`` for the OpenVINO runner; the first is the default (bf16 is opt-in)."""
+CONFIG_INTRA_OP_THREADS = "intra_op_thread_count"
 """Keys of the ``parameters`` in the Python models' config.pbtxt (values are strings)."""
 

@@ -9,7 +9,9 @@ Python-backend stub, so it is passed in by the model rather than imported here.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -84,6 +86,64 @@ def answer_each(
             message = f"{type(error).__name__}: {error}"
             pb_utils.Logger.log_error(message)
             responses.append(error_response(pb_utils, message, pb_utils.TritonError.INTERNAL))
+    return responses
+
+
+@dataclass(frozen=True)
+class ServedOnnx:
+    """What a runner model needs to serve the ``model.onnx`` of its version: config and tensor names."""
+
+    config: dict[str, Any]
+    input_names: list[str]
+    output_names: list[str]
+    path: str
+
+    @classmethod
+    def from_args(cls, args: dict[str, str]) -> ServedOnnx:
+        """From the ``args`` of a Python model's ``initialize``."""
+        config = json.loads(args["model_config"])
+        path = os.path.join(args["model_repository"], args["model_version"], "model.onnx")
+        return cls(config, [t["name"] for t in config["input"]], [t["name"] for t in config["output"]], path)
+
+
+def answer_batched(
+    pb_utils: Any,
+    requests: Sequence[Any],
+    input_names: Sequence[str],
+    output_names: Sequence[str],
+    infer: Callable[[dict[str, np.ndarray]], Sequence[np.ndarray]],
+    engine: str,
+) -> list[Any]:
+    """Run requests whose input shapes agree as one batch, like a native backend's batcher.
+
+    ``infer`` maps the concatenated inputs to the outputs in ``output_names`` order; a failing
+    batch answers each of its requests with the engine's message, and the other groups still run.
+    """
+    groups: dict[tuple[tuple[int, ...], ...], list[tuple[int, list[np.ndarray]]]] = {}
+    for index, request in enumerate(requests):
+        arrays = [pb_utils.get_input_tensor_by_name(request, name).as_numpy() for name in input_names]
+        groups.setdefault(tuple(array.shape[1:] for array in arrays), []).append((index, arrays))
+    responses: list[Any] = [None] * len(requests)
+    for members in groups.values():
+        feeds = {
+            name: np.concatenate([arrays[position] for _, arrays in members])
+            for position, name in enumerate(input_names)
+        }
+        try:
+            outputs = infer(feeds)
+        except Exception as error:  # noqa: BLE001 - returned to the callers of this batch
+            for index, _ in members:
+                responses[index] = error_response(pb_utils, f"{engine}: {error}", pb_utils.TritonError.INTERNAL)
+            continue
+        offset = 0
+        for index, arrays in members:
+            size = arrays[0].shape[0]
+            tensors = [
+                pb_utils.Tensor(name, np.ascontiguousarray(output[offset : offset + size]))
+                for name, output in zip(output_names, outputs)
+            ]
+            responses[index] = pb_utils.InferenceResponse(output_tensors=tensors)
+            offset += size
     return responses
 
 

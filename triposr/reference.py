@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from img2mesh.background_removal import foreground_rgba, u2net_input
@@ -28,6 +27,7 @@ from img2mesh.mesh_extraction import (
     grid_points,
     iter_chunks,
 )
+from img2mesh.onnxruntime_sessions import onnxruntime_session
 from img2mesh.parameters import MeshParameters
 from triposr.system import TSR
 
@@ -64,7 +64,7 @@ class ReferencePipeline:
         self.model = model.eval()
         self.chunk_size = chunk_size
         self.extraction = extraction
-        self.u2net = ort.InferenceSession(str(u2net_path), providers=["CPUExecutionProvider"])
+        self.u2net = onnxruntime_session(u2net_path)
         self._u2net_input_name = self.u2net.get_inputs()[0].name
 
     def condition(self, image: bytes, foreground_ratio: float) -> np.ndarray:

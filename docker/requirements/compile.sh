@@ -9,7 +9,7 @@ compile() {  # output, python version, extra arguments...
   uv pip compile pyproject.toml "$@" --python-version "$python" --python-platform x86_64-manylinux_2_28 \
     --annotation-style line --custom-compile-command "docker/requirements/compile.sh" -o "docker/requirements/$output"
 }
-# Triton's Python backend: the stub of the 24.10 container embeds Python 3.10; no extras.
-compile triton.txt 3.10
+# Triton's Python backend: the stub of the 24.10 container embeds Python 3.10.
+compile triton.txt 3.10 --extra triton
 compile worker.txt 3.11 --extra worker
 compile exporter.txt 3.11 --extra export docker/requirements/torch-cpu.in --override docker/requirements/without-torch.txt

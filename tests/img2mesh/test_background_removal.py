@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 from PIL import Image
 
 from img2mesh.background_removal import cut_out, foreground_rgba, u2net_input, u2net_mask
+from img2mesh.onnxruntime_sessions import onnxruntime_session
 
 
 @pytest.fixture()
@@ -22,7 +22,7 @@ def rembg_session(u2net_like: Path, monkeypatch: pytest.MonkeyPatch):
 
 
 def predict(model: Path, rgba: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(model)
     return session.run(None, {session.get_inputs()[0].name: u2net_input(rgba)[None]})[0][0]
 
 

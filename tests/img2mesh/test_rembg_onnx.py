@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
@@ -14,6 +13,7 @@ from export.rembg_onnx import U2NET_MD5, prepare_u2net
 from export.u2net_synthetic import OUTPUT_NAMES, synthetic_product_photo
 from img2mesh.background_removal import u2net_input
 from img2mesh.contract import REMBG
+from img2mesh.onnxruntime_sessions import onnxruntime_session
 
 
 @pytest.fixture(scope="module")
@@ -40,9 +40,9 @@ def test_signature_is_renamed_pruned_and_batch_dynamic(prepared: Path) -> None:
 
 def test_any_batch_equals_the_original_image_by_image(u2net_like: Path, prepared: Path) -> None:
     images = photo_inputs()
-    original = ort.InferenceSession(str(u2net_like), providers=["CPUExecutionProvider"])
+    original = onnxruntime_session(u2net_like)
     expected = np.concatenate([original.run(None, {"input.1": image[None]})[0] for image in images])
-    rewritten = ort.InferenceSession(str(prepared), providers=["CPUExecutionProvider"])
+    rewritten = onnxruntime_session(prepared)
     (batched,) = rewritten.run(["mask"], {"input": images})
     assert batched.shape == (3, 1, 320, 320)
     difference = float(np.abs(batched - expected).max())
@@ -56,7 +56,7 @@ def test_the_synthetic_file_really_pins_the_batch(u2net_like: Path, tmp_path: Pa
     model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
     naive = tmp_path / "naive.onnx"
     onnx.save(model, str(naive))
-    session = ort.InferenceSession(str(naive), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(naive)
     with pytest.raises(Fail, match="cannot be reshaped to the requested shape"):
         session.run(None, {"input.1": photo_inputs()[:2]})
 

@@ -18,6 +18,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
+from export.repository import CPU_ENGINES, RUNNERS, python_runner
 from tests.ops.conftest import ROOT
 
 DOCKER = ROOT / "docker"
@@ -98,6 +99,11 @@ def copied(name: str) -> set[str]:
 
 
 PYTHON_MODELS = sorted(ROOT.glob("model_repository/*/1/model.py"))
+# The runner models the exporter copies into versions that the production flavours serve with the
+# Python backend (export.repository.python_runner): the Triton image must run them too.
+PRODUCTION_RUNNERS = sorted(
+    {runner for name in CPU_ENGINES for flavour in ("gpu", "cpu") if (runner := python_runner(name, flavour))}
+)
 
 
 def test_triton_image_is_ngc_24_10_with_numpy_below_2_for_python_310() -> None:
@@ -109,12 +115,13 @@ def test_triton_image_is_ngc_24_10_with_numpy_below_2_for_python_310() -> None:
     assert ("COPY", ["docker/requirements/triton.txt", "/tmp/requirements.txt"]) in steps
     assert "sys.version_info[:2] == (3, 10)" in runs
     assert lock("triton.txt")["numpy"] < Version("2")
-    assert re.search(r"^compile triton\.txt 3\.10$", (LOCKS / "compile.sh").read_text(), re.M)
+    assert re.search(r"^compile triton\.txt 3\.10 --extra triton$", (LOCKS / "compile.sh").read_text(), re.M)
 
 
 def test_triton_image_installs_every_package_the_python_models_import() -> None:
     assert PYTHON_MODELS, "no Python-backend models found"
-    third, first = imports(PYTHON_MODELS)
+    assert PRODUCTION_RUNNERS, "the cpu flavour serves some network through a runner model"
+    third, first = imports([*PYTHON_MODELS, *PRODUCTION_RUNNERS])
     print(f"Python-backend models import {sorted(third)} and {sorted(first)}")
     pinned = lock("triton.txt")
     assert distributions(third) <= set(pinned), distributions(third) - set(pinned)
@@ -123,7 +130,7 @@ def test_triton_image_installs_every_package_the_python_models_import() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "extras", "python"), [("triton.txt", (), "3.10"), ("worker.txt", ("worker",), "3.11"), ("exporter.txt", ("export",), "3.11")]
+    ("name", "extras", "python"), [("triton.txt", ("triton",), "3.10"), ("worker.txt", ("worker",), "3.11"), ("exporter.txt", ("export",), "3.11")]
 )
 def test_locks_pin_every_requirement_of_pyproject(name: str, extras: tuple[str, ...], python: str) -> None:
     pinned = lock(name)
@@ -144,7 +151,9 @@ def test_exporter_image_has_cpu_torch_and_everything_export_imports() -> None:
     runs = [value[0] for command, value in steps if command == "RUN"]
     assert any(f'--index-url "${{TORCH_INDEX_URL}}" {torch_pin.name}{torch_pin.specifier}' in run for run in runs)
     assert ("ARG", ["TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"]) in steps
-    third, first = imports(sorted((ROOT / "export").glob("*.py")))
+    # The runner models are Python-backend models the exporter only copies; the Triton image runs them.
+    exporter_code = [path for path in sorted((ROOT / "export").glob("*.py")) if path not in RUNNERS.values()]
+    third, first = imports(exporter_code)
     assert distributions(third - {"torch"}) <= set(lock("exporter.txt"))
     sources = copied("exporter.Dockerfile")
     assert {f"{package}" for package in first} <= sources

@@ -6,12 +6,12 @@ import shutil
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 
 from export import triposr_onnx
 from export.triposr_onnx import EXPORT_POINTS, compare_with_eager, export_decoder, export_encoder
+from img2mesh.onnxruntime_sessions import onnxruntime_session
 from triposr.system import TSR
 
 
@@ -50,8 +50,8 @@ def test_onnxruntime_matches_eager_pytorch(tiny_random: TSR, onnx_paths: tuple[P
 
 @pytest.mark.parametrize(("batch", "count"), [(1, 1), (3, 777)])
 def test_other_batch_sizes_and_point_counts_run(tiny_random: TSR, onnx_paths: tuple[Path, Path], batch: int, count: int) -> None:
-    encoder = ort.InferenceSession(str(onnx_paths[0]), providers=["CPUExecutionProvider"])
-    decoder = ort.InferenceSession(str(onnx_paths[1]), providers=["CPUExecutionProvider"])
+    encoder = onnxruntime_session(onnx_paths[0])
+    decoder = onnxruntime_session(onnx_paths[1])
     images = torch.rand(batch, 3, 512, 512).numpy()
     (codes,) = encoder.run(None, {"image": images})
     points = ((torch.rand(batch, count, 3) * 2 - 1) * tiny_random.radius).numpy()
@@ -69,7 +69,7 @@ def test_large_weights_go_to_an_external_file_that_travels_with_the_graph(
     assert (tmp_path / "staging" / "model.onnx.data").stat().st_size > (tmp_path / "staging" / "model.onnx").stat().st_size
     installed = shutil.move(tmp_path / "staging", tmp_path / "1")
     images = torch.rand(1, 3, 512, 512)
-    session = ort.InferenceSession(str(Path(installed) / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(Path(installed) / "model.onnx")
     (codes,) = session.run(None, {"image": images.numpy()})
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(codes), tiny_random.encode(images), rtol=1e-4, atol=1e-5)

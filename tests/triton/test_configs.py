@@ -5,11 +5,13 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from export.repository import FLAVOURS, SOURCE_REPOSITORY, parse_config, write_configs
+from export.repository import CPU_ENGINES, FLAVOURS, SOURCE_REPOSITORY, parse_config, python_runner, write_configs
 from img2mesh.contract import (
+    CONFIG_INFERENCE_PRECISION,
     DECODER,
     ENCODER,
     ENSEMBLE,
+    INFERENCE_PRECISIONS,
     ONNX_MODELS,
     PYTHON_MODELS,
     REMBG,
@@ -34,12 +36,15 @@ def test_every_flavour_parses_with_tritons_schema(tmp_path: Path, flavour: str) 
     configs = {name: parse_config(tmp_path / name / "config.pbtxt") for name in ALL_MODELS}
     for name in ONNX_MODELS:
         config = configs[name]
-        expected_backend = "python" if flavour == "portable" else "onnxruntime"
-        assert config.backend == expected_backend
+        runner = python_runner(name, flavour)
+        assert config.backend == ("python" if runner is not None else "onnxruntime")
+        if runner is not None and CPU_ENGINES[name] == "openvino":
+            assert config.parameters[CONFIG_INFERENCE_PRECISION].string_value == INFERENCE_PRECISIONS[0]
         kinds = {group.kind for group in config.instance_group}
         assert kinds == {mc.ModelInstanceGroup.KIND_GPU if flavour == "gpu" else mc.ModelInstanceGroup.KIND_CPU}
         assert config.HasField("dynamic_batching")
         assert bool(config.model_warmup) == (flavour != "portable")
+    assert python_runner(ENCODER, "gpu") is None and python_runner(DECODER, "gpu") is None
     for name in PYTHON_MODELS:
         assert configs[name].backend == "python"
         assert (tmp_path / name / "1" / "model.py").is_file()

@@ -70,7 +70,7 @@ def test_backend_code_runs_on_python_310(tmp_path: Path) -> None:
     )
     assert install.returncode == 0, install.stderr
     models = sorted(str(path) for path in (ROOT / "model_repository").glob("*/1/model.py"))
-    models.append(str(ROOT / "export" / "onnx_runner_model.py"))
+    models += [str(ROOT / "export" / name) for name in ("onnx_runner_model.py", "openvino_runner_model.py")]
     result = subprocess.run(
         [str(venv / "bin" / "python"), "-c", SCRIPT, *models],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
