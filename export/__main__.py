@@ -18,7 +18,8 @@ from export.repository import FLAVOURS, write_configs
 from img2mesh.contract import INFERENCE_PRECISIONS, Shapes
 
 PRECISION_HELP = (
-    "precision of the networks OpenVINO serves on the cpu and portable flavours (default %(default)s); "
+    "precision of the encoder on the cpu and portable flavours, served by OpenVINO (default %(default)s; the "
+    "decoder stays fp32); "
     "bf16 is faster on CPUs with AMX or AVX512-BF16 but changes the numbers: opt in only after "
     "checking the meshes (docs/runbook.md, \"CPU engines\")"
 )

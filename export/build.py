@@ -77,8 +77,8 @@ def build_repository(
 ) -> BuildReport:
     """Export TripoSR (``checkpoint``: hub id or local dir) and U²-Net into ``output``.
 
-    ``precision`` is that of the networks served by OpenVINO on the CPU flavours (``bf16`` only as
-    an operator's opt-in). ``u2net`` is ``"download"`` (rembg's own downloader, checksum checked), a path to
+    ``precision`` is that of the encoder where OpenVINO serves it (``bf16`` only as an operator's
+    opt-in; the decoder stays fp32). ``u2net`` is ``"download"`` (rembg's own downloader, checksum checked), a path to
     ``u2net.onnx`` (checked against rembg's md5 unless ``verify_u2net_checksum`` is False, for
     another U²-Net export or the generated stand-in), or None to keep the repository's rembg.
     """

@@ -153,7 +153,7 @@ def _tensorrt(name: str, input_name: str, dims: list[int]) -> mc.ModelOptimizati
 
 
 def onnx_model_config(name: str, flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISIONS[0]) -> mc.ModelConfig:
-    """``precision`` is that of the OpenVINO runners (``bf16`` is an operator's opt-in)."""
+    """``precision`` is that of the encoder when OpenVINO serves it (``bf16`` is an operator's opt-in)."""
     inputs, outputs = _io(name, shapes)
     config = mc.ModelConfig(
         name=name,
@@ -169,7 +169,9 @@ def onnx_model_config(name: str, flavour: str, shapes: Shapes, precision: str = 
         config.backend = "python"
         config.instance_group.extend(_instances(mc.ModelInstanceGroup.KIND_CPU, 1))
         if CPU_ENGINES[name] == "openvino":
-            _set_parameters(config, {CONFIG_INFERENCE_PRECISION: precision})
+            # The decoder stays fp32 whatever is asked: its exp() density needs it (docs/facts.md).
+            chosen = precision if name != DECODER else INFERENCE_PRECISIONS[0]
+            _set_parameters(config, {CONFIG_INFERENCE_PRECISION: chosen})
         if flavour != "portable":
             config.model_warmup.extend(_warmup(inputs, warmup_dims))
         return config

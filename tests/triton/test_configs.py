@@ -79,3 +79,12 @@ def test_ensemble_edges_agree_on_names_types_and_dims(tmp_path: Path) -> None:
             produced[value] = (outputs[key].data_type, list(outputs[key].dims))
     for tensor in ensemble.output:
         assert produced[tensor.name] == (tensor.data_type, list(tensor.dims)), tensor.name
+
+
+def test_bf16_is_an_opt_in_for_the_encoder_only(tmp_path: Path) -> None:
+    write_configs(tmp_path, "cpu", Shapes(), precision="bf16")
+    precision = {name: parse_config(tmp_path / name / "config.pbtxt").parameters[CONFIG_INFERENCE_PRECISION].string_value
+                 for name in (ENCODER, DECODER)}
+    assert precision == {ENCODER: "bf16", DECODER: INFERENCE_PRECISIONS[0]}
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        write_configs(tmp_path, "cpu", Shapes(), precision="fp16")
