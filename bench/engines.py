@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench.weights import generated_weights
 from img2mesh.contract import DECODER_CHUNK_POINTS, DENSITY, ENCODER_IMAGE, POINTS, SCENE_CODES
 from img2mesh.onnxruntime_sessions import onnxruntime_session
 from img2mesh.openvino_models import openvino_model
@@ -33,16 +34,6 @@ from img2mesh.openvino_models import openvino_model
 PARITY_LIMIT = 1e-4
 
 Run = Callable[[], np.ndarray]
-
-
-def _weights(cache: Path, size: str) -> Path:
-    from triposr.synthetic import write_checkpoint
-
-    target = cache / f"triposr-{size}-random"
-    if not (target / "model.ckpt").exists():
-        print(f"[bench] generating {size} random weights in the official layout into {target}")
-        write_checkpoint(target, size=size, kind="random", seed=0)
-    return target
 
 
 def _graphs(model: torch.nn.Module, folder: Path) -> tuple[Path, Path]:
@@ -102,7 +93,7 @@ def main() -> int:
 
     from triposr.checkpoint import load_tsr
 
-    model = load_tsr(str(_weights(args.cache, args.size))).eval()
+    model = load_tsr(str(generated_weights(args.cache, args.size, "random"))).eval()
     encoder_path, decoder_path = _graphs(model, args.cache / f"engines-{args.size}")
     threads = os.cpu_count() or 1
     generator = torch.Generator().manual_seed(1)

@@ -28,21 +28,12 @@ import numpy as np
 import torch
 
 from bench.mesh_metrics import chamfer_relative
+from bench.weights import generated_weights
 from img2mesh.contract import DECODER_CHUNK_POINTS
 from img2mesh.mesh_extraction import Surface, extract_surface, iter_chunks
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 THRESHOLD = 25.0
-
-
-def _weights(cache: Path, size: str) -> Path:
-    from triposr.synthetic import write_checkpoint
-
-    target = cache / f"triposr-{size}-analytic"
-    if not (target / "model.ckpt").exists():
-        print(f"[bench] generating {size} analytic weights in the official layout into {target}")
-        write_checkpoint(target, size=size, kind="analytic", seed=0)
-    return target
 
 
 @contextlib.contextmanager
@@ -101,7 +92,7 @@ def main() -> int:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --device cpu to try the script without a GPU")
-    model = load_tsr(str(_weights(args.cache, args.size))).eval().to(device)
+    model = load_tsr(str(generated_weights(args.cache, args.size, "analytic"))).eval().to(device)
     size = model.config.cond_image_size
     image = torch.rand(1, 3, size, size, generator=torch.Generator().manual_seed(1)).to(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

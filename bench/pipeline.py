@@ -36,6 +36,7 @@ import tritonclient.grpc as grpcclient
 from asset.glb import write_glb
 from asset.mesh_preparation import prepare_mesh
 from bench.mesh_metrics import chamfer_relative
+from bench.weights import generated_weights
 from client_worker.pipeline.presets import PRESETS
 from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
 from img2mesh.contract import (
@@ -57,16 +58,6 @@ STAGES = ("background_removal", "encoder", "grid", "marching_cubes", "colors", "
 AFTER_ENCODER = ("grid", "marching_cubes", "colors", "glb")
 BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
 GLB_PRESET = PRESETS["balanced"]
-
-
-def _weights(cache: Path, size: str, kind: str) -> Path:
-    from triposr.synthetic import write_checkpoint
-
-    target = cache / f"triposr-{size}-{kind}"
-    if not (target / "model.ckpt").exists():
-        print(f"[bench] generating {size} {kind} weights in the official layout into {target}")
-        write_checkpoint(target, size=size, kind=kind, seed=0)
-    return target
 
 
 def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool) -> Path:
@@ -183,7 +174,7 @@ def main() -> int:
     from triposr.reference import ReferencePipeline
 
     args.cache.mkdir(parents=True, exist_ok=True)
-    checkpoint = _weights(args.cache, args.size, args.kind)
+    checkpoint = generated_weights(args.cache, args.size, args.kind)
     stand_in = args.u2net is None
     u2net = args.u2net or write_u2net_like(args.cache / "u2net-standin.onnx")
     repository = _repository(args.cache, checkpoint, u2net, stand_in)
