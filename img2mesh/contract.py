@@ -46,11 +46,15 @@ DECODER_VERSION = "DECODER_VERSION"
 VERTICES = "VERTICES"
 FACES = "FACES"
 VERTEX_COLORS = "VERTEX_COLORS"
+UVS = "UVS"
+"""Texture coordinates per vertex (glTF convention: (0, 0) is the texture's top-left corner, v down)."""
+TEXTURE = "TEXTURE"
+"""The baked base-colour texture, sRGB uint8 [S, S, 3]; empty ([0, 0, 3]) when none was asked for."""
 MESH_INFO = "MESH_INFO"
 MODEL_VERSION = "MODEL_VERSION"
 """The ensemble's copy of the encoder's ``version``: which TripoSR weights made the mesh."""
 
-MESH_OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, MESH_INFO)
+MESH_OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, UVS, TEXTURE, MESH_INFO)
 """What the mesher returns and the ensemble passes through, in this order."""
 
 # --- Shapes ---------------------------------------------------------------------------------------
@@ -108,6 +112,8 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
         TensorSpec(VERTICES, "FP32", (VARIABLE, 3)),
         TensorSpec(FACES, "INT32", (VARIABLE, 3)),
         TensorSpec(VERTEX_COLORS, "UINT8", (VARIABLE, 3)),
+        TensorSpec(UVS, "FP32", (VARIABLE, 2)),
+        TensorSpec(TEXTURE, "UINT8", (VARIABLE, VARIABLE, 3)),
         TensorSpec(MESH_INFO, "STRING", (1,)),
     )
     version = TensorSpec(VERSION, "INT64", (1,))
@@ -140,7 +146,8 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
 class RequestParameter:
     """An optional per-request knob: its default and allowed range (``None``: unbounded on that side).
 
-    ``above`` is an exclusive lower bound, ``minimum``/``maximum`` inclusive ones.
+    ``above`` is an exclusive lower bound, ``minimum``/``maximum`` inclusive ones; ``choices`` lists
+    the only values allowed; ``off`` is a value, outside the range, that turns the step off.
     """
 
     name: str
@@ -149,10 +156,16 @@ class RequestParameter:
     minimum: float | None = None
     maximum: float | None = None
     above: float | None = None
+    choices: tuple[int, ...] = ()
+    off: float | None = None
 
     def allowed(self) -> str:
         """The allowed values in words, for error messages and the docs' table."""
+        if self.choices:
+            return ", ".join(str(choice) for choice in self.choices)
         if self.minimum is not None and self.maximum is not None:
+            if self.off is not None:
+                return f"{self.off} (off), or {self.minimum} … {self.maximum}"
             return f"{self.minimum} … {self.maximum}"
         if self.above is not None:
             return f"finite, > {self.above}"
@@ -166,7 +179,12 @@ THRESHOLD = RequestParameter("threshold", float, 25.0, above=0)
 FOREGROUND_RATIO = RequestParameter("foreground_ratio", float, 0.85, minimum=0.5, maximum=1.0)
 """The share of the encoder's square the object fills (TripoSR's run.py default 0.85)."""
 
-REQUEST_PARAMETERS = (RESOLUTION, THRESHOLD, FOREGROUND_RATIO)
+TARGET_FACES = RequestParameter("target_faces", int, 0, minimum=1_000, maximum=2_000_000, off=0)
+"""The triangle budget the mesher decimates to; 0 keeps marching cubes' mesh as it is."""
+TEXTURE_SIZE = RequestParameter("texture_size", int, 0, choices=(0, 256, 512, 1024, 2048, 4096))
+"""The side of the baked texture in texels (powers of two, for mipmaps); 0 bakes none (vertex colours only)."""
+
+REQUEST_PARAMETERS = (RESOLUTION, THRESHOLD, FOREGROUND_RATIO, TARGET_FACES, TEXTURE_SIZE)
 RESERVED_PARAMETER_PREFIX = "triton_"
 """Triton reserves request parameters with this prefix; they may reach a model alongside ours."""
 

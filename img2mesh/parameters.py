@@ -17,6 +17,8 @@ from img2mesh.contract import (
     REQUEST_PARAMETERS,
     RESERVED_PARAMETER_PREFIX,
     RESOLUTION,
+    TARGET_FACES,
+    TEXTURE_SIZE,
     THRESHOLD,
     RequestParameter,
 )
@@ -25,11 +27,13 @@ from img2mesh.errors import InvalidInput
 
 @dataclass(frozen=True)
 class MeshParameters:
-    """Marching-cubes grid resolution, density threshold and the object's share of the frame."""
+    """Grid resolution, density threshold, the object's share of the frame, triangle budget, texture size."""
 
     resolution: int = int(RESOLUTION.default)
     threshold: float = float(THRESHOLD.default)
     foreground_ratio: float = float(FOREGROUND_RATIO.default)
+    target_faces: int = int(TARGET_FACES.default)
+    texture_size: int = int(TEXTURE_SIZE.default)
 
     @classmethod
     def from_request(cls, params: Mapping[str, object]) -> MeshParameters:
@@ -57,12 +61,15 @@ def _validated(parameter: RequestParameter, value: object) -> int | float:
     name = parameter.name
     if parameter.kind is int:
         if not number.is_integer():
-            raise InvalidInput(
-                f"{name} must be a whole number from {parameter.minimum} to {parameter.maximum}, got {value!r}"
-            )
+            raise InvalidInput(f"{name} must be a whole number ({parameter.allowed()}), got {value!r}")
         whole = int(number)
-        if not parameter.minimum <= whole <= parameter.maximum:  # type: ignore[operator]
-            raise InvalidInput(f"{name} must be from {parameter.minimum} to {parameter.maximum}, got {whole}")
+        if parameter.choices:
+            if whole not in parameter.choices:
+                raise InvalidInput(f"{name} must be one of {parameter.allowed()}, got {whole}")
+        elif whole != parameter.off and not parameter.minimum <= whole <= parameter.maximum:  # type: ignore[operator]
+            if parameter.off is None:
+                raise InvalidInput(f"{name} must be from {parameter.minimum} to {parameter.maximum}, got {whole}")
+            raise InvalidInput(f"{name} must be {parameter.allowed()}, got {whole}")
         return whole
     if parameter.above is not None:
         if not math.isfinite(number) or number <= parameter.above:

@@ -71,16 +71,16 @@ def _tensors(specs: tuple[contract.TensorSpec, ...]) -> str:
 
 
 def _table_rows(heading: str) -> dict[str, list[str]]:
-    """The table rows from ``heading`` to the next heading: first cell (without backticks) → cells."""
+    """The rows of the first table from ``heading`` on: first cell (without backticks) → cells."""
     text = ARCHITECTURE.read_text()
-    section = text[text.index(heading):]
-    rows = {}
-    for line in section.splitlines()[1:]:
-        if line.startswith("#"):
+    rows: dict[str, list[str]] = {}
+    for line in text[text.index(heading):].splitlines():
+        if line.startswith("|"):
+            if not line.startswith("|---"):
+                cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+                rows[cells[0].strip("`")] = cells
+        elif rows and len(rows) > 1:
             break
-        if line.startswith("|") and not line.startswith("|---"):
-            cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-            rows[cells[0].strip("`")] = cells
     return rows
 
 

@@ -33,6 +33,11 @@ Kinds:
      ``exp(raw - 1) = 25 exp(SHARPNESS (radius^2 - s))`` crosses the official iso-level 25 exactly at
      ``s = radius^2``, is above it inside and below it outside. The colour logits are constant
      ``logit(color)``.
+* ``two-color``: the same ball, coloured ``FRONT_COLOR`` where x > 0 (the photographed front) and
+  ``BACK_COLOR`` where x < 0, with a sharp edge on the plane x = 0 (for texture tests): plane
+  (x, y) also holds x in channel 1, two hidden units compute ``SiLU(K x + 1) − SiLU(K x)``, a step
+  from 0 to 1 over about ``10 / K`` in x, carried through the later layers on top of OFFSET, and the
+  colour logits move from ``logit(BACK_COLOR)`` to ``logit(FRONT_COLOR)`` with it.
 """
 
 from __future__ import annotations
@@ -53,7 +58,8 @@ from triposr.config import DINO_VITB16, ViTConfig, load_config
 from triposr.system import TSR
 
 Size = Literal["official", "tiny"]
-Kind = Literal["random", "analytic"]
+Kind = Literal["random", "analytic", "two-color"]
+KINDS: tuple[Kind, ...] = ("random", "analytic", "two-color")
 
 # The hub config.yaml's values (class defaults left implicit, as in the hub file).
 OFFICIAL_CONFIG: dict[str, Any] = {
@@ -88,6 +94,10 @@ TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
 TINY_VIT_DIR = "vit"
 
 DEFAULT_COLOR = (0.8, 0.3, 0.2)
+FRONT_COLOR = (0.9, 0.1, 0.1)
+BACK_COLOR = (0.1, 0.1, 0.9)
+EDGE_SHARPNESS = 2000.0
+"""K of the two-colour step: the colour changes over about 0.005 units of x (a third of a cell at 256³)."""
 ANALYTIC_OFFSET = 100.0
 ANALYTIC_SHARPNESS = 10.0
 ISO_LEVEL = 25.0
@@ -132,27 +142,38 @@ def _texel_centres(side: int, radius: float) -> Tensor:
     return radius * ((2 * torch.arange(side, dtype=torch.float64) + 1) / side - 1)
 
 
-def _make_analytic(model: TSR, radius: float, color: tuple[float, float, float]) -> None:
-    """Overwrite ``model`` so its field is the ball described in the module docstring."""
+def _make_analytic(
+    model: TSR, radius: float, color: tuple[float, float, float],
+    split: tuple[tuple[float, float, float], tuple[float, float, float]] | None = None,
+) -> None:
+    """Overwrite ``model`` so its field is the ball described in the module docstring.
+
+    ``split`` is ``(front colour, back colour)`` for the two-colour ball; None colours it ``color``.
+    """
     config = model.config
     plane_size, out_channels = config.tokenizer.plane_size, config.post_processor.out_channels
     if config.tokenizer.num_channels < 4:
         raise ValueError("the analytic construction needs at least 4 triplane channels")
     if not 0 < radius < config.renderer.radius:
         raise ValueError(f"radius must lie in (0, {config.renderer.radius}), got {radius}")
-    if not all(0 < c < 1 for c in color):
-        raise ValueError(f"color components must lie strictly between 0 and 1, got {color}")
+    for shade in (color, *(split or ())):
+        if not all(0 < c < 1 for c in shade):
+            raise ValueError(f"color components must lie strictly between 0 and 1, got {shade}")
+    if split is not None and (config.tokenizer.num_channels < 8 or out_channels < 2 or config.decoder.n_hidden_layers < 2):
+        raise ValueError("the two-colour construction needs 8 triplane channels, 2 output channels and 2 hidden layers")
     side = 2 * plane_size
     centres = _texel_centres(side, config.renderer.radius)
-    images = torch.zeros(3, side, side, dtype=torch.float64)  # [plane, row, col]
-    images[0] = centres[:, None] ** 2 + centres[None, :] ** 2  # plane (x, y): col = x, row = y
-    images[1] = (centres**2)[:, None].expand(side, side)  # plane (x, z): row = z
+    images = torch.zeros(2, 3, side, side, dtype=torch.float64)  # [output channel, plane, row, col]
+    images[0, 0] = centres[:, None] ** 2 + centres[None, :] ** 2  # plane (x, y): col = x, row = y
+    images[0, 1] = (centres**2)[:, None].expand(side, side)  # plane (x, z): row = z
+    images[1, 0] = centres[None, :].expand(side, side)  # plane (x, y), channel 1: x
     queries = torch.zeros(3, config.tokenizer.num_channels, plane_size, plane_size, dtype=torch.float64)
     upsample = torch.zeros_like(model.post_processor.upsample.weight)
-    for a in range(2):
-        for b in range(2):
-            queries[:, 2 * a + b] = images[:, a::2, b::2]
-            upsample[2 * a + b, 0, a, b] = 1.0
+    for channel in range(2 if split is not None else 1):
+        for a in range(2):
+            for b in range(2):
+                queries[:, 4 * channel + 2 * a + b] = images[channel, :, a::2, b::2]
+                upsample[4 * channel + 2 * a + b, channel, a, b] = 1.0
 
     layers = [m for m in model.decoder.layers if isinstance(m, nn.Linear)]
     with torch.no_grad():
@@ -172,7 +193,24 @@ def _make_analytic(model: TSR, radius: float, color: tuple[float, float, float])
             layer.weight[0, 0] = 1.0
         last.weight[0, 0] = ANALYTIC_SHARPNESS
         last.bias[0] = -config.renderer.density_bias + math.log(ISO_LEVEL) - ANALYTIC_SHARPNESS * ANALYTIC_OFFSET
-        last.bias[1:4] = torch.tensor([math.log(c / (1 - c)) for c in color])
+        if split is None:
+            last.bias[1:4] = torch.tensor([_logit(c) for c in color])
+            return
+        front, back = split
+        first.weight[1, 1] = first.weight[2, 1] = EDGE_SHARPNESS  # plane 0, channel 1: x
+        first.bias[1] = 1.0
+        second = layers[1]
+        second.weight[1, 1], second.weight[1, 2] = 1.0, -1.0  # SiLU(Kx + 1) - SiLU(Kx): the step
+        second.bias[1] = ANALYTIC_OFFSET
+        for layer in layers[2:-1]:
+            layer.weight[1, 1] = 1.0
+        for index, (f, b) in enumerate(zip(front, back), start=1):
+            last.weight[index, 1] = _logit(f) - _logit(b)
+            last.bias[index] = _logit(b) - (_logit(f) - _logit(b)) * ANALYTIC_OFFSET
+
+
+def _logit(value: float) -> float:
+    return math.log(value / (1 - value))
 
 
 def write_checkpoint(
@@ -189,8 +227,8 @@ def write_checkpoint(
     ``radius`` and ``color`` only apply to ``kind="analytic"``. Returns the directory, ready for
     :func:`triposr.checkpoint.load_tsr`. The official size writes 1.68 GB.
     """
-    if kind not in ("random", "analytic"):
-        raise ValueError(f"kind must be 'random' or 'analytic', got {kind!r}")
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = yaml_config(size)
@@ -204,6 +242,8 @@ def write_checkpoint(
     _randomize(model, torch.Generator().manual_seed(seed))
     if kind == "analytic":
         _make_analytic(model, radius, color)
+    elif kind == "two-color":
+        _make_analytic(model, radius, color, (FRONT_COLOR, BACK_COLOR))
     torch.save(model.state_dict(), directory / WEIGHTS_NAME)
     return directory
 
@@ -214,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("directory", type=Path)
     parser.add_argument("--size", choices=["official", "tiny"], default="tiny")
-    parser.add_argument("--kind", choices=["random", "analytic"], default="random")
+    parser.add_argument("--kind", choices=KINDS, default="random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--radius", type=float, default=0.5, help="ball radius of the analytic field")
     parser.add_argument("--color", type=float, nargs=3, default=DEFAULT_COLOR, help="RGB in (0, 1) of the analytic field")

@@ -1,7 +1,7 @@
 """The worker's only contact with the model: one gRPC call to Triton's `image_to_mesh` ensemble.
 
 The request is the encoded image file as `IMAGE` (BYTES, shape [1, 1]) plus the optional request
-parameters `resolution`, `threshold` and `foreground_ratio` (docs/architecture.md). Errors are
+parameters of docs/architecture.md (grid resolution, triangle budget, texture size …). Errors are
 mapped once, here: `INVALID_ARGUMENT` means the image or a parameter is bad, so the job fails
 permanently with Triton's own message; anything else is transient. When Triton itself is down or
 its model is not ready, `TritonUnavailable` tells the worker to pause instead of spending the
@@ -25,14 +25,22 @@ from client_worker.errors import PermanentJobError, TransientJobError
 from img2mesh.contract import (
     ENSEMBLE,
     FACES,
+    FOREGROUND_RATIO,
     IMAGE,
     MESH_INFO,
+    MESH_OUTPUTS,
     MODEL_VERSION,
+    RESOLUTION,
+    TARGET_FACES,
+    TEXTURE,
+    TEXTURE_SIZE,
+    THRESHOLD,
+    UVS,
     VERTEX_COLORS,
     VERTICES,
 )
 
-OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, MESH_INFO)
+OUTPUTS = MESH_OUTPUTS
 WEIGHTS_VERSION = MODEL_VERSION
 """Optional output: the version of the TripoSR weights that ran (the ensemble's own version is
 always the ensemble's; its steps follow the latest weights, so this is the one worth reporting)."""
@@ -67,11 +75,16 @@ class TritonUnavailable(TransientJobError):
 
 @dataclass(frozen=True)
 class MeshResult:
-    """A mesh in the TripoSR world frame, as `asset.glb.mesh_to_glb` takes it."""
+    """A mesh in the TripoSR world frame, as ``asset.mesh_preparation.prepare_mesh`` takes it.
+
+    ``uvs`` and ``texture`` are empty unless a texture size was asked for.
+    """
 
     vertices: np.ndarray
     faces: np.ndarray
     vertex_colors: np.ndarray
+    uvs: np.ndarray
+    texture: np.ndarray
     info: dict[str, Any]
     model_name: str
     model_version: str
@@ -129,6 +142,8 @@ class TritonMeshClient:
         resolution: int | None = None,
         threshold: float | None = None,
         foreground_ratio: float | None = None,
+        target_faces: int | None = None,
+        texture_size: int | None = None,
     ) -> MeshResult:
         """Run the ensemble on one encoded image file.
 
@@ -139,13 +154,11 @@ class TritonMeshClient:
         """
         image_input = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
         image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
-        parameters: dict[str, int | float] = {}
-        if resolution is not None:
-            parameters["resolution"] = int(resolution)
-        if threshold is not None:
-            parameters["threshold"] = float(threshold)
-        if foreground_ratio is not None:
-            parameters["foreground_ratio"] = float(foreground_ratio)
+        given = {
+            RESOLUTION: resolution, THRESHOLD: threshold, FOREGROUND_RATIO: foreground_ratio,
+            TARGET_FACES: target_faces, TEXTURE_SIZE: texture_size,
+        }
+        parameters = {parameter.name: parameter.kind(value) for parameter, value in given.items() if value is not None}
         try:
             outputs = await self._output_names()
             result = await self._client.infer(
@@ -202,6 +215,8 @@ class TritonMeshClient:
             vertices=np.asarray(arrays[VERTICES][0], dtype=np.float32),
             faces=np.asarray(arrays[FACES][0], dtype=np.int32),
             vertex_colors=np.asarray(arrays[VERTEX_COLORS][0], dtype=np.uint8),
+            uvs=np.asarray(arrays[UVS][0], dtype=np.float32),
+            texture=np.asarray(arrays[TEXTURE][0], dtype=np.uint8),
             info=info,
             model_name=response.model_name or self.model_name,
             model_version=response.model_version or self.model_version,

@@ -27,19 +27,21 @@ from client_worker.errors import PermanentJobError
 
 @dataclass(frozen=True)
 class Preset:
-    """A named pair of grid resolution (Triton's ``resolution`` parameter) and triangle budget."""
+    """A grid resolution, triangle budget and texture size: Triton's ``resolution``, ``target_faces``
+    and ``texture_size`` request parameters."""
 
     name: str
     resolution: int
     target_faces: int
+    texture_size: int
 
 
 PRESETS: Mapping[str, Preset] = {
     preset.name: preset
     for preset in (
-        Preset("fast", resolution=128, target_faces=20_000),
-        Preset("balanced", resolution=256, target_faces=60_000),
-        Preset("quality", resolution=320, target_faces=100_000),
+        Preset("fast", resolution=128, target_faces=20_000, texture_size=512),
+        Preset("balanced", resolution=256, target_faces=60_000, texture_size=1024),
+        Preset("quality", resolution=320, target_faces=100_000, texture_size=2048),
     )
 }
 

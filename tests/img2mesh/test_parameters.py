@@ -42,3 +42,25 @@ def test_triton_reserved_names_are_ignored() -> None:
 def test_bad_values_are_refused_with_a_clear_message(params: dict[str, object], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         MeshParameters.from_request(params)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [({}, (0, 0)), ({"target_faces": 0}, (0, 0)), ({"target_faces": "20000", "texture_size": 1024}, (20000, 1024))],
+)
+def test_triangle_budget_and_texture_size_are_off_unless_asked(params: dict[str, object], expected: tuple[int, int]) -> None:
+    parameters = MeshParameters.from_request(params)
+    assert (parameters.target_faces, parameters.texture_size) == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"target_faces": 999}, "target_faces must be 0 \\(off\\), or 1000 … 2000000, got 999"),
+        ({"target_faces": 2.5}, "target_faces must be a whole number"),
+        ({"texture_size": 300}, "texture_size must be one of 0, 256, 512, 1024, 2048, 4096, got 300"),
+    ],
+)
+def test_bad_budgets_and_sizes_are_refused(params: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        MeshParameters.from_request(params)

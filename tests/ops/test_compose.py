@@ -14,7 +14,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from client_worker.config import Settings
 from export.repository import FLAVOURS, all_configs
-from img2mesh.contract import ENSEMBLE, Shapes
+from img2mesh.contract import ENSEMBLE, TEXTURE, TEXTURE_SIZE, Shapes
 from tests.ops.conftest import COMPOSE_FILE, CPU_OVERRIDE, ROOT, load_yaml
 
 SERVICES = {"redis", "exporter", "triton", "worker"}
@@ -166,6 +166,8 @@ def _tensor_bytes(tensor: mc.ModelInput | mc.ModelOutput, *, is_input: bool, var
     if tensor.data_type == mc.TYPE_STRING:
         return Settings.model_fields["download_max_bytes"].default if is_input else MAX_JSON_BYTES
     item = np.dtype(mc.DataType.Name(tensor.data_type).removeprefix("TYPE_").lower().replace("fp", "float")).itemsize
+    if tensor.name == TEXTURE:  # [side, side, 3], the largest side a request may ask for
+        variable_rows = max(TEXTURE_SIZE.choices)
     return item * int(np.prod([variable_rows if dim == -1 else dim for dim in tensor.dims]))
 
 

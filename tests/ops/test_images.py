@@ -79,10 +79,22 @@ def imports(files: list[Path]) -> tuple[set[str], set[str]]:
     return third, first
 
 
+def distribution_of(module: str) -> str | None:
+    """The distribution that installs ``module``; a lone extension module (xatlas's
+    ``xatlas.cpython-*.so``) is not in ``packages_distributions()`` but is named like its distribution."""
+    if module in IMPORT_TO_DIST:
+        return IMPORT_TO_DIST[module][0]
+    try:
+        return importlib.metadata.distribution(module).metadata["Name"]
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
 def distributions(modules: set[str]) -> set[str]:
-    missing = [module for module in modules if module not in IMPORT_TO_DIST]
+    found = {module: distribution_of(module) for module in modules}
+    missing = [module for module, name in found.items() if name is None]
     assert not missing, f"no installed distribution provides {missing}"
-    return {canonicalize_name(IMPORT_TO_DIST[module][0]) for module in modules}
+    return {canonicalize_name(name) for name in found.values() if name is not None}
 
 
 def requirements(*extras: str, python: str) -> list[Requirement]:

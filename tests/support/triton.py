@@ -5,7 +5,8 @@ code path), in the portable flavour the local ``tritonserver`` can serve:
 
 - ``analytic_repository``: the tiny architecture with analytic weights whose surface is a sphere
   of known radius and colour — every photo yields the same, checkable mesh;
-- ``random_repository``: tiny random weights, for parity with the eager reference.
+- ``random_repository``: tiny random weights, for parity with the eager reference;
+- ``two_color_repository``: the analytic ball, red in front (x > 0) and blue behind, for textures.
 
 ``triton_server`` serves the analytic repository for the whole session; ``start_triton`` starts
 further servers (explicit model control, a private copy of a repository) for tests that stop,
@@ -33,6 +34,7 @@ class GeneratedWeights:
 
     analytic: Path
     random: Path
+    two_color: Path
     u2net: Path
 
 
@@ -47,6 +49,7 @@ def test_weights(tmp_path_factory: pytest.TempPathFactory) -> GeneratedWeights:
             root / "analytic", size="tiny", kind="analytic", radius=ANALYTIC_RADIUS, color=ANALYTIC_COLOR
         ),
         random=write_checkpoint(root / "random", size="tiny", kind="random", seed=7),
+        two_color=write_checkpoint(root / "two-color", size="tiny", kind="two-color", radius=ANALYTIC_RADIUS),
         u2net=write_u2net_like(root / "u2net.onnx"),
     )
 
@@ -67,6 +70,18 @@ def analytic_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest
 @pytest.fixture(scope="session")
 def random_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_portable_repository(test_weights.random, test_weights.u2net, tmp_path_factory.mktemp("repo") / "random")
+
+
+@pytest.fixture(scope="session")
+def two_color_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_portable_repository(test_weights.two_color, test_weights.u2net, tmp_path_factory.mktemp("repo") / "two-color")
+
+
+@pytest.fixture(scope="session")
+def two_color_triton_server(two_color_repository: Path) -> Iterator[LocalTriton]:
+    """A tritonserver serving the two-colour ball (red front, blue back, a sharp edge at x = 0)."""
+    with LocalTriton(two_color_repository) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

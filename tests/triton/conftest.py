@@ -14,12 +14,15 @@ from img2mesh.contract import (
     FACES,
     IMAGE,
     MESH_INFO,
+    MESH_OUTPUTS,
     MODEL_VERSION,
+    TEXTURE,
+    UVS,
     VERTEX_COLORS,
     VERTICES,
 )
 
-OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, MESH_INFO, MODEL_VERSION)
+OUTPUTS = (*MESH_OUTPUTS, MODEL_VERSION)
 
 
 @dataclass
@@ -27,6 +30,8 @@ class EnsembleResult:
     vertices: np.ndarray
     faces: np.ndarray
     colors: np.ndarray
+    uvs: np.ndarray
+    texture: np.ndarray
     info: dict
     model_version: int
 
@@ -49,6 +54,8 @@ def infer_mesh(client: grpcclient.InferenceServerClient, data: bytes, **paramete
         vertices=result.as_numpy(VERTICES)[0],
         faces=result.as_numpy(FACES)[0],
         colors=result.as_numpy(VERTEX_COLORS)[0],
+        uvs=result.as_numpy(UVS)[0],
+        texture=result.as_numpy(TEXTURE)[0],
         info=json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0]),
         model_version=int(result.as_numpy(MODEL_VERSION).reshape(-1)[0]),
     )

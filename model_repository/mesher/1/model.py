@@ -3,10 +3,12 @@
 The surface is extracted by ``img2mesh.mesh_extraction`` (narrow band by default; the config's
 ``mesh_extraction`` parameter can ask for the dense grid): it asks for densities at batches of grid
 points, which go to the decoder through BLS in chunks of at most ``chunk_size`` points, density
-only. Marching cubes runs here, and the decoder is called once more at the final vertices for
-their colours. Every BLS call asks for ``DECODER_VERSION``, the version of the encoder that made
-the scene codes, so one job never mixes versions while ops roll from one to the next.
-Cancellation is checked between chunks, so a client that gave up stops the work.
+only. Marching cubes runs here. With a ``texture_size``, ``img2mesh.texture_baking`` decimates the
+mesh to ``target_faces``, unwraps it and asks the decoder for the colour of every texel; without
+one, a ``target_faces`` decimates it. The decoder is then asked for the colours of the final
+vertices. Every BLS call asks for ``DECODER_VERSION``, the version of the encoder that made the
+scene codes, so one job never mixes versions while ops roll from one to the next. Cancellation is
+checked between chunks, so a client that gave up stops the work.
 """
 
 import json
@@ -29,11 +31,14 @@ from img2mesh.contract import (
     MESHER_SCENE_CODES,
     POINTS,
     SCENE_CODES,
+    TEXTURE,
+    UVS,
     VERSION,
     VERTEX_COLORS,
     VERTICES,
 )
 from img2mesh.mesh_extraction import DEFAULT_EXTRACTION, colors_to_uint8, extract_surface, iter_chunks
+from img2mesh.texture_baking import bake, decimate
 from img2mesh.triton_model_io import (
     DependencyFailed,
     RequestCancelled,
@@ -60,38 +65,59 @@ class TritonPythonModel:
         version = int(input_array(pb_utils, request, DECODER_VERSION).reshape(-1)[0])
         decoder_versions = set()
 
-        def density_at(points):
-            densities = []
-            for chunk in iter_chunks(points, self.chunk_size):
-                if request.is_cancelled():
-                    raise RequestCancelled()
-                outputs = self._decode(scene_codes, chunk, version, DENSITY)
-                decoder_versions.add(int(outputs[VERSION].reshape(-1)[0]))
-                densities.append(outputs[DENSITY][0, :, 0].copy())
-            return np.concatenate(densities)
+        def query(wanted):
+            def at(points):
+                values = []
+                for chunk in iter_chunks(points, self.chunk_size):
+                    if request.is_cancelled():
+                        raise RequestCancelled()
+                    outputs = self._decode(scene_codes, chunk, version, wanted)
+                    decoder_versions.add(int(outputs[VERSION].reshape(-1)[0]))
+                    values.append(outputs[wanted][0].copy())
+                return np.concatenate(values)
 
-        surface = extract_surface(density_at, parameters.resolution, parameters.threshold, extraction=self.extraction)
-        started = time.perf_counter()
-        colors = np.concatenate(
-            [self._decode(scene_codes, chunk, version, COLOR)[COLOR][0].copy()
-             for chunk in iter_chunks(surface.vertices, self.chunk_size)]
+            return at
+
+        density_at = query(DENSITY)
+        surface = extract_surface(
+            lambda points: density_at(points)[:, 0], parameters.resolution, parameters.threshold,
+            extraction=self.extraction,
         )
-        timings = {**surface.timings_ms, "colors": _elapsed_ms(started)}
+        timings = dict(surface.timings_ms)
+        started = time.perf_counter()
+        vertices, faces = surface.vertices, surface.faces
+        uvs = np.zeros((0, 2), dtype=np.float32)
+        texture = np.zeros((0, 0, 3), dtype=np.uint8)
+        if parameters.texture_size:
+            baked = bake(vertices, faces, query(COLOR), target_faces=parameters.target_faces or len(faces),
+                         texture_size=parameters.texture_size)
+            vertices, faces, uvs, texture = baked.vertices, baked.faces, baked.uvs, baked.texture
+            timings["texture"] = _elapsed_ms(started)
+        elif parameters.target_faces:
+            vertices, faces = decimate(vertices, faces, parameters.target_faces)
+            timings["decimation"] = _elapsed_ms(started)
+        started = time.perf_counter()
+        colors = query(COLOR)(vertices)
+        timings["colors"] = _elapsed_ms(started)
 
         info = {
             "resolution": parameters.resolution,
             "threshold": parameters.threshold,
             "extraction": self.extraction,
             "points_evaluated": surface.points_evaluated,
-            "vertex_count": int(len(surface.vertices)),
-            "face_count": int(len(surface.faces)),
+            "target_faces": parameters.target_faces,
+            "texture_size": parameters.texture_size,
+            "vertex_count": int(len(vertices)),
+            "face_count": int(len(faces)),
             "decoder_version": decoder_versions.pop(),
             "timings_ms": timings,
         }
         return [
-            pb_utils.Tensor(VERTICES, surface.vertices[None]),
-            pb_utils.Tensor(FACES, surface.faces[None]),
+            pb_utils.Tensor(VERTICES, vertices[None]),
+            pb_utils.Tensor(FACES, faces[None]),
             pb_utils.Tensor(VERTEX_COLORS, colors_to_uint8(colors)[None]),
+            pb_utils.Tensor(UVS, uvs[None]),
+            pb_utils.Tensor(TEXTURE, texture[None]),
             pb_utils.Tensor(MESH_INFO, np.array([[json.dumps(info).encode()]], dtype=np.object_)),
         ]
 
