@@ -93,7 +93,7 @@ class CeleryResults:
         for task_id, meta in staged.items():
             key = META_KEY_PREFIX + task_id.decode()
             async with self.backend.pipeline(transaction=False) as pipe:
-                pipe.setex(key, self.expires_s, meta)
+                pipe.set(key, meta, ex=self.expires_s)
                 pipe.publish(key, meta)
                 await pipe.execute()
             await self._settle(keys=[self.outbox], args=[task_id, meta])
