@@ -355,7 +355,7 @@ def _check_status(status: int) -> None:
     if status == 200:
         return
     if status in _TRANSIENT_STATUSES or 500 <= status <= 599:
-        raise TransientJobError(f"the server answered HTTP {status}; will retry")
+        raise TransientJobError(f"the server answered HTTP {status}, a temporary error")
     hints = {
         403: "access denied: make the image public",
         404: "not found: check the URL",

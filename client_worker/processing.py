@@ -143,7 +143,7 @@ class JobProcessor:
                 completed = await self._process(run)
         except TimeoutError as error:
             message = (f"the job did not finish within {self.settings.job_timeout_s:g} s (JOB_TIMEOUT_S) "
-                       f"and stopped at the {run.stage} stage; it will be retried")
+                       f"and stopped at the {run.stage} stage")
             raise StageFailure(run.stage, TransientJobError(message)) from error
         except JobError as error:
             raise StageFailure(run.stage, error) from error
@@ -153,7 +153,7 @@ class JobProcessor:
             raise
         except Exception as error:  # a bug or an unmapped library error: retry; the log has the details
             log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
-            message = f"an internal error of the worker stopped the job at the {run.stage} stage; it will be retried"
+            message = f"an internal error of the worker stopped the job at the {run.stage} stage"
             raise StageFailure(run.stage, TransientJobError(message)) from error
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed

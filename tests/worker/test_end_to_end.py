@@ -311,3 +311,20 @@ def test_bad_job_inputs_fail_permanently_with_messages_a_merchant_can_read(
     huge = final(webhook_receiver, "huge-product-id")
     assert huge["status"] == "failed" and huge["metadata"] == {"attempts": 1, "stage": "intake", "kind": "permanent"}
     assert huge["errorMessage"] == "product_id is a number of 5000 digits; Shopify ids have at most 20"
+
+
+def test_an_attempt_that_outlives_the_job_deadline_fails_transiently(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], product_photo: bytes,
+    image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    image_server.routes["/slow.jpg"] = Route(body=product_photo, delay_s=4)
+    start_worker(e2e_settings(job_timeout_s=1.5, max_attempts=1))
+    slow = guide_job("too-slow", [by_name(image_server.url("/slow.jpg"))])
+    redis.Redis.from_url(redis_url).lpush("celery", json.dumps(slow))
+    failed = final(webhook_receiver, "too-slow", 30)
+    assert failed["status"] == "failed"
+    assert failed["metadata"] == {"attempts": 1, "stage": "downloading", "kind": "exhausted"}
+    assert failed["errorMessage"] == (
+        "gave up after 1 attempt; last error: the job did not finish within 1.5 s (JOB_TIMEOUT_S) and stopped at the "
+        "downloading stage"
+    )
