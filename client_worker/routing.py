@@ -100,52 +100,65 @@ class MessageRouter:
             log.warning("message rejected", extra={"reason": reason, "list": self.settings.rejected_list})
             return
         try:
-            job = parse_job(message)
+            job: Job | MalformedJob = parse_job(message)
         except MalformedJob as malformed:
-            await self._malformed(raw, message, malformed)
+            if malformed.job_id is None:
+                reason = str(malformed)
+                await self._confirmed(lambda: self.queue.reject(raw, reason))
+                self.metrics.rejected.inc()
+                log.error("job without a job_id rejected", extra={"reason": reason})
+                return
+            job = malformed
+        job_id = str(job.job_id)
+        if isinstance(job, Job) and message.eta is not None and message.eta.timestamp() > time.time():
+            await self._schedule(raw, message, job_id)
             return
-        if message.eta is not None and message.eta.timestamp() > time.time():
-            await self._schedule(raw, message, job.job_id)
+        if job_id in self.running:  # a second copy while this worker runs the job: its own lease is no guard
+            await self._defer(raw, job_id, "the job is running on this worker")
             return
-        if job.job_id in self.running:  # a second copy while this worker runs the job
-            await self._confirmed(lambda: self.queue.defer(raw, time.time() + self.settings.heartbeat_ttl_s))
-            self.metrics.jobs.labels("deferred").inc()
-            return
-        self.running[job.job_id] = raw
+        self.running[job_id] = raw
         try:
             await self._admit_and_run(raw, message, job)
         finally:
-            self.running.pop(job.job_id, None)
+            self.running.pop(job_id, None)
         await asyncio.to_thread(release_memory)
 
-    async def _admit_and_run(self, raw: bytes, message: TaskMessage, job: Job) -> None:
+    async def _admit_and_run(self, raw: bytes, message: TaskMessage, job: Job | MalformedJob) -> None:
+        """Admit the job, then run it, or fail it at once when it is malformed, expired or out of attempts."""
+        job_id = str(job.job_id)
         token = run_token()
-        finishing = await self._confirmed(lambda: self.processor.uploaded(job.job_id))
+        finishing = isinstance(job, Job) and await self._confirmed(lambda: self.processor.uploaded(job_id))
         admission = await self._confirmed(
-            lambda: self.queue.admit(job.job_id, raw, token, message.delivery_id, counted=not finishing)
+            lambda: self.queue.admit(job_id, raw, token, message.delivery_id, counted=not finishing)
         )
         if admission.decision == "busy":
-            await self._confirmed(lambda: self.queue.defer(raw, time.time() + self.settings.heartbeat_ttl_s))
-            self.metrics.jobs.labels("deferred").inc()
-            log.info("job is busy on another worker; trying again later",
-                     extra={"job_id": job.job_id, "holder": admission.holder})
+            await self._defer(raw, job_id, f"the job is running on {admission.holder}")
             return
         if admission.decision != "run":
             await self._confirmed(lambda: self.queue.skip(raw))
             self.metrics.jobs.labels("duplicate").inc()
             log.info("duplicate delivery skipped",
-                     extra={"job_id": job.job_id, "reason": admission.decision, "holder": admission.holder})
+                     extra={"job_id": job_id, "reason": admission.decision, "holder": admission.holder})
+            return
+        if isinstance(job, MalformedJob):
+            await self._fail(raw, message, job_id, token, admission.attempt, GiveUp("permanent", str(job)), "intake")
             return
         if not finishing:  # a job whose files are uploaded completes, whatever happened before
             if _expired(message):
                 expired = GiveUp("expired", f"the job expired at {message.expires} before a worker could start it")
-                await self._fail(raw, message, job.job_id, token, admission.attempt, expired, "intake")
+                await self._fail(raw, message, job_id, token, admission.attempt, expired, "intake")
                 return
             refusal = self.retries.before_attempt(admission.attempt)
             if refusal is not None:
-                await self._fail(raw, message, job.job_id, token, admission.attempt - 1, refusal, "intake")
+                await self._fail(raw, message, job_id, token, admission.attempt - 1, refusal, "intake")
                 return
         await self._run_job(raw, message, job, admission.attempt, token)
+
+    async def _defer(self, raw: bytes, job_id: str, reason: str) -> None:
+        """Try a copy again once the run holding the job may have let go of it (its lease's lifetime)."""
+        await self._confirmed(lambda: self.queue.defer(raw, time.time() + self.settings.heartbeat_ttl_s))
+        self.metrics.jobs.labels("deferred").inc()
+        log.info("job is busy; this copy is tried again later", extra={"job_id": job_id, "reason": reason})
 
     async def _run_job(self, raw: bytes, message: TaskMessage, job: Job, attempt: int, token: str) -> None:
         self.metrics.in_flight.inc()
@@ -250,21 +263,6 @@ class MessageRouter:
         else:
             self.metrics.jobs.labels("duplicate").inc()
             log.info("duplicate delivery skipped", extra={"job_id": job_id, "reason": "completed"})
-
-    async def _malformed(self, raw: bytes, message: TaskMessage, malformed: MalformedJob) -> None:
-        """A job we cannot run: failed if it names a job id (so the backend hears of it), else rejected."""
-        job_id = malformed.job_id
-        if job_id is None:
-            await self._confirmed(lambda: self.queue.reject(raw, str(malformed)))
-            self.metrics.rejected.inc()
-            log.error("job without a job_id rejected", extra={"reason": str(malformed)})
-            return
-        token = run_token()
-        admission = await self._confirmed(lambda: self.queue.admit(job_id, raw, token, message.delivery_id))
-        if admission.decision != "run":
-            await self._confirmed(lambda: self.queue.skip(raw))
-            return
-        await self._fail(raw, message, job_id, token, admission.attempt, GiveUp("permanent", str(malformed)), "intake")
 
     def _announce(self, job_id: str) -> None:
         """Tell the backend (webhook) and Celery producers (result backend) of a final outcome."""
