@@ -77,8 +77,11 @@ class MessageRouter:
         self._hand_backs: set[asyncio.Future[None]] = set()
 
     async def settle_hand_backs(self) -> None:
-        """Wait until the jobs cancelled at shutdown are back on the queue."""
-        await asyncio.gather(*self._hand_backs, return_exceptions=True)
+        """Wait until the jobs cancelled at shutdown are back on the queue. With Redis away it waits
+        `REDIS_TIMEOUT_S` at most: a job not handed back stays in this worker's processing list, which
+        the other workers recover once its heartbeat has expired."""
+        if self._hand_backs:
+            await asyncio.wait(set(self._hand_backs), timeout=self.settings.redis_timeout_s)
 
     async def handle(self, raw: bytes) -> None:
         """Everything that happens to one claimed message, ending in exactly one acknowledgement."""
@@ -111,7 +114,7 @@ class MessageRouter:
             job = malformed
         job_id = str(job.job_id)
         if isinstance(job, Job) and message.eta is not None and message.eta.timestamp() > time.time():
-            await self._schedule(raw, message, job_id)
+            await self._schedule(raw, job_id, message.eta)
             return
         if job_id in self.running:  # a second copy while this worker runs the job: its own lease is no guard
             await self._defer(raw, job_id, "the job is running on this worker")
@@ -250,16 +253,15 @@ class MessageRouter:
         self.metrics.jobs.labels("failed").inc()
         log.error("job failed", extra={"job_id": job_id, "kind": failure.kind, "stage": stage, "error": text})
 
-    async def _schedule(self, raw: bytes, message: TaskMessage, job_id: str) -> None:
+    async def _schedule(self, raw: bytes, job_id: str, eta: datetime) -> None:
         """Hold a job until its ETA, telling the backend when it will start (docs/webhooks.md)."""
-        assert message.eta is not None
-        eta = message.eta.astimezone(UTC).isoformat()
-        event = StatusEvent(job_id, "processing", metadata={"stage": "scheduled", "eta": eta, "progress": 0})
+        when = eta.astimezone(UTC).isoformat()
+        event = StatusEvent(job_id, "processing", metadata={"stage": "scheduled", "eta": when, "progress": 0})
         writes: Writes = self.status.writes(event)
-        if await self._confirmed(lambda: self.queue.schedule(raw, job_id, message.eta.timestamp(), writes)):
+        if await self._confirmed(lambda: self.queue.schedule(raw, job_id, eta.timestamp(), writes)):
             self.webhooks.deliver_soon(job_id)
             self.metrics.jobs.labels("deferred").inc()
-            log.info("job scheduled for its ETA", extra={"job_id": job_id, "eta": eta})
+            log.info("job scheduled for its ETA", extra={"job_id": job_id, "eta": when})
         else:
             self.metrics.jobs.labels("duplicate").inc()
             log.info("duplicate delivery skipped", extra={"job_id": job_id, "reason": "completed"})

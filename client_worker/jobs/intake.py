@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -174,11 +175,7 @@ def _parse(raw: bytes | str, task_name: str, limits: MessageLimits) -> TaskMessa
             f"not a job: a JSON object without 'task', Celery 'body'/'properties' or 'job_id' (keys: {keys})"
         )
     delivery = message.task_id or "sha256:" + hashlib.sha256(_as_bytes(raw)).hexdigest()
-    return _replace(message, delivery_id=delivery)
-
-
-def _replace(message: TaskMessage, **changes: Any) -> TaskMessage:
-    return TaskMessage(**{**message.__dict__, **changes})
+    return dataclasses.replace(message, delivery_id=delivery)
 
 
 def _payload(message: TaskMessage) -> dict[str, Any]:
@@ -252,7 +249,7 @@ def _from_celery_envelope(envelope: dict[str, Any], limits: MessageLimits) -> Ta
             ignore_result=headers.get("ignore_result") is True,
         )
     if isinstance(body, dict) and "task" in body:
-        return _replace(_from_task_object(body, "celery-v1"), priority=priority)
+        return dataclasses.replace(_from_task_object(body, "celery-v1"), priority=priority)
     raise RejectedMessage("Celery envelope without a task name (neither headers.task nor a v1 body)")
 
 
