@@ -138,13 +138,10 @@ class JobProcessor:
         of failure, or `RedisError` when Redis is unreachable."""
         started = time.perf_counter()
         run = _Attempt(self, job, attempt, token)
+        deadline = asyncio.timeout(self.settings.job_timeout_s)
         try:
-            async with asyncio.timeout(self.settings.job_timeout_s):
+            async with deadline:
                 completed = await self._process(run)
-        except TimeoutError as error:
-            message = (f"the job did not finish within {self.settings.job_timeout_s:g} s (JOB_TIMEOUT_S) "
-                       f"and stopped at the {run.stage} stage")
-            raise StageFailure(run.stage, TransientJobError(message)) from error
         except JobError as error:
             raise StageFailure(run.stage, error) from error
         except InvalidInput as error:
@@ -152,8 +149,12 @@ class JobProcessor:
         except RedisError:
             raise
         except Exception as error:  # a bug or an unmapped library error: retry; the log has the details
-            log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
-            message = f"an internal error of the worker stopped the job at the {run.stage} stage"
+            if isinstance(error, TimeoutError) and deadline.expired():
+                message = (f"the job did not finish within {self.settings.job_timeout_s:g} s (JOB_TIMEOUT_S) "
+                           f"and stopped at the {run.stage} stage")
+            else:
+                log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
+                message = f"an internal error of the worker stopped the job at the {run.stage} stage"
             raise StageFailure(run.stage, TransientJobError(message)) from error
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed
