@@ -241,7 +241,7 @@ async def test_all_downloads_of_a_job_share_one_deadline(image_server: ImageServ
     started = time.monotonic()
     with pytest.raises(TransientJobError, match="longer than 2 s in all .DOWNLOAD_JOB_TIMEOUT_S., so the remaining"):
         await download_first_image(urls, limits)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 4.0  # 2 s and the event loop's slack under load, not 6 s
 
 
 async def test_public_hosts_are_limited_to_web_ports(monkeypatch: pytest.MonkeyPatch) -> None:
