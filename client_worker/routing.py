@@ -241,7 +241,8 @@ class MessageRouter:
                             metadata={"attempts": attempts, "stage": stage, "kind": failure.kind})
         writes = combined(
             self.status.writes(event),
-            self.results.failure([*_result_ids(message), *self.canvas.chained_task_ids(message)], text),
+            self.results.failure([*_result_ids(message), *self.canvas.chained_task_ids(message)], text,
+                                 expired=failure.kind == "expired"),
             self.canvas.after_failure(message),
         )
         if not await self._confirmed(

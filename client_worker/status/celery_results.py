@@ -55,8 +55,12 @@ class CeleryResults:
         """Writes (for the acknowledging transaction) of a successful result for ``task_ids``."""
         return self._writes(task_ids, "SUCCESS", result)
 
-    def failure(self, task_ids: list[str], message: str) -> Callable[[Pipeline], None]:
-        """Writes of a failure, raised by `get()` as ``JobFailed(message)``."""
+    def failure(self, task_ids: list[str], message: str, *, expired: bool = False) -> Callable[[Pipeline], None]:
+        """Writes of a failure, raised by `get()` as ``JobFailed(message)``; an ``expired`` task is
+        REVOKED, as a Celery worker marks it, and raised as Celery's ``TaskRevokedError``."""
+        if expired:
+            revoked = {"exc_type": "TaskRevokedError", "exc_module": "celery.exceptions", "exc_message": [message]}
+            return self._writes(task_ids, "REVOKED", revoked)
         return self._writes(task_ids, "FAILURE", {**FAILURE_EXCEPTION, "exc_message": [message]})
 
     def _writes(self, task_ids: list[str], status: str, result: Any) -> Callable[[Pipeline], None]:

@@ -184,3 +184,15 @@ def _unix(iso: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(iso).timestamp()
+
+
+def test_an_expired_task_is_revoked_as_a_celery_worker_would(
+    worker: WorkerThread, producer: Celery, photo_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    from celery.exceptions import TaskRevokedError
+
+    late = producer.send_task(TASK, kwargs=job("expired", [photo_url]), expires=-1)
+    with pytest.raises(TaskRevokedError, match="expired"):
+        late.get(timeout=60)
+    assert late.state == "REVOKED"
+    assert final(webhook_receiver, "expired")["metadata"]["kind"] == "expired"
