@@ -1,4 +1,4 @@
-"""Command line: `python -m client_worker {run,generate,enqueue,healthcheck}`.
+"""Command line: `python -m client_worker {run,generate,enqueue,healthcheck,dead-letters}`.
 
 * `run` — the Redis worker (configuration from the environment, see `.env.example`).
 * `generate IMAGE_OR_URL -o out.glb [--preset] [--triton-url]` — one image through Triton to the
@@ -8,6 +8,9 @@
   integration guide's "Manually Queue a Test Job" format, for local use.
 * `healthcheck` — exit 0 when a worker of this host (`WORKER_NAME`) has a live heartbeat in
   Redis, 1 otherwise; for container orchestrators.
+* `dead-letters {list,replay} [--rejected]` — what the worker moved aside (failed jobs, or with
+  `--rejected` the messages it could not take): list them as JSON lines, or replay some
+  (`--index N`, `--job-id ID`, `--all`) onto the queue (docs/runbook.md, "Rejected and dead-letter messages").
 """
 
 from __future__ import annotations
@@ -51,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("healthcheck", help="exit 0 if a worker of this host is alive")
 
+    dead_letters = commands.add_parser("dead-letters", help="list or replay failed jobs and rejected messages")
+    dead_letters.add_argument("action", choices=["list", "replay"])
+    dead_letters.add_argument("--rejected", action="store_true",
+                              help="the rejected list (messages that are no job for us) instead of the dead letters")
+    dead_letters.add_argument("--limit", type=int, default=0, help="list only the newest N records")
+    chosen = dead_letters.add_mutually_exclusive_group()
+    chosen.add_argument("--index", type=int, action="append", help="replay the record at this index (0 = newest)")
+    chosen.add_argument("--job-id", action="append", help="replay the records of this job")
+    chosen.add_argument("--all", action="store_true", help="replay every record")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "run":
@@ -60,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_generate(settings, args))
         if args.command == "enqueue":
             return asyncio.run(_enqueue(settings, args))
+        if args.command == "dead-letters":
+            return asyncio.run(_dead_letters(settings, args))
         return asyncio.run(_healthcheck(settings))
     except ConfigError as error:
         print(error, file=sys.stderr)
@@ -180,6 +195,33 @@ async def _healthcheck(settings: Settings) -> int:
         return 1
     print(json.dumps({"healthy": True, "workers": alive}))
     return 0
+
+
+async def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    from redis.asyncio import Redis
+
+    from client_worker.jobs.dead_letters import DeadLetters
+
+    which = "rejected" if args.rejected else "dead"
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        lists = DeadLetters(redis, settings)
+        records = await lists.records(which, 0 if args.action == "replay" else args.limit)
+        if args.action == "list":
+            for record in records:
+                print(json.dumps(record.summary(), ensure_ascii=False))
+            return 0
+        if not (args.all or args.index or args.job_id):
+            print("replay needs --index N, --job-id ID or --all", file=sys.stderr)
+            return 2
+        indexes, job_ids = set(args.index or []), set(args.job_id or [])
+        chosen = [record for record in records
+                  if args.all or record.index in indexes or record.fields.get("job_id") in job_ids]
+        replayed = await lists.replay(which, chosen)
+    finally:
+        await redis.aclose()
+    print(json.dumps({"list": lists.names[which], "replayed": replayed, "queue": settings.queue_name}))
+    return 0 if replayed == len(chosen) and chosen else 1
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
+_HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 
 class ConfigError(Exception):
@@ -44,6 +45,10 @@ class Settings(BaseSettings):
 
     # --- queue -----------------------------------------------------------------------------
     queue_name: str = "celery"
+    # kombu's broker_transport_options of the producers: the priority steps and the separator of
+    # the priority lists (docs/facts.md, "Celery messages on Redis").
+    priority_steps: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [0, 3, 6, 9])
+    priority_separator: str = Field(default="\x06\x16", min_length=1)
     task_name: str = "generate_3d_model"
     key_prefix: str = "img2mesh"
     rejected_list: str = "img2mesh:rejected"
@@ -58,6 +63,19 @@ class Settings(BaseSettings):
     maintenance_interval_s: float = Field(default=2.0, gt=0)
     idempotency_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
+    job_timeout_s: float = Field(default=900.0, gt=0)
+    redis_timeout_s: float = Field(default=10.0, gt=1)
+
+    # --- limits on what a message may hold ------------------------------------------------
+    message_max_bytes: int = Field(default=1024 * 1024, ge=1024)
+    message_max_decompressed_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    message_max_depth: int = Field(default=64, ge=8, le=500)
+    image_urls_max: int = Field(default=10, ge=1, le=1000)
+    image_url_max_length: int = Field(default=2048, ge=64)
+
+    # --- Celery result backend ---------------------------------------------------------------
+    result_backend_url: str | None = Field(default=None, repr=False)  # may carry a password
+    result_expires_s: int = Field(default=24 * 3600, ge=60)
 
     # --- Triton ----------------------------------------------------------------------------
     triton_url: str = "localhost:8001"
@@ -80,6 +98,7 @@ class Settings(BaseSettings):
     download_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     download_max_redirects: int = Field(default=5, ge=0, le=20)
     download_max_pixels: int = Field(default=MAX_IMAGE_PIXELS, gt=0)
+    download_job_timeout_s: float = Field(default=120.0, gt=0)
     download_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
 
     # --- storage ---------------------------------------------------------------------------
@@ -95,6 +114,7 @@ class Settings(BaseSettings):
     webhook_retry_base_delay_s: float = Field(default=1.0, gt=0)
     webhook_redelivery_max_delay_s: float = Field(default=300.0, gt=0)
     status_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    status_text_max_chars: int = Field(default=2000, ge=200)
 
     # --- observability ---------------------------------------------------------------------
     metrics_port: int = Field(default=9100, ge=0, le=65535)
@@ -102,18 +122,45 @@ class Settings(BaseSettings):
 
     @field_validator(
         "supabase_url", "supabase_service_role_key", "webhook_secret", "local_storage_dir",
-        "local_storage_public_url", mode="before",
+        "local_storage_public_url", "result_backend_url", mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`WEBHOOK_SECRET=` in a .env file means "no secret", not an empty HMAC key."""
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "result_backend_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must start with redis://, rediss:// or unix:// (e.g. redis://localhost:6379/0)")
+        return value
+
+    @field_validator("priority_steps", mode="before")
+    @classmethod
+    def _step_list(cls, value: object) -> object:
+        """`0,3,6,9` as well as the JSON list `[0, 3, 6, 9]` that kombu's option is written as."""
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [item.strip() for item in text.split(",")]
+        return value
+
+    @field_validator("priority_steps")
+    @classmethod
+    def _steps(cls, value: list[int]) -> list[int]:
+        if not value or value[0] != 0 or value != sorted(set(value)) or value[-1] > 9:
+            raise ValueError(
+                "must be increasing priorities from 0 to 9 that start with 0, as kombu's priority_steps "
+                "(default 0,3,6,9)"
+            )
+        return value
+
+    @field_validator("priority_separator", mode="before")
+    @classmethod
+    def _escaped_separator(cls, value: object) -> object:
+        r"""The default separator is two control characters, so the environment writes it `\x06\x16`."""
+        if isinstance(value, str):
+            return _HEX_ESCAPE.sub(lambda match: chr(int(match.group(1), 16)), value)
         return value
 
     @field_validator("backend_url", "supabase_url", "local_storage_public_url")

@@ -6,8 +6,10 @@ it is not public (loopback, private, link-local such as cloud metadata, CGNAT, m
 reserved, also when wrapped in IPv6). The request is then sent to the checked address itself,
 with the original name in the Host header and TLS SNI, so a second DNS answer (rebinding) cannot
 redirect the connection. The body is streamed under a byte cap, sniffed by its magic bytes (the
-Content-Type header is not trusted) and fully decoded by ``img2mesh.image_decoding.decode_image``,
-which enforces the pixel limit (decompression bombs) and refuses truncated files.
+Content-Type header is not trusted) and fully decoded by ``img2mesh.image_decoding.inspect_image``,
+which enforces the pixel limit (decompression bombs), refuses truncated files and names the
+formats it refuses, in bounded memory. A job's URLs are bounded in number and length, and all of
+its downloads together by a deadline.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from client_worker.config import Settings
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from img2mesh.contract import MAX_IMAGE_PIXELS
 from img2mesh.errors import InvalidInput
-from img2mesh.image_decoding import decode_image
+from img2mesh.image_decoding import MIME_TYPES, accepted_format, inspect_image, refusal
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -55,6 +57,10 @@ class DownloadLimits:
     max_bytes: int = 25 * 1024 * 1024
     max_redirects: int = 5
     max_pixels: int = MAX_IMAGE_PIXELS
+    #: How many of a job's URLs are tried, how long each may be, and how long all of them may take.
+    max_urls: int = 10
+    max_url_length: int = 2048
+    job_timeout_s: float = 120.0
     allowed_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
     allowed_hosts: frozenset[str] = frozenset()
 
@@ -69,6 +75,9 @@ class DownloadLimits:
             max_bytes=settings.download_max_bytes,
             max_redirects=settings.download_max_redirects,
             max_pixels=settings.download_max_pixels,
+            max_urls=settings.image_urls_max,
+            max_url_length=settings.image_url_max_length,
+            job_timeout_s=settings.download_job_timeout_s,
         )
 
     @classmethod
@@ -102,9 +111,10 @@ async def download_first_image(
 ) -> DownloadedImage:
     """Return the first of ``urls`` that yields a complete, decodable image.
 
-    URLs are tried in order. If none works, the error lists each URL with its failure; it is a
-    :class:`TransientJobError` if any URL failed in a way that may pass (timeout, connection
-    error, 5xx, 429), else a :class:`PermanentJobError`.
+    URLs are tried in order, at most ``max_urls`` of them, all within ``job_timeout_s``. If none
+    works, the error lists each URL tried with its failure; it is a :class:`TransientJobError` if
+    any URL failed in a way that may pass (timeout, connection error, 5xx, 429), else a
+    :class:`PermanentJobError`.
 
     Raises:
         PermanentJobError: no URLs, or every URL failed permanently (404/403/410, not an image,
@@ -115,46 +125,61 @@ async def download_first_image(
         raise PermanentJobError("the job has no image_urls: send at least one product image URL")
     owned = client is None
     http = client or httpx.AsyncClient(trust_env=False, follow_redirects=False)
+    tried = list(urls[: limits.max_urls])
     failures: list[tuple[str, JobError]] = []
+    deadline = asyncio.get_running_loop().time() + limits.job_timeout_s
     try:
-        for url in urls:
+        for url in tried:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            budget = min(limits.total_timeout_s, remaining)
             try:
-                return await asyncio.wait_for(_download_one(http, url, limits), limits.total_timeout_s)
+                return await asyncio.wait_for(_download_one(http, url, limits), budget)
             except asyncio.TimeoutError:
-                failures.append(
-                    (url, TransientJobError(f"the download took longer than {limits.total_timeout_s:g} s"))
-                )
+                failures.append((url, TransientJobError(f"the download took longer than {budget:g} s")))
             except JobError as error:
                 failures.append((url, error))
     finally:
         if owned:
             await http.aclose()
-    if len(failures) == 1:
+    raise _no_usable_image(urls, tried, failures, limits)
+
+
+def _no_usable_image(
+    urls: Sequence[str], tried: list[str], failures: list[tuple[str, JobError]], limits: DownloadLimits
+) -> JobError:
+    """One error for a job none of whose URLs gave an image, saying which were tried and why not."""
+    untried = len(urls) - len(failures)
+    if len(urls) == 1:
         url, error = failures[0]
         message = f"image {_redact(url)}: {error}"
     else:
         listed = "; ".join(f"{index}) {_redact(url)}: {error}" for index, (url, error) in enumerate(failures, 1))
         message = f"none of the {len(failures)} image URLs gave a usable image: {listed}"
-    if any(isinstance(error, TransientJobError) for _, error in failures):
-        raise TransientJobError(message)
-    raise PermanentJobError(message)
+    if len(failures) < len(tried):
+        message += (f"; the downloads of this job took longer than {limits.job_timeout_s:g} s in all "
+                    "(DOWNLOAD_JOB_TIMEOUT_S), so the remaining URLs were not tried")
+    elif untried:
+        message += f"; the other {untried} URLs were not tried (at most {limits.max_urls} are, IMAGE_URLS_MAX)"
+    if len(failures) < len(tried) or any(isinstance(error, TransientJobError) for _, error in failures):
+        return TransientJobError(message)
+    return PermanentJobError(message)
 
 
 async def _download_one(http: httpx.AsyncClient, url: str, limits: DownloadLimits) -> DownloadedImage:
     """Follow up to ``max_redirects`` redirects by hand, re-checking each hop, then validate."""
     current = url
     for _ in range(limits.max_redirects + 1):
-        target = _parse_url(current)
+        target = _parse_url(current, limits.max_url_length)
         address = await _resolve_checked(target, limits)
         request = _pinned_request(http, target, address, limits)
         try:
             response = await http.send(request, stream=True, follow_redirects=False)
         except httpx.TimeoutException as error:
-            raise TransientJobError(f"timed out talking to {target.host} ({type(error).__name__})") from error
+            raise TransientJobError(f"timed out waiting for {target.host}") from error
         except httpx.TransportError as error:
-            if _is_certificate_error(error):
-                raise PermanentJobError(f"the TLS certificate of {target.host} is not valid: {error}") from error
-            raise TransientJobError(f"could not connect to {target.host}: {error!r}") from error
+            raise _transport_failure(error, target.host, connected=False) from error
         try:
             if response.status_code in _REDIRECT_STATUSES:
                 location = response.headers.get("location")
@@ -163,11 +188,25 @@ async def _download_one(http: httpx.AsyncClient, url: str, limits: DownloadLimit
                 current = urllib.parse.urljoin(current, location)
                 continue
             _check_status(response.status_code)
-            data = await _read_capped(response, limits.max_bytes)
+            data = await _read_capped(response, limits.max_bytes, target.host)
         finally:
             await response.aclose()
         return await _validate_image(url, data, limits.max_pixels)
     raise PermanentJobError(f"more than {limits.max_redirects} redirects: link the image itself")
+
+
+def _transport_failure(error: httpx.TransportError, host: str, *, connected: bool) -> JobError:
+    """A failed exchange with ``host``, said in words (httpx's texts name Python internals)."""
+    certificate = _certificate_error(error)
+    if certificate is not None:
+        return PermanentJobError(f"the TLS certificate of {host} is not valid ({certificate.verify_message})")
+    if isinstance(error, httpx.UnsupportedProtocol):
+        return PermanentJobError(f"{host} cannot be reached over this protocol: use an https:// URL")
+    if isinstance(error, httpx.RemoteProtocolError):
+        return TransientJobError(f"{host} closed the connection or answered with something that is not valid HTTP")
+    if isinstance(error, httpx.ConnectError) and not connected:
+        return TransientJobError(f"could not connect to {host}")
+    return TransientJobError(f"the connection to {host} broke off")
 
 
 @dataclass(frozen=True)
@@ -178,20 +217,47 @@ class _Target:
     port: int
 
 
-def _parse_url(text: str) -> _Target:
-    """Accept only absolute http(s) URLs with a host and without user:password@."""
+def _parse_url(text: str, max_length: int) -> _Target:
+    """Accept only absolute http(s) URLs with a valid host and port and without user:password@."""
+    if len(text) > max_length:
+        raise PermanentJobError(
+            f"the URL is {len(text)} characters long, more than the {max_length} accepted (IMAGE_URL_MAX_LENGTH)"
+        )
     try:
         url = httpx.URL(text)
-    except (httpx.InvalidURL, TypeError) as error:
-        raise PermanentJobError(f"not a valid URL ({error})") from error
-    if url.scheme not in ("http", "https"):
-        raise PermanentJobError(f"the URL scheme {url.scheme or '(none)'!r} is not allowed: use an https:// URL")
-    if not url.host:
+        scheme, port, userinfo = url.scheme, url.port, url.userinfo
+    except (httpx.InvalidURL, TypeError, ValueError) as error:
+        raise PermanentJobError(f"not a valid URL ({str(error)[:200]})") from error
+    if scheme not in ("http", "https"):
+        raise PermanentJobError(f"the URL scheme {scheme or '(none)'!r} is not allowed: use an https:// URL")
+    try:
+        host = url.host
+    except ValueError as error:  # IDNA: a name that cannot be encoded for DNS
+        shown = url.raw_host[:100].decode("ascii", "replace")
+        raise PermanentJobError(f"{shown!r} is not a valid host name") from error
+    if not host:
         raise PermanentJobError("the URL has no host name")
-    if url.userinfo:
+    if userinfo:
         raise PermanentJobError("URLs with a user name or password are not allowed")
-    port = url.port or (443 if url.scheme == "https" else 80)
-    return _Target(url=url, scheme=url.scheme, host=url.host, port=port)
+    if port is not None and not 0 < port <= 65535:
+        raise PermanentJobError(f"the URL's port {port} is not a valid port number (1 to 65535)")
+    if not _is_host(host):
+        raise PermanentJobError(f"{host[:100]!r} is not a valid host name")
+    return _Target(url=url, scheme=scheme, host=host, port=port or (443 if scheme == "https" else 80))
+
+
+def _is_host(host: str) -> bool:
+    """An IP address, or a name whose labels DNS can carry (1–63 characters each, 253 in all)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        encoded = host.rstrip(".").encode("idna")
+    except UnicodeError:
+        return False
+    return 0 < len(encoded) <= 253 and all(0 < len(label) <= 63 for label in encoded.split(b"."))
 
 
 async def _resolve_checked(target: _Target, limits: DownloadLimits) -> IPAddress:
@@ -204,6 +270,8 @@ async def _resolve_checked(target: _Target, limits: DownloadLimits) -> IPAddress
         if error.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):
             raise PermanentJobError(f"the host {target.host!r} does not exist (DNS: {error.strerror})") from error
         raise TransientJobError(f"DNS lookup of {target.host!r} failed: {error.strerror}") from error
+    except (UnicodeError, ValueError, OverflowError) as error:
+        raise PermanentJobError(f"{target.host[:100]!r} is not a valid host name") from error
     addresses = sorted(
         {ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in infos}, key=lambda a: (a.version, a)
     )
@@ -287,7 +355,7 @@ def _check_status(status: int) -> None:
     if status == 200:
         return
     if status in _TRANSIENT_STATUSES or 500 <= status <= 599:
-        raise TransientJobError(f"the server answered HTTP {status}; will retry")
+        raise TransientJobError(f"the server answered HTTP {status}, a temporary error")
     hints = {
         403: "access denied: make the image public",
         404: "not found: check the URL",
@@ -296,7 +364,7 @@ def _check_status(status: int) -> None:
     raise PermanentJobError(f"the server answered HTTP {status} ({hints.get(status, 'no image returned')})")
 
 
-async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+async def _read_capped(response: httpx.Response, max_bytes: int, host: str) -> bytes:
     """Read the body, refusing it as soon as it (or its declared length) exceeds ``max_bytes``."""
     too_large = f"the file is larger than the {max_bytes} byte limit: upload a smaller image"
     declared = response.headers.get("content-length")
@@ -313,54 +381,37 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     except httpx.TimeoutException as error:
         raise TransientJobError(f"timed out reading the image after {received} bytes") from error
     except httpx.TransportError as error:
-        raise TransientJobError(f"the connection broke after {received} bytes: {error!r}") from error
+        failure = _transport_failure(error, host, connected=True)
+        raise type(failure)(f"{failure} after {received} bytes of the image") from error
     return b"".join(chunks)
 
 
-def sniff_image_type(data: bytes) -> str | None:
-    """The MIME type of an image file from its magic bytes, or None if it is not one we accept."""
-    if data.startswith(b"\xff\xd8\xff"):
-        return "image/jpeg"
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image/webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return "image/gif"
-    if data[:2] == b"BM":
-        return "image/bmp"
-    return None
-
-
 async def _validate_image(url: str, data: bytes, max_pixels: int) -> DownloadedImage:
-    """Refuse non-images by their bytes, then decode fully (off the event loop)."""
-    content_type = sniff_image_type(data)
-    if content_type is None:
-        start = data[:15].decode("ascii", "replace").strip()
-        raise PermanentJobError(
-            f"the file is not an image (starts with {start!r}): link a JPEG, PNG or WebP file, "
-            "not a web page"
-        )
+    """Refuse non-images by their bytes, naming what they are, then decode fully (off the event loop)."""
+    if accepted_format(data) is None:
+        raise PermanentJobError(refusal(data))
     try:
-        rgba = await asyncio.to_thread(decode_image, data, max_pixels=max_pixels)
+        image_format, width, height = await asyncio.to_thread(inspect_image, data, max_pixels=max_pixels)
     except InvalidInput as error:
         raise PermanentJobError(str(error)) from error
-    height, width = rgba.shape[:2]
-    return DownloadedImage(url=url, data=data, content_type=content_type, width=width, height=height)
+    return DownloadedImage(url=url, data=data, content_type=MIME_TYPES[image_format], width=width, height=height)
 
 
-def _is_certificate_error(error: BaseException) -> bool:
+def _certificate_error(error: BaseException) -> ssl.SSLCertVerificationError | None:
     cause: BaseException | None = error
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return True
+            return cause
         cause = cause.__cause__ or cause.__context__
-    return False
+    return None
 
 
 def _redact(url: str) -> str:
     """The URL without its query string (signed URLs carry credentials there), shortened."""
-    parts = urllib.parse.urlsplit(str(url))
+    try:
+        parts = urllib.parse.urlsplit(str(url))
+    except ValueError:  # not even a URL: shown up to where a query would start
+        return str(url).split("?", 1)[0][:200]
     shown = urllib.parse.urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     if parts.query:
         shown += "?…"

@@ -20,7 +20,8 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.jobs = Counter(
             "img2mesh_worker_jobs",
-            "Jobs by outcome: completed, failed, retried, duplicate, deferred, handed_back.",
+            "Jobs by outcome: completed, failed, retried, duplicate (dropped or overtaken), deferred (until its ETA, "
+            "or while another run holds it), handed_back (shutdown, Redis outage).",
             ["outcome"],
             registry=self.registry,
         )
@@ -36,7 +37,8 @@ class Metrics:
             registry=self.registry,
         )
         self.queue_depth = Gauge(
-            "img2mesh_worker_queue_depth", "Length of the queue, delayed set, dead-letter and rejected lists.",
+            "img2mesh_worker_queue_depth",
+            "Length of the queue (all its priority lists), delayed set, dead-letter and rejected lists.",
             ["list"], registry=self.registry,
         )
         self.in_flight = Gauge("img2mesh_worker_jobs_in_flight", "Jobs being processed now.", registry=self.registry)

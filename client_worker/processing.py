@@ -5,11 +5,14 @@ a queued job has: its image URLs, its progress webhooks, and storage. The expens
 survive a failed attempt: the finished files (and, once uploaded, their URLs) are cached in Redis
 under the job id, so a retry after a storage outage uploads the same bytes again instead of
 re-running the model, and a retry after a crash following the uploads does not upload at all.
-The cache is removed when the job is acknowledged as completed.
+The cache is removed when the job is acknowledged as completed. A Redis error is not a failure of
+the job: it propagates to the router, which gives the attempt back. The whole attempt has a
+deadline (``JOB_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -19,6 +22,7 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from client_worker.config import Settings
 from client_worker.download import DownloadLimits, download_first_image
@@ -73,13 +77,14 @@ class _Attempt:
     processor: JobProcessor
     job: Job
     attempt: int
+    token: str
     stage: str = "intake"
     ms: dict[str, float] = field(default_factory=dict)
 
     async def started(self, step: str) -> None:
         self.stage = _STAGE_OF_STEP[step]
         metadata = {"stage": self.stage, "progress": PROGRESS[self.stage], "attempt": self.attempt}
-        await self.processor.report(StatusEvent(self.job.job_id, "processing", metadata=metadata))
+        await self.processor.report(StatusEvent(self.job.job_id, "processing", metadata=metadata), self.token)
 
     def finished(self, step: str, seconds: float) -> None:
         self.processor.metrics.stage_seconds.labels(step).observe(seconds)
@@ -110,29 +115,46 @@ class JobProcessor:
         self.keys = RedisKeys(settings.key_prefix)
         self.download_limits = DownloadLimits.from_settings(settings)
 
-    async def report(self, event: StatusEvent) -> None:
-        """Record a progress event and deliver it in the background (the job does not wait for the backend)."""
-        if await self.status.record(event):
+    async def report(self, event: StatusEvent, token: str) -> None:
+        """Record a progress event of run ``token`` and deliver it in the background (the job does
+        not wait for the backend)."""
+        if await self.status.record(event, token):
             self.webhooks.deliver_soon(event.job_id)
+
+    async def uploaded(self, job_id: str) -> bool:
+        """True when an earlier attempt uploaded every file of the job: only its completion is missing."""
+        cached = _text_keys(await self.redis.hgetall(self.keys.artifact(job_id)))
+        if "files" not in cached:
+            return False
+        return all(f"url:{spec['role']}" in cached for spec in json.loads(cached["files"]))
 
     def forget_artifact(self, job_id: str) -> Writes:
         """Writes for the completion transaction: drop the job's cached files."""
         key = self.keys.artifact(job_id)
         return lambda pipe: pipe.delete(key)
 
-    async def process(self, job: Job, attempt: int) -> Completed:
-        """Process one job; raises `StageFailure` naming the stage and the kind of failure."""
+    async def process(self, job: Job, attempt: int, token: str) -> Completed:
+        """Process one attempt (run ``token``); raises `StageFailure` naming the stage and the kind
+        of failure, or `RedisError` when Redis is unreachable."""
         started = time.perf_counter()
-        run = _Attempt(self, job, attempt)
+        run = _Attempt(self, job, attempt, token)
+        deadline = asyncio.timeout(self.settings.job_timeout_s)
         try:
-            completed = await self._process(run)
+            async with deadline:
+                completed = await self._process(run)
         except JobError as error:
             raise StageFailure(run.stage, error) from error
         except InvalidInput as error:
             raise StageFailure(run.stage, PermanentJobError(str(error))) from error
-        except Exception as error:  # a bug or an unmapped library error: retry, and say what it was
-            log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
-            message = f"internal error during {run.stage}: {type(error).__name__}: {error}"
+        except RedisError:
+            raise
+        except Exception as error:  # a bug or an unmapped library error: retry; the log has the details
+            if isinstance(error, TimeoutError) and deadline.expired():
+                message = (f"the job did not finish within {self.settings.job_timeout_s:g} s (JOB_TIMEOUT_S) "
+                           f"and stopped at the {run.stage} stage")
+            else:
+                log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
+                message = f"an internal error of the worker stopped the job at the {run.stage} stage"
             raise StageFailure(run.stage, TransientJobError(message)) from error
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed

@@ -49,7 +49,7 @@ class RetryPolicy:
         if isinstance(error, TransientJobError):
             if attempt < self.max_attempts:
                 return Retry(self.backoff.delay(attempt), counted=True)
-            return GiveUp("exhausted", f"gave up after {attempt} attempts; last error: {error}")
+            return GiveUp("exhausted", f"gave up after {_attempts(attempt)}; last error: {error}")
         return GiveUp("permanent", str(error))
 
     def before_attempt(self, attempt: int) -> GiveUp | None:
@@ -62,6 +62,10 @@ class RetryPolicy:
             return None
         return GiveUp(
             "exhausted",
-            f"gave up after {attempt - 1} attempts: the earlier ones ended without a result "
+            f"gave up after {_attempts(attempt - 1)}: the earlier ones ended without a result "
             "(the worker processing it stopped or crashed)",
         )
+
+
+def _attempts(count: int) -> str:
+    return f"{count} attempt" if count == 1 else f"{count} attempts"

@@ -1,10 +1,15 @@
 """Everything that happens to one claimed message, ending in exactly one acknowledgement.
 
-A message is parsed (``jobs.intake``); what is not a job for us is moved to the rejected list, a
-job with a future ETA is deferred, a duplicate of a job that is done or running elsewhere is
-skipped, a malformed or expired job fails with a webhook. Everything else runs
-(``processing``), and its outcome (completed, retried, failed) is acknowledged to the queue in
-the same transaction as its status and webhook outbox entry.
+A message is parsed (``jobs.intake``); what is not a job for us is moved to the rejected list at
+first sight, a job with a future ETA is announced and deferred, a duplicate of a job that is done
+or running elsewhere is dropped, a malformed or expired job fails with a webhook. Everything else
+runs (``processing``), and its outcome (completed, retried, failed) is acknowledged to the queue
+in the same transaction as its status, webhook outbox entry, Celery result and the Celery tasks
+that follow it.
+
+Redis errors never lose a message. Every acknowledgement is idempotent (``jobs.queue``), so one
+whose reply was lost is repeated until Redis confirms it; a run that Redis failed in the middle
+is handed back without using up an attempt.
 """
 
 from __future__ import annotations
@@ -12,19 +17,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import TypeVar
 
+from redis.exceptions import RedisError
+
+from client_worker.backoff import Backoff
 from client_worker.config import Settings
+from client_worker.jobs.celery_canvas import CeleryCanvas
 from client_worker.jobs.intake import Job, MalformedJob, RejectedMessage, TaskMessage, parse_job, parse_message
-from client_worker.jobs.queue import JobQueue, combined
+from client_worker.jobs.limits import MessageLimits
+from client_worker.jobs.queue import JobQueue, Writes, combined, run_token
+from client_worker.memory import release_memory
 from client_worker.metrics import Metrics
 from client_worker.processing import JobProcessor, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
-from client_worker.status.store import StatusEvent, StatusStore
+from client_worker.status.celery_results import CeleryResults
+from client_worker.status.store import StatusEvent, StatusStore, bounded_text
 from client_worker.status.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+CONFIRM_RETRY = Backoff(0.25, 5.0)
+"""Pauses between repeats of a Redis step whose outcome is unknown (Redis unreachable)."""
 
 
 class MessageRouter:
@@ -37,6 +55,8 @@ class MessageRouter:
         processor: JobProcessor,
         status: StatusStore,
         webhooks: WebhookSender,
+        results: CeleryResults,
+        canvas: CeleryCanvas,
         retries: RetryPolicy,
         metrics: Metrics,
         on_triton_unavailable: Callable[[], None],
@@ -46,133 +66,233 @@ class MessageRouter:
         self.processor = processor
         self.status = status
         self.webhooks = webhooks
+        self.results = results
+        self.canvas = canvas
         self.retries = retries
         self.metrics = metrics
         self.on_triton_unavailable = on_triton_unavailable
+        self.limits = MessageLimits.from_settings(settings)
         self.running: dict[str, bytes] = {}
         """The jobs running now (job id → raw message), whose leases the heartbeat extends."""
         self._hand_backs: set[asyncio.Future[None]] = set()
 
     async def settle_hand_backs(self) -> None:
-        """Wait until the jobs cancelled at shutdown are back on the queue."""
-        await asyncio.gather(*self._hand_backs, return_exceptions=True)
+        """Wait until the jobs cancelled at shutdown are back on the queue. With Redis away it waits
+        `REDIS_TIMEOUT_S` at most: a job not handed back stays in this worker's processing list, which
+        the other workers recover once its heartbeat has expired."""
+        if self._hand_backs:
+            await asyncio.wait(set(self._hand_backs), timeout=self.settings.redis_timeout_s)
 
     async def handle(self, raw: bytes) -> None:
         """Everything that happens to one claimed message, ending in exactly one acknowledgement."""
         try:
-            message = parse_message(raw, self.settings.task_name)
-        except RejectedMessage as rejection:
-            await self.queue.reject(raw, str(rejection))
+            await self._route(raw)
+        except Exception as error:  # a bug: the message is moved aside with the reason, never looped on
+            log.exception("the worker failed on a message; it is moved to the rejected list")
+            reason = f"the worker failed on it ({type(error).__name__})"
+            await self._confirmed(lambda: self.queue.reject(raw, reason))
             self.metrics.rejected.inc()
-            log.warning("message rejected", extra={"reason": str(rejection), "list": self.settings.rejected_list})
-            return
-        if message.eta is not None and message.eta.timestamp() > time.time():
-            await self.queue.defer(raw, message.eta.timestamp())
-            self.metrics.jobs.labels("deferred").inc()
+
+    async def _route(self, raw: bytes) -> None:
+        try:
+            message = parse_message(raw, self.settings.task_name, self.limits)
+        except RejectedMessage as rejection:
+            reason = str(rejection)
+            await self._confirmed(lambda: self.queue.reject(raw, reason))
+            self.metrics.rejected.inc()
+            log.warning("message rejected", extra={"reason": reason, "list": self.settings.rejected_list})
             return
         try:
-            job = parse_job(message)
+            job: Job | MalformedJob = parse_job(message)
         except MalformedJob as malformed:
-            await self._malformed(raw, malformed)
+            if malformed.job_id is None:
+                reason = str(malformed)
+                await self._confirmed(lambda: self.queue.reject(raw, reason))
+                self.metrics.rejected.inc()
+                log.error("job without a job_id rejected", extra={"reason": reason})
+                return
+            job = malformed
+        job_id = str(job.job_id)
+        if isinstance(job, Job) and message.eta is not None and message.eta.timestamp() > time.time():
+            await self._schedule(raw, job_id, message.eta)
             return
-        admission = await self.queue.admit(job.job_id)
+        if job_id in self.running:  # a second copy while this worker runs the job: its own lease is no guard
+            await self._defer(raw, job_id, "the job is running on this worker")
+            return
+        self.running[job_id] = raw
+        try:
+            await self._admit_and_run(raw, message, job)
+        finally:
+            self.running.pop(job_id, None)
+        await asyncio.to_thread(release_memory)
+
+    async def _admit_and_run(self, raw: bytes, message: TaskMessage, job: Job | MalformedJob) -> None:
+        """Admit the job, then run it, or fail it at once when it is malformed, expired or out of attempts."""
+        job_id = str(job.job_id)
+        token = run_token()
+        finishing = isinstance(job, Job) and await self._confirmed(lambda: self.processor.uploaded(job_id))
+        admission = await self._confirmed(
+            lambda: self.queue.admit(job_id, raw, token, message.delivery_id, counted=not finishing)
+        )
+        if admission.decision == "busy":
+            await self._defer(raw, job_id, f"the job is running on {admission.holder}")
+            return
         if admission.decision != "run":
-            await self.queue.skip(raw)
+            await self._confirmed(lambda: self.queue.skip(raw))
             self.metrics.jobs.labels("duplicate").inc()
             log.info("duplicate delivery skipped",
-                     extra={"job_id": job.job_id, "reason": admission.decision, "holder": admission.holder})
+                     extra={"job_id": job_id, "reason": admission.decision, "holder": admission.holder})
             return
-        if _expired(message):
-            expired = GiveUp("expired", f"the job expired at {message.expires} before a worker could start it")
-            await self._fail(raw, job.job_id, admission.attempt, expired, "intake")
+        if isinstance(job, MalformedJob):
+            await self._fail(raw, message, job_id, token, admission.attempt, GiveUp("permanent", str(job)), "intake")
             return
-        refusal = self.retries.before_attempt(admission.attempt)
-        if refusal is not None:
-            await self._fail(raw, job.job_id, admission.attempt - 1, refusal, "intake")
-            return
-        await self._run_job(raw, job, admission.attempt)
+        if not finishing:  # a job whose files are uploaded completes, whatever happened before
+            if _expired(message):
+                expired = GiveUp("expired", f"the job expired at {message.expires} before a worker could start it")
+                await self._fail(raw, message, job_id, token, admission.attempt, expired, "intake")
+                return
+            refusal = self.retries.before_attempt(admission.attempt)
+            if refusal is not None:
+                await self._fail(raw, message, job_id, token, admission.attempt - 1, refusal, "intake")
+                return
+        await self._run_job(raw, message, job, admission.attempt, token)
 
-    async def _run_job(self, raw: bytes, job: Job, attempt: int) -> None:
-        self.running[job.job_id] = raw
+    async def _defer(self, raw: bytes, job_id: str, reason: str) -> None:
+        """Try a copy again once the run holding the job may have let go of it (its lease's lifetime)."""
+        await self._confirmed(lambda: self.queue.defer(raw, time.time() + self.settings.heartbeat_ttl_s))
+        self.metrics.jobs.labels("deferred").inc()
+        log.info("job is busy; this copy is tried again later", extra={"job_id": job_id, "reason": reason})
+
+    async def _run_job(self, raw: bytes, message: TaskMessage, job: Job, attempt: int, token: str) -> None:
         self.metrics.in_flight.inc()
         log.info("job started", extra={"job_id": job.job_id, "attempt": attempt})
         try:
-            completed = await self.processor.process(job, attempt)
+            completed = await self.processor.process(job, attempt, token)
         except asyncio.CancelledError:
-            hand_back = asyncio.ensure_future(self.queue.release(raw, job.job_id))
+            hand_back = asyncio.ensure_future(self._confirmed(lambda: self.queue.release(raw, job.job_id, token)))
             self._hand_backs.add(hand_back)
             await asyncio.shield(hand_back)
             self.metrics.jobs.labels("handed_back").inc()
             log.info("job handed back at shutdown", extra={"job_id": job.job_id})
             raise
+        except RedisError as error:
+            log.warning("Redis failed during the job; it is handed back, uncounted",
+                        extra={"job_id": job.job_id, "error": str(error)})
+            await self._confirmed(lambda: self.queue.release(raw, job.job_id, token))
+            self.metrics.jobs.labels("handed_back").inc()
         except StageFailure as failure:
-            await self._failed_attempt(raw, job.job_id, attempt, failure)
+            await self._failed_attempt(raw, message, job.job_id, token, attempt, failure)
         else:
-            event = StatusEvent(job.job_id, "completed", model_url=completed.model_url, metadata=completed.metadata)
-            recorded = await self.queue.complete(
-                raw, job.job_id, completed.model_url,
-                combined(self.status.writes(event), self.processor.forget_artifact(job.job_id)),
-            )
-            if not recorded:
-                self._completed_elsewhere(job.job_id)
-                return
-            self.webhooks.deliver_soon(job.job_id)
-            self.metrics.jobs.labels("completed").inc()
-            log.info("job completed", extra={"job_id": job.job_id, "model_url": completed.model_url,
-                                             "timings_ms": completed.metadata.get("timings_ms")})
+            await self._complete(raw, message, job.job_id, token, completed.model_url, completed.metadata)
         finally:
-            self.running.pop(job.job_id, None)
             self.metrics.in_flight.dec()
 
-    async def _failed_attempt(self, raw: bytes, job_id: str, attempt: int, failure: StageFailure) -> None:
+    async def _complete(
+        self, raw: bytes, message: TaskMessage, job_id: str, token: str, model_url: str, metadata: dict[str, object]
+    ) -> None:
+        event = StatusEvent(job_id, "completed", model_url=model_url, metadata=metadata)
+        result = {"job_id": job_id, "status": "completed", "model_url": model_url}
+        writes = combined(
+            self.status.writes(event),
+            self.processor.forget_artifact(job_id),
+            self.results.success(_result_ids(message), result),
+            self.canvas.after_success(message, result),
+        )
+        if not await self._confirmed(lambda: self.queue.complete(raw, job_id, token, model_url, writes)):
+            self._overtaken(job_id)
+            return
+        self._announce(job_id)
+        self.metrics.jobs.labels("completed").inc()
+        log.info("job completed", extra={"job_id": job_id, "model_url": model_url,
+                                         "timings_ms": metadata.get("timings_ms")})
+
+    async def _failed_attempt(
+        self, raw: bytes, message: TaskMessage, job_id: str, token: str, attempt: int, failure: StageFailure
+    ) -> None:
         decision = self.retries.after_failure(failure.error, attempt)
         if isinstance(decision, Retry):
             if decision.pause_intake:
                 self.on_triton_unavailable()
-            await self._retry(raw, job_id, attempt, failure, decision)
+            await self._retry(raw, job_id, token, attempt, failure, decision)
         else:
-            await self._fail(raw, job_id, attempt, decision, failure.stage)
+            await self._fail(raw, message, job_id, token, attempt, decision, failure.stage)
 
-    async def _retry(self, raw: bytes, job_id: str, attempt: int, failure: StageFailure, retry: Retry) -> None:
+    async def _retry(
+        self, raw: bytes, job_id: str, token: str, attempt: int, failure: StageFailure, retry: Retry
+    ) -> None:
         metadata = {"stage": "retry_scheduled", "failed_stage": failure.stage, "attempt": attempt,
                     "retry_in_s": round(retry.delay_s, 1), "last_error": str(failure.error)}
-        event = StatusEvent(job_id, "processing", metadata=metadata)
-        if not await self.queue.retry(raw, job_id, retry.delay_s, self.status.writes(event), counted=retry.counted):
-            self._completed_elsewhere(job_id)
+        writes = self.status.writes(StatusEvent(job_id, "processing", metadata=metadata))
+        if not await self._confirmed(
+            lambda: self.queue.retry(raw, job_id, token, retry.delay_s, writes, counted=retry.counted)
+        ):
+            self._overtaken(job_id)
             return
         self.webhooks.deliver_soon(job_id)
         self.metrics.jobs.labels("retried").inc()
         self.metrics.retries.labels(failure.stage).inc()
         log.warning("job will be retried", extra={"job_id": job_id, **metadata, "counted": retry.counted})
 
-    async def _fail(self, raw: bytes, job_id: str, attempts: int, failure: GiveUp, stage: str) -> None:
-        event = StatusEvent(job_id, "failed", error_message=failure.message,
+    async def _fail(
+        self, raw: bytes, message: TaskMessage, job_id: str, token: str, attempts: int, failure: GiveUp, stage: str
+    ) -> None:
+        text = bounded_text(failure.message, self.settings.status_text_max_chars)
+        event = StatusEvent(job_id, "failed", error_message=text,
                             metadata={"attempts": attempts, "stage": stage, "kind": failure.kind})
-        if not await self.queue.fail(raw, job_id, failure.message, attempts, self.status.writes(event)):
-            self._completed_elsewhere(job_id)
+        writes = combined(
+            self.status.writes(event),
+            self.results.failure([*_result_ids(message), *self.canvas.chained_task_ids(message)], text,
+                                 expired=failure.kind == "expired"),
+            self.canvas.after_failure(message),
+        )
+        if not await self._confirmed(
+            lambda: self.queue.fail(raw, job_id, token, message.delivery_id, text, attempts, writes)
+        ):
+            self._overtaken(job_id)
             return
-        self.webhooks.deliver_soon(job_id)
+        self._announce(job_id)
         self.metrics.jobs.labels("failed").inc()
-        log.error("job failed", extra={"job_id": job_id, "kind": failure.kind, "stage": stage, "error": failure.message})
+        log.error("job failed", extra={"job_id": job_id, "kind": failure.kind, "stage": stage, "error": text})
 
-    def _completed_elsewhere(self, job_id: str) -> None:
+    async def _schedule(self, raw: bytes, job_id: str, eta: datetime) -> None:
+        """Hold a job until its ETA, telling the backend when it will start (docs/webhooks.md)."""
+        when = eta.astimezone(UTC).isoformat()
+        event = StatusEvent(job_id, "processing", metadata={"stage": "scheduled", "eta": when, "progress": 0})
+        writes: Writes = self.status.writes(event)
+        if await self._confirmed(lambda: self.queue.schedule(raw, job_id, eta.timestamp(), writes)):
+            self.webhooks.deliver_soon(job_id)
+            self.metrics.jobs.labels("deferred").inc()
+            log.info("job scheduled for its ETA", extra={"job_id": job_id, "eta": when})
+        else:
+            self.metrics.jobs.labels("duplicate").inc()
+            log.info("duplicate delivery skipped", extra={"job_id": job_id, "reason": "completed"})
+
+    def _announce(self, job_id: str) -> None:
+        """Tell the backend (webhook) and Celery producers (result backend) of a final outcome."""
+        self.webhooks.deliver_soon(job_id)
+        self.results.copy_soon()
+
+    def _overtaken(self, job_id: str) -> None:
         self.metrics.jobs.labels("duplicate").inc()
-        log.warning("job was completed by another worker meanwhile; this run's result is dropped",
+        log.warning("another run of the job took it over meanwhile; this run's outcome is dropped",
                     extra={"job_id": job_id})
 
-    async def _malformed(self, raw: bytes, malformed: MalformedJob) -> None:
-        """A job we cannot run: failed if it names a job id (so the backend hears of it), else rejected."""
-        if malformed.job_id is None:
-            await self.queue.reject(raw, str(malformed))
-            self.metrics.rejected.inc()
-            log.error("job without a job_id rejected", extra={"reason": str(malformed)})
-            return
-        admission = await self.queue.admit(malformed.job_id)
-        if admission.decision != "run":
-            await self.queue.skip(raw)
-            return
-        await self._fail(raw, malformed.job_id, admission.attempt, GiveUp("permanent", str(malformed)), "intake")
+    async def _confirmed(self, step: Callable[[], Awaitable[T]]) -> T:
+        """Run an idempotent Redis step until Redis answers it (a lost reply is safe to repeat)."""
+        failures = 0
+        while True:
+            try:
+                return await step()
+            except (RedisError, OSError) as error:
+                failures += 1
+                log.warning("Redis unreachable; repeating the step", extra={"error": str(error), "tries": failures})
+                await asyncio.sleep(CONFIRM_RETRY.delay(failures))
+
+
+def _result_ids(message: TaskMessage) -> list[str]:
+    """The task whose Celery result this job's outcome is (none for bare payloads or `ignore_result`)."""
+    return [message.task_id] if message.task_id and not message.ignore_result else []
 
 
 def _expired(message: TaskMessage) -> bool:
-    return message.expires is not None and message.expires < datetime.now(timezone.utc)
+    return message.expires is not None and message.expires < datetime.now(UTC)

@@ -49,6 +49,8 @@ def make_storage(settings: Settings) -> Storage:
 
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 _SHOPIFY_GID = re.compile(r"gid://shopify/[A-Za-z]+/(\d+)(?:\?.*)?")
+_MAX_ID_DIGITS = 20
+"""Shopify ids are 64-bit integers: at most 20 digits."""
 
 
 def storage_stem(shop: str, product_id: str | int, variant_id: str | int | None, job_id: str) -> str:
@@ -75,15 +77,18 @@ def storage_stem(shop: str, product_id: str | int, variant_id: str | int | None,
 def _numeric_id(value: str | int, field: str) -> str:
     """``gid://shopify/Product/123`` or ``123`` → ``"123"``; anything else is a bad job."""
     text = str(value).strip()
-    if text.isascii() and text.isdigit():
-        return str(int(text))
     match = _SHOPIFY_GID.fullmatch(text)
-    if match is None:
+    digits = text if text.isascii() and text.isdigit() else match.group(1) if match else None
+    if digits is None:
         raise PermanentJobError(
             f"{field} {text[:100]!r} is neither a Shopify GID like gid://shopify/Product/123 "
             "nor a numeric id"
         )
-    return str(int(match.group(1)))
+    if len(digits) > _MAX_ID_DIGITS:
+        raise PermanentJobError(
+            f"{field} is a number of {len(digits)} digits; Shopify ids have at most {_MAX_ID_DIGITS}"
+        )
+    return digits.lstrip("0") or "0"
 
 
 def _safe_segment(text: str, field: str) -> str:

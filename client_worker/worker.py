@@ -10,6 +10,11 @@ When Triton goes away mid-run, the router's retry policy puts the affected jobs 
 using up an attempt and tells this module, which pauses all loops until the model is ready again.
 On SIGTERM/SIGINT the loops stop claiming, running jobs get `SHUTDOWN_GRACE_S` to finish, and
 whatever is still running is handed back to the queue.
+
+The Redis client never resends a command on its own (redis-py would by default): a resent LMOVE
+or admission whose first reply was lost would act twice. The worker's steps are idempotent
+instead and repeated as a whole (``routing``), and when Redis restarted, or a claim's reply was
+lost, the worker hands back whatever sits unclaimed in its processing list (``jobs.queue``).
 """
 
 from __future__ import annotations
@@ -22,10 +27,14 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
+from client_worker.jobs.celery_canvas import CeleryCanvas
+from client_worker.jobs.priorities import PriorityLists
 from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.logs import loggable_settings
 from client_worker.metrics import Metrics
@@ -34,6 +43,7 @@ from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.processing import JobProcessor
 from client_worker.retry_policy import RetryPolicy
 from client_worker.routing import MessageRouter
+from client_worker.status.celery_results import CeleryResults
 from client_worker.status.store import StatusStore
 from client_worker.status.webhook import WebhookSender
 from client_worker.storage import Storage, make_storage
@@ -50,11 +60,19 @@ class Worker:
         self.settings = settings
         self.instance = instance_id(settings.worker_name)
         self.metrics = Metrics()
-        self.redis = Redis.from_url(settings.redis_url)
+        self.redis = Redis.from_url(
+            settings.redis_url, retry=Retry(NoBackoff(), 0),
+            socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s,
+        )
         self.http = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self.queue = JobQueue(self.redis, settings, self.instance)
         self.webhooks = WebhookSender(self.redis, settings, self.http, self.metrics)
-        self.status = StatusStore(self.redis, self.queue.keys, settings.status_ttl_s, self.webhooks.delivery_window_s)
+        self.status = StatusStore(self.redis, self.queue.keys, settings.status_ttl_s, self.webhooks.delivery_window_s,
+                                  settings.status_text_max_chars)
+        backend = Redis.from_url(settings.result_backend_url) if settings.result_backend_url else None
+        self.results = CeleryResults(self.redis, self.queue.keys, backend, settings.result_expires_s)
+        canvas = CeleryCanvas(PriorityLists.from_settings(settings), settings.queue_name)
+        self._redis_run_id: str | None = None
         self.inference = TritonMeshClient(
             settings.triton_url,
             settings.triton_model_name,
@@ -69,7 +87,8 @@ class Worker:
         )
         retries = RetryPolicy(settings.max_attempts, Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s))
         self.router = MessageRouter(
-            settings, self.queue, processor, self.status, self.webhooks, retries, self.metrics, self._triton_unavailable
+            settings, self.queue, processor, self.status, self.webhooks, self.results, canvas, retries, self.metrics,
+            self._triton_unavailable,
         )
         self.stopping = asyncio.Event()
         self.triton_ready = asyncio.Event()
@@ -96,7 +115,8 @@ class Worker:
                 asyncio.create_task(self._watch_triton()),
             ]
             loops = [asyncio.create_task(self._job_loop()) for _ in range(self.settings.concurrency)]
-            log.info("worker ready", extra={"instance": self.instance, "concurrency": self.settings.concurrency})
+            log.info("worker ready", extra={"instance": self.instance, "concurrency": self.settings.concurrency,
+                                            "queues": self.queue.sources})
             await self.stopping.wait()
             _, unfinished = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s or None)
             for loop in unfinished:
@@ -105,6 +125,7 @@ class Worker:
             await self.router.settle_hand_backs()  # before the sweep below
             handed_back = await self.queue.hand_back_all()
             await self.webhooks.drain(self.settings.webhook_timeout_s)
+            await self.results.drain(self.settings.webhook_timeout_s)
             self._closing.set()
             for task in background:
                 task.cancel()
@@ -117,6 +138,7 @@ class Worker:
             await self.inference.close()
             await self.http.aclose()
             await self.redis.aclose()
+            await self.results.close()
             close = getattr(self.storage, "aclose", None)
             if close is not None:
                 await close()
@@ -136,18 +158,8 @@ class Worker:
                 continue
             try:
                 await self.router.handle(raw)
-            except Exception:  # Redis went away mid-job, or a bug: never lose the message
-                log.exception("error while handling a message; putting it back")
-                await self._requeue(raw)
-
-    async def _requeue(self, raw: bytes) -> None:
-        for _ in range(30):
-            try:
-                await self.queue.requeue(raw)
-                return
-            except Exception as error:
-                log.warning("cannot requeue yet", extra={"error": str(error)})
-                await asyncio.sleep(1.0)
+            finally:
+                self.queue.let_go(raw)
 
     def _triton_unavailable(self) -> None:
         """Pause every job loop until `_watch_triton` sees the model ready again."""
@@ -158,13 +170,26 @@ class Worker:
         await self.queue.heartbeat(list(self.router.running))
 
     async def _maintenance(self) -> None:
+        await self._notice_redis_restart()
+        moved = await self.queue.reconcile()
+        if moved:
+            log.warning("handed back messages nobody was working on", extra={"messages": moved})
         await self.queue.promote_due()
         for instance, count in (await self.queue.recover_dead_workers()).items():
             self.metrics.recovered.inc(count)
             log.warning("recovered the jobs of a dead worker", extra={"dead_worker": instance, "jobs": count})
         await self.webhooks.redeliver_due()
+        await self.results.copy()
         for name, depth in (await self.queue.depths()).items():
             self.metrics.queue_depth.labels(name).set(depth)
+
+    async def _notice_redis_restart(self) -> None:
+        """A restarted Redis may have lost its last writes (`appendfsync everysec`): reconcile."""
+        run_id = (await self.redis.info("server"))["run_id"]
+        if self._redis_run_id is not None and run_id != self._redis_run_id:
+            log.warning("Redis restarted; checking this worker's processing list")
+            self.queue.needs_reconcile = True
+        self._redis_run_id = run_id
 
     async def _watch_triton(self) -> None:
         """While Triton is marked unavailable, poll its readiness and reopen the job loops."""
@@ -191,7 +216,9 @@ class Worker:
         while not self._closing.is_set():
             try:
                 await action()
-            except Exception:  # a Redis blip must not end the heartbeat or maintenance loop
+            except (RedisError, OSError) as error:  # an outage must not end the heartbeat or maintenance loop
+                log.warning("background task: Redis unreachable", extra={"task": action.__name__, "error": str(error)})
+            except Exception:
                 log.exception("background task failed", extra={"task": action.__name__})
             await self._pause(interval_s)
 

@@ -154,8 +154,12 @@ class LocalTriton:
         self.workdir.mkdir(parents=True, exist_ok=True)
         prepare_backend_directory(self.workdir / "backends")
         log = self.log_path.open("ab")
+        # Started in the checkout: the stub's Python finds img2mesh through its working directory even
+        # where PYTHONPATH does not reach it and another install of the project would win (a shared
+        # venv's editable install of another checkout made tests load that checkout's models).
         self._process = subprocess.Popen(  # noqa: S603 - fixed binary, arguments built above
-            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
+            self.command(), stdout=log, stderr=subprocess.STDOUT, env=self.environment(), cwd=_PROJECT_ROOT,
+            start_new_session=True,
         )
         log.close()
         self.wait_ready(timeout_s)

@@ -30,7 +30,7 @@ class RedisKeys:
         return f"{self.prefix}:lease:{job_id}"
 
     def job(self, job_id: str) -> str:
-        """Hash of a job's bookkeeping: attempts, outcome, model_url."""
+        """Hash of a job's bookkeeping: attempts, outcome, model_url, the current run's token."""
         return f"{self.prefix}:job:{job_id}"
 
     def delayed(self) -> str:
@@ -57,3 +57,7 @@ class RedisKeys:
         """Sorted set job_id -> when the outbox entry is next tried."""
         return f"{self.prefix}:outbox:due"
 
+
+    def celery_results(self) -> str:
+        """Hash task_id -> Celery result meta (JSON) still to be written to the result backend."""
+        return f"{self.prefix}:celery-results"

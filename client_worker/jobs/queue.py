@@ -1,56 +1,95 @@
-"""A reliable queue on top of the producers' plain Redis list.
+"""A reliable queue on top of the producers' plain Redis lists.
 
-Producers LPUSH onto `QUEUE_NAME` (Celery's `celery` list). A worker claims an element with
-BLMOVE into its own processing list, so a message is always in exactly one Redis list and a
-crash cannot lose it (docs/facts.md, "Reliable queues on Redis"). Liveness is a heartbeat key
-with a TTL; any worker that sees another's heartbeat gone moves that worker's processing list
-back onto the queue. Each job id has a bookkeeping hash (attempts, outcome) and a lease naming the instance
-running it: a duplicate delivery of a completed job, or of a job running elsewhere, is
-acknowledged without running it again. Transient failures go to a sorted set of delayed
-retries; after the last attempt, or on a permanent failure, the message goes to the dead-letter
-list with the reason. Every acknowledgement runs in one MULTI transaction together with the
-caller's writes (the job's status and webhook outbox entry), so "done" and "reported" can never
-disagree after a crash.
+Producers LPUSH onto `QUEUE_NAME` (Celery's `celery` list) and its priority lists. A worker claims
+an element with (B)LMOVE into its own processing list, so a message is always in exactly one
+Redis list and a crash cannot lose it (docs/facts.md, "Reliable queues on Redis"). Liveness is a
+heartbeat key with a TTL; any worker that sees another's heartbeat gone moves that worker's
+processing list back onto the queue.
+
+Each job id has a bookkeeping hash (attempts, outcome, the token of the run that may finish it)
+and a lease naming the instance running it. An admission hands out a fresh *run token*; only the
+run holding the current token acknowledges the job's outcome, so a run that was overtaken (its
+worker was presumed dead, or Redis came back after its heartbeat expired) can never report a
+second, different outcome. Every acknowledgement is one MULTI transaction with the caller's
+writes (the job's status and webhook outbox entry), and each is idempotent: the job hash records
+the token of the acknowledgement applied, so after a lost reply the caller simply repeats it. That
+is why the worker's Redis client never resends commands itself (see `worker.py`).
+
+A lease held by a live instance means "busy" only when that instance still has the message in
+its processing list; otherwise (it gave the job back after a Redis error) the message waits in
+the delayed set until the lease is free, instead of being dropped. A live worker's processing
+list can also hold elements it is not working on: an LMOVE whose reply was lost, or, with Redis
+`appendfsync everysec`, an acknowledgement that Redis lost in a crash. `reconcile` hands those
+back; the worker calls it after such errors and whenever Redis restarted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
+from redis.exceptions import RedisError, WatchError
 
 from client_worker.config import Settings
 from client_worker.jobs.keys import RedisKeys
+from client_worker.jobs.priorities import PriorityLists
 
 Writes = Callable[[Pipeline], None]
 """Commands a caller adds to an acknowledgement transaction (e.g. the terminal status and its webhook)."""
 
-PRIORITY_SEPARATOR = "\x06\x16"
-"""kombu stores priority > 0 messages in `<queue>\\x06\\x16<priority>` lists (3, 6, 9)."""
-
 _ADMIT = """
--- KEYS: job hash, lease.  ARGV: instance id, lease ttl ms, heartbeat key prefix, job ttl s.
-if redis.call('HGET', KEYS[1], 'outcome') == 'completed' then
+-- KEYS: job hash, lease.  ARGV: instance id, lease ttl ms, heartbeat key prefix, job ttl s,
+-- processing list prefix, raw message, run token, delivery id, count the attempt (1/0).
+local job = redis.call('HMGET', KEYS[1], 'outcome', 'run', 'attempts', 'failed_delivery')
+if job[1] == 'completed' then
   return {'completed', redis.call('HGET', KEYS[1], 'model_url') or ''}
 end
+if job[2] == ARGV[7] then
+  return {'run', job[3] or '0'}
+end
+if job[1] == 'failed' and job[4] == ARGV[8] then
+  return {'failed', ''}
+end
 local holder = redis.call('GET', KEYS[2])
-if holder and (holder == ARGV[1] or redis.call('EXISTS', ARGV[3] .. holder) == 1) then
+if holder and holder ~= ARGV[1] and redis.call('EXISTS', ARGV[3] .. holder) == 1 then
+  if redis.call('LPOS', ARGV[5] .. holder, ARGV[6]) then
+    return {'duplicate', holder}
+  end
   return {'busy', holder}
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('HDEL', KEYS[1], 'outcome')
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('HDEL', KEYS[1], 'outcome', 'failed_delivery')
+local attempt
+if ARGV[9] == '1' then
+  attempt = redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+else
+  attempt = math.max(tonumber(job[3] or '0'), 1)
+  redis.call('HSET', KEYS[1], 'attempts', attempt)
+end
+redis.call('HSET', KEYS[1], 'run', ARGV[7])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 return {'run', tostring(attempt)}
+"""
+
+_RENEW = """
+-- KEYS: the leases of the jobs this instance runs.  ARGV: instance id, lease ttl ms.
+-- A lease that expired while Redis was away is taken again, unless another instance holds it.
+for _, lease in ipairs(KEYS) do
+  local holder = redis.call('GET', lease)
+  if not holder or holder == ARGV[1] then redis.call('SET', lease, ARGV[1], 'PX', ARGV[2]) end
+end
+return #KEYS
 """
 
 _RECOVER = """
@@ -73,10 +112,32 @@ return #due
 """
 
 _HAND_BACK = """
--- KEYS: own processing list, queue.
+-- KEYS: own processing list, queue.  ARGV: the elements to hand back (all of them when none).
 local moved = 0
-while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end
+if #ARGV == 0 then
+  while redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT') do moved = moved + 1 end
+  return moved
+end
+for _, raw in ipairs(ARGV) do
+  if redis.call('LREM', KEYS[1], 1, raw) == 1 then
+    redis.call('RPUSH', KEYS[2], raw)
+    moved = moved + 1
+  end
+end
 return moved
+"""
+
+_REJECT = """
+-- KEYS: own processing list, rejected list.  ARGV: raw, record.  One record per removed copy.
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 1 then redis.call('LPUSH', KEYS[2], ARGV[2]) end
+return 1
+"""
+
+_DEFER = """
+-- KEYS: own processing list, delayed zset.  ARGV: raw, due time.
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('LREM', KEYS[1], 1, ARGV[1])
+return 1
 """
 
 
@@ -90,6 +151,11 @@ def instance_id(worker_name: str) -> str:
     return f"{worker_name}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+def run_token() -> str:
+    """A new token for one admission of a job (see the module docstring)."""
+    return secrets.token_hex(8)
+
+
 def combined(*writes: Writes) -> Writes:
     """Several callers' writes as one, all inside the same transaction."""
 
@@ -100,11 +166,20 @@ def combined(*writes: Writes) -> Writes:
     return write
 
 
+def no_writes(pipe: Pipeline) -> None:
+    """An acknowledgement with nothing but the queue's own bookkeeping."""
+
+
 @dataclass(frozen=True)
 class Admission:
-    """Whether a claimed job should run: `run` (with its attempt number) or why not."""
+    """Whether a claimed job should run (`run`, with its attempt number) or why not.
 
-    decision: Literal["run", "completed", "busy"]
+    `completed`, `failed` (this very delivery failed before) and `duplicate` (another live
+    worker runs the job from its own copy of the same message): drop this copy. `busy`: another
+    live worker holds the lease without such a copy; try again once it may have let go.
+    """
+
+    decision: Literal["run", "completed", "failed", "duplicate", "busy"]
     attempt: int = 0
     model_url: str = ""
     holder: str = ""
@@ -119,7 +194,11 @@ def raw_for_json(raw: bytes) -> dict[str, str]:
 
 
 class JobQueue:
-    """The queue operations of one worker instance; all state lives in Redis."""
+    """The queue operations of one worker instance; all state lives in Redis.
+
+    It also knows which claimed messages its job loops hold (`claim` … `let_go`), which is what
+    tells `reconcile` the elements of the processing list nobody works on.
+    """
 
     def __init__(self, redis: Redis, settings: Settings, instance: str) -> None:
         self.redis = redis
@@ -127,50 +206,106 @@ class JobQueue:
         self.instance = instance
         self.keys = RedisKeys(settings.key_prefix)
         self.queue = settings.queue_name
+        self.sources = PriorityLists.from_settings(settings).of(self.queue)
         self.processing = self.keys.processing(instance)
-        self._lease_ms = int(settings.heartbeat_ttl_s * 1000)
+        self.lease_ms = int(settings.heartbeat_ttl_s * 1000)
+        self.needs_reconcile = False
+        self._in_hand: Counter[bytes] = Counter()
+        self._claims = 0
+        self._no_claims = asyncio.Event()
+        self._no_claims.set()
+        self._claiming_allowed = asyncio.Event()
+        self._claiming_allowed.set()
         self._admit = redis.register_script(_ADMIT)
+        self._renew = redis.register_script(_RENEW)
         self._recover = redis.register_script(_RECOVER)
         self._promote = redis.register_script(_PROMOTE)
         self._hand_back = redis.register_script(_HAND_BACK)
-
-    def priority_lists(self) -> list[str]:
-        """The lists kombu uses for priorities 3, 6 and 9 of our queue."""
-        return [f"{self.queue}{PRIORITY_SEPARATOR}{priority}" for priority in (3, 6, 9)]
+        self._reject = redis.register_script(_REJECT)
+        self._defer = redis.register_script(_DEFER)
 
     async def register(self) -> None:
         """Announce this instance: heartbeat first, so nobody recovers an empty list we then fill."""
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.heartbeat(self.instance), str(time.time()), px=self._lease_ms)
+            pipe.set(self.keys.heartbeat(self.instance), str(time.time()), px=self.lease_ms)
             pipe.sadd(self.keys.workers(), self.instance)
             await pipe.execute()
 
     async def heartbeat(self, job_ids: list[str]) -> None:
         """Extend this instance's heartbeat and the leases of the jobs it is running."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.heartbeat(self.instance), str(time.time()), px=self._lease_ms)
+            pipe.set(self.keys.heartbeat(self.instance), str(time.time()), px=self.lease_ms)
             pipe.sadd(self.keys.workers(), self.instance)
-            for job_id in job_ids:
-                pipe.pexpire(self.keys.lease(job_id), self._lease_ms)
             await pipe.execute()
+        if job_ids:
+            await self._renew(keys=[self.keys.lease(job_id) for job_id in job_ids], args=[self.instance, self.lease_ms])
 
     async def claim(self, timeout_s: float) -> bytes | None:
-        """Move the next message into our processing list; None when the queue stayed empty.
+        """Move the next message into our processing list; None when the queues stayed empty.
 
-        Priority 0 (the plain list) first, as kombu does; BLMOVE can block on one key only, so
-        the priority lists are polled without blocking before it.
+        The lists are tried in kombu's order (priority step 0 first); BLMOVE can block on one key
+        only, so it waits on the plain queue after polling every list once. A claimed message is
+        in this worker's hands until `let_go`.
         """
-        for source in [self.queue, *self.priority_lists()]:
-            raw = await self.redis.lmove(source, self.processing, "RIGHT", "LEFT")
+        async with self._claim_slot():
+            try:
+                for source in self.sources:
+                    raw = await self.redis.lmove(source, self.processing, "RIGHT", "LEFT")
+                    if raw is not None:
+                        break
+                else:
+                    raw = await self.redis.blmove(self.queue, self.processing, timeout_s, "RIGHT", "LEFT")
+            except (RedisError, OSError):
+                self.needs_reconcile = True  # the move may have happened without its reply reaching us
+                raise
             if raw is not None:
-                return raw
-        return await self.redis.blmove(self.queue, self.processing, timeout_s, "RIGHT", "LEFT")
+                self._in_hand[raw] += 1
+            return raw
 
-    async def admit(self, job_id: str) -> Admission:
-        """Take the job's lease and count the attempt, unless it is done or running elsewhere."""
+    def let_go(self, raw: bytes) -> None:
+        """The job loop is done with a claimed message (acknowledged, or left for `reconcile`)."""
+        self._in_hand[raw] -= 1
+        if self._in_hand[raw] <= 0:
+            del self._in_hand[raw]
+
+    @asynccontextmanager
+    async def _claim_slot(self) -> AsyncIterator[None]:
+        """Claims run concurrently with each other but never while `reconcile` compares lists."""
+        await self._claiming_allowed.wait()
+        self._claims += 1
+        self._no_claims.clear()
+        try:
+            yield
+        finally:
+            self._claims -= 1
+            if self._claims == 0:
+                self._no_claims.set()
+
+    async def reconcile(self) -> int:
+        """Hand back the elements of our processing list that no job loop holds; returns how many."""
+        if not self.needs_reconcile:
+            return 0
+        self._claiming_allowed.clear()
+        try:
+            await self._no_claims.wait()
+            listed = Counter(await self.redis.lrange(self.processing, 0, -1))
+            orphans = list((listed - self._in_hand).elements())
+            moved = int(await self._hand_back(keys=[self.processing, self.queue], args=orphans)) if orphans else 0
+            self.needs_reconcile = False
+            return moved
+        finally:
+            self._claiming_allowed.set()
+
+    async def admit(self, job_id: str, raw: bytes, token: str, delivery_id: str, *, counted: bool = True) -> Admission:
+        """Take the job's lease and count the attempt, unless it is done or running elsewhere.
+
+        Repeating an admission with the same token answers the same (after a lost reply).
+        `counted=False` starts a run without using up an attempt (its files are already uploaded).
+        """
         decision, detail = await self._admit(
             keys=[self.keys.job(job_id), self.keys.lease(job_id)],
-            args=[self.instance, self._lease_ms, self.keys.heartbeat(""), self.settings.idempotency_ttl_s],
+            args=[self.instance, self.lease_ms, self.keys.heartbeat(""), self.settings.idempotency_ttl_s,
+                  self.keys.processing(""), raw, token, delivery_id, int(counted)],
         )
         decision = decision.decode()
         detail = detail.decode()
@@ -178,122 +313,146 @@ class JobQueue:
             return Admission("run", attempt=int(detail))
         if decision == "completed":
             return Admission("completed", model_url=detail)
-        return Admission("busy", holder=detail)
+        return Admission(decision, holder=detail)
 
     async def reject(self, raw: bytes, reason: str) -> None:
         """Move a message that is not a job for us to the rejected list, with the reason."""
         record = json.dumps({"reason": reason, "worker": self.instance, "at": time.time(), **raw_for_json(raw)})
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(self.settings.rejected_list, record)
-            pipe.lrem(self.processing, 1, raw)
-            await pipe.execute()
+        await self._reject(keys=[self.processing, self.settings.rejected_list], args=[raw, record])
 
     async def skip(self, raw: bytes) -> None:
         """Acknowledge a duplicate delivery without any other effect."""
         await self.redis.lrem(self.processing, 1, raw)
 
     async def defer(self, raw: bytes, due: float) -> None:
-        """Hold a message until `due` (a Celery ETA) without counting an attempt."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(self.keys.delayed(), {raw: due})
-            pipe.lrem(self.processing, 1, raw)
-            await pipe.execute()
+        """Hold a message until `due` without counting an attempt."""
+        await self._defer(keys=[self.processing, self.keys.delayed()], args=[raw, due])
 
-    async def complete(self, raw: bytes, job_id: str, model_url: str, writes: Writes) -> bool:
-        """Mark the job completed (duplicates are skipped from now on) and acknowledge it.
+    async def schedule(self, raw: bytes, job_id: str, due: float, writes: Writes) -> bool:
+        """Hold a job until its Celery ETA and record `writes` (its announcement) unless it is completed.
 
-        False when another worker had completed it first (then `writes` did not run).
+        False when the job is completed already (then the message is dropped and nothing written).
         """
         job = self.keys.job(job_id)
-        return await self._acknowledge(
-            raw,
-            job_id,
-            writes,
-            lambda pipe: (
-                pipe.hset(job, mapping={"outcome": "completed", "model_url": model_url, "finished_at": time.time()}),
-                pipe.expire(job, self.settings.idempotency_ttl_s),
-            ),
-        )
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(job)
+                    completed = await pipe.hget(job, "outcome") == b"completed"
+                    pipe.multi()
+                    if not completed:
+                        pipe.zadd(self.keys.delayed(), {raw: due})
+                        writes(pipe)
+                    pipe.lrem(self.processing, 1, raw)
+                    await pipe.execute()
+                    return not completed
+                except WatchError:
+                    continue
 
-    async def fail(self, raw: bytes, job_id: str | None, reason: str, attempts: int, writes: Writes) -> bool:
-        """Dead-letter the message with the reason; a later re-enqueue of the job starts afresh."""
+    async def complete(self, raw: bytes, job_id: str, token: str, model_url: str, writes: Writes) -> bool:
+        """Mark the job completed (duplicates are skipped from now on) and acknowledge it.
+
+        False when this run was overtaken by another (then `writes` did not run).
+        """
+        job = self.keys.job(job_id)
+
+        def outcome(pipe: Pipeline) -> None:
+            pipe.hset(job, mapping={"outcome": "completed", "model_url": model_url, "finished_at": time.time()})
+            pipe.expire(job, self.settings.idempotency_ttl_s)
+
+        return await self._acknowledge(raw, job_id, token, writes, outcome, no_writes)
+
+    async def fail(
+        self, raw: bytes, job_id: str, token: str, delivery_id: str, reason: str, attempts: int, writes: Writes
+    ) -> bool:
+        """Dead-letter the message with the reason; a later re-enqueue of the job starts afresh.
+
+        Other copies of this same delivery are dropped from now on (`Admission.failed`).
+        """
+        job = self.keys.job(job_id)
         record = json.dumps(
             {"job_id": job_id, "reason": reason, "attempts": attempts, "worker": self.instance,
              "at": time.time(), **raw_for_json(raw)}
         )
 
-        def bookkeeping(pipe: Pipeline) -> None:
+        def outcome(pipe: Pipeline) -> None:
             pipe.lpush(self.settings.dead_letter_list, record)
-            if job_id is not None:
-                pipe.hset(self.keys.job(job_id), mapping={"outcome": "failed", "attempts": 0})
-                pipe.expire(self.keys.job(job_id), self.settings.idempotency_ttl_s)
+            pipe.hset(job, mapping={"outcome": "failed", "attempts": 0, "failed_delivery": delivery_id})
+            pipe.expire(job, self.settings.idempotency_ttl_s)
 
-        return await self._acknowledge(raw, job_id, writes, bookkeeping)
+        return await self._acknowledge(raw, job_id, token, writes, outcome, no_writes)
 
-    async def retry(self, raw: bytes, job_id: str, delay_s: float, writes: Writes, *, counted: bool = True) -> bool:
+    async def retry(
+        self, raw: bytes, job_id: str, token: str, delay_s: float, writes: Writes, *, counted: bool = True
+    ) -> bool:
         """Put the message in the delayed set, due after `delay_s`.
 
         `counted=False` gives the attempt back: the failure was an outage of a dependency
         (Triton down), not something the job did, so it must not use up the job's attempts.
         """
         due = time.time() + delay_s
+        return await self._acknowledge(
+            raw, job_id, token, writes, no_writes if counted else self._give_back(job_id),
+            lambda pipe: pipe.zadd(self.keys.delayed(), {raw: due}),
+        )
 
-        def bookkeeping(pipe: Pipeline) -> None:
-            pipe.zadd(self.keys.delayed(), {raw: due})
-            if not counted:
-                pipe.hincrby(self.keys.job(job_id), "attempts", -1)
+    async def release(self, raw: bytes, job_id: str, token: str, *, counted: bool = False) -> bool:
+        """Hand an unfinished job back to the front of the queue (shutdown, Redis outage).
 
-        return await self._acknowledge(raw, job_id, writes, bookkeeping)
+        The attempt is given back unless `counted` (the run failed for a reason of its own).
+        """
+        return await self._acknowledge(
+            raw, job_id, token, no_writes, no_writes if counted else self._give_back(job_id),
+            lambda pipe: pipe.rpush(self.queue, raw),
+        )
 
-    async def requeue(self, raw: bytes) -> None:
-        """Put a message back at the front of the queue after an unexpected error while handling it."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(self.queue, raw)
-            pipe.lrem(self.processing, 1, raw)
-            await pipe.execute()
-
-    async def release(self, raw: bytes, job_id: str) -> bool:
-        """Hand an unfinished job back to the front of the queue (shutdown); the attempt is not counted."""
-
-        def bookkeeping(pipe: Pipeline) -> None:
-            pipe.hincrby(self.keys.job(job_id), "attempts", -1)
-            pipe.rpush(self.queue, raw)
-
-        return await self._acknowledge(raw, job_id, lambda pipe: None, bookkeeping)
+    def _give_back(self, job_id: str) -> Writes:
+        """The run's attempt is not counted."""
+        return lambda pipe: pipe.hincrby(self.keys.job(job_id), "attempts", -1)
 
     async def _acknowledge(
-        self, raw: bytes, job_id: str | None, writes: Writes, bookkeeping: Callable[[Pipeline], object]
+        self,
+        raw: bytes,
+        job_id: str,
+        token: str,
+        writes: Writes,
+        job_effect: Writes,
+        message_effect: Writes,
     ) -> bool:
-        """Remove the message from our processing list together with the outcome's writes.
+        """Settle one run: its outcome, the caller's writes and the removal of our copy, atomically.
 
-        Returns False, writing nothing but the removal, when the job was completed elsewhere in
-        the meantime: a worker wrongly presumed dead (a stalled host) may finish a job that was
-        already recovered and run again; only the first completion is recorded and reported.
-        The job hash and lease are WATCHed, so that check and the writes are one atomic step.
+        * The run still holds the job's current token: the outcome (`job_effect`) and `writes`
+          apply, the token is retired, the lease dropped. Our copy of the message, when it is
+          still in our processing list, is removed and `message_effect` (where the message goes
+          next) applies; when it is not there, it was moved elsewhere already and goes on from there.
+        * This acknowledgement was applied before (its reply was lost): nothing more happens.
+        * Another run took the job over: only our copy is removed; False is returned.
         """
-        if job_id is None:
-            async with self.redis.pipeline(transaction=True) as pipe:
-                bookkeeping(pipe)
-                writes(pipe)
-                pipe.lrem(self.processing, 1, raw)
-                await pipe.execute()
-            return True
         job, lease = self.keys.job(job_id), self.keys.lease(job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(job, lease)
-                    already_completed = await pipe.hget(job, "outcome") == b"completed"
+                    await pipe.watch(job, lease, self.processing)
+                    current, acknowledged = await pipe.hmget(job, "run", "acked")
+                    if acknowledged == token.encode():
+                        return True
+                    present = await pipe.lpos(self.processing, raw) is not None
                     ours = await pipe.get(lease) == self.instance.encode()
+                    is_current = current == token.encode()
                     pipe.multi()
-                    if not already_completed:
-                        bookkeeping(pipe)
+                    if is_current:
+                        job_effect(pipe)
                         writes(pipe)
-                    if ours:
-                        pipe.delete(lease)
-                    pipe.lrem(self.processing, 1, raw)
+                        pipe.hset(job, "acked", token)
+                        pipe.hdel(job, "run")
+                        if ours:
+                            pipe.delete(lease)
+                        if present:
+                            message_effect(pipe)
+                    if present:
+                        pipe.lrem(self.processing, 1, raw)
                     await pipe.execute()
-                    return not already_completed
+                    return is_current
                 except WatchError:
                     continue
 
@@ -320,7 +479,7 @@ class JobQueue:
 
     async def hand_back_all(self) -> int:
         """Requeue whatever is still in our processing list (claimed but never started)."""
-        return int(await self._hand_back(keys=[self.processing, self.queue]))
+        return int(await self._hand_back(keys=[self.processing, self.queue], args=[]))
 
     async def unregister(self) -> None:
         """Leave cleanly: nothing of ours is left for the others to recover."""
@@ -330,14 +489,13 @@ class JobQueue:
             await pipe.execute()
 
     async def depths(self) -> dict[str, int]:
-        """Lengths of the lists an operator watches (for the queue-depth gauge)."""
+        """Lengths of the lists an operator watches (for the queue-depth gauge): `queued` counts
+        every priority list of the queue."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.llen(self.queue)
-            for name in self.priority_lists():
+            for name in self.sources:
                 pipe.llen(name)
             pipe.zcard(self.keys.delayed())
             pipe.llen(self.settings.dead_letter_list)
             pipe.llen(self.settings.rejected_list)
-            queued, p3, p6, p9, delayed, dead, rejected = await pipe.execute()
-        return {"queued": queued + p3 + p6 + p9, "delayed": delayed, "dead": dead, "rejected": rejected}
-
+            *queued, delayed, dead, rejected = await pipe.execute()
+        return {"queued": sum(queued), "delayed": delayed, "dead": dead, "rejected": rejected}

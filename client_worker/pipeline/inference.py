@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ WEIGHTS_VERSION = MODEL_VERSION
 """Optional output: the version of the TripoSR weights that ran (the ensemble's own version is
 always the ensemble's; its steps follow the latest weights, so this is the one worth reporting)."""
 _PERMANENT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
+_ENSEMBLE_PREFIX = re.compile(r"^(?:in ensemble '[^']*', )+")
+"""Triton's prefix on an ensemble step's error: where it failed, not what was wrong."""
 _PROBE_TIMEOUT_S = 2.0
 
 
@@ -185,7 +188,7 @@ class TritonMeshClient:
 
     async def _mapped(self, error: InferenceServerException) -> Exception:
         code = status_code(error)
-        message = error.message() or str(error)
+        message = _ENSEMBLE_PREFIX.sub("", error.message() or str(error))
         if code in _PERMANENT_CODES:
             return PermanentJobError(f"the model refused the image: {message}")
         if code == "DEADLINE_EXCEEDED":

@@ -5,11 +5,13 @@ the backend can read if it prefers), a pub/sub message, and an *outbox* entry ho
 webhook still to be delivered (``client_worker.status.webhook`` sends it). Only the latest event
 of a job is kept in the outbox, so a slow or failed delivery of an old ``processing`` update can
 never arrive after ``completed``. A terminal status is written in the same transaction as the
-queue's acknowledgement of the job (``writes``), so "done" and "reported" never disagree.
+queue's acknowledgement of the job (``writes``), so "done" and "reported" never disagree. Every
+text of an event is bounded (``STATUS_TEXT_MAX_CHARS``) on its way in, whatever produced it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -71,19 +73,50 @@ class StatusEvent:
         )
 
 
+def bounded_text(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, saying that it was cut."""
+    if len(text) <= limit:
+        return text
+    suffix = f"… [cut, {len(text)} characters in all]"
+    return text[: max(0, limit - len(suffix))] + suffix
+
+
+def _bounded_value(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return bounded_text(value, limit)
+    if isinstance(value, dict):
+        return {key: _bounded_value(item, limit) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_bounded_value(item, limit) for item in value]
+    return value
+
+
 class StatusStore:
     """Writes status events to Redis and reads a job's latest status back."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, ttl_s: float, redeliver_after_s: float) -> None:
+    def __init__(
+        self, redis: Redis, keys: RedisKeys, ttl_s: float, redeliver_after_s: float, text_limit: int = 2000
+    ) -> None:
         """``redeliver_after_s``: when an outbox entry is due for redelivery if the sender that is
-        delivering it right away has not settled it by then (it died, or Redis went away)."""
+        delivering it right away has not settled it by then (it died, or Redis went away).
+        ``text_limit``: the longest text (error message, metadata value) an event may carry."""
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
         self.redeliver_after_s = redeliver_after_s
+        self.text_limit = text_limit
+
+    def bounded(self, event: StatusEvent) -> StatusEvent:
+        """The event with every text within ``text_limit``."""
+        return dataclasses.replace(
+            event,
+            error_message=None if event.error_message is None else bounded_text(event.error_message, self.text_limit),
+            metadata=None if event.metadata is None else _bounded_value(event.metadata, self.text_limit),
+        )
 
     def writes(self, event: StatusEvent) -> Callable[[Pipeline], None]:
         """The Redis writes of an event, to run inside the caller's transaction."""
+        event = self.bounded(event)
         status_key = self.keys.status(event.job_id)
         message = event.to_json()
 
@@ -109,18 +142,19 @@ class StatusStore:
 
         return write
 
-    async def record(self, event: StatusEvent) -> bool:
-        """Write an event on its own (progress updates, which need no acknowledgement).
+    async def record(self, event: StatusEvent, run_token: str) -> bool:
+        """Write a progress event of the job's run ``run_token`` (it needs no acknowledgement).
 
-        Nothing is written over a ``completed`` status (False is returned): a late progress update
-        of a run that lost the race to complete must not make a finished job look unfinished.
+        Nothing is written (False is returned) unless that run is still the job's current one
+        (``jobs.queue``): a late update of a run that was overtaken must not make a finished job
+        look unfinished.
         """
-        status_key = self.keys.status(event.job_id)
+        status_key, job_key = self.keys.status(event.job_id), self.keys.job(event.job_id)
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
-                    await pipe.watch(status_key)
-                    if await pipe.hget(status_key, "status") == b"completed":
+                    await pipe.watch(status_key, job_key)
+                    if await pipe.hget(job_key, "run") != run_token.encode():
                         return False
                     pipe.multi()
                     self.writes(event)(pipe)

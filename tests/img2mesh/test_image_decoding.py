@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +16,7 @@ from PIL import Image, ImageFile
 
 from img2mesh.contract import MAX_IMAGE_PIXELS
 from img2mesh.errors import InvalidInput
-from img2mesh.image_decoding import decode_image, has_transparency
+from img2mesh.image_decoding import decode_image, has_transparency, inspect_image
 
 RNG = np.random.default_rng(7)
 PIXELS = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -123,12 +126,22 @@ def test_pillow_still_refuses_truncated_images() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"", "empty"),
+        (b"", r"the file is empty \(0 bytes\)"),
         (b"hello, this is not a picture", "not an image in an accepted format: send a JPEG, PNG or WebP"),
-        (encode(Image.fromarray(PIXELS), "TIFF"), "not an image in an accepted format"),
+        (b"\x00\x01\x02\x03 binary", "not an image in an accepted format: send a JPEG, PNG or WebP"),
+        (encode(Image.fromarray(PIXELS), "TIFF"), "^TIFF images are not supported: save the photo as JPEG"),
+        (encode(Image.fromarray(PIXELS), "TIFF", compression="tiff_lzw"), "^TIFF images are not supported"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic", "^HEIC/HEIF images are not supported"),
+        (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1", "^AVIF images are not supported"),
+        (encode(Image.fromarray(PIXELS), "JPEG2000"), "^JPEG 2000 images are not supported"),
+        (b"8BPS\x00\x01", r"^Photoshop \(PSD\) files are not supported"),
+        (b"%PDF-1.7\n", "^PDF documents are not supported"),
+        (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>', "^SVG drawings are not supported"),
+        (b"<!DOCTYPE html><html><body>moved</body></html>", r"web page \(HTML\), not an image"),
         (png_header_only(0, 10), "zero width/height"),
     ],
-    ids=["zero-bytes", "text", "tiff", "zero-width-png"],
+    ids=["zero-bytes", "text", "binary", "tiff", "tiff-lzw", "heic", "avif", "jpeg2000", "psd", "pdf", "svg", "html",
+         "zero-width-png"],
 )
 def test_refusals_say_what_is_wrong(data: bytes, expected: str) -> None:
     with pytest.raises(InvalidInput, match=expected):
@@ -168,3 +181,48 @@ def test_every_cut_through_the_header_is_an_invalid_input(format: str) -> None:
     for length in range(1, min(len(data), 400), 7):
         with pytest.raises(InvalidInput, match="corrupt|not an image"):
             decode_image(data[:length])
+
+
+def test_inspection_reports_the_upright_size_and_refuses_what_decoding_refuses() -> None:
+    turned = Image.fromarray(PIXELS)
+    exif = turned.getexif()
+    exif[0x0112] = 6  # rotate 90° on display
+    data = encode(turned, "JPEG", exif=exif)
+    assert inspect_image(data) == ("JPEG", 48, 64)
+    assert decode_image(data).shape[:2] == (64, 48)
+    assert inspect_image(encode(Image.fromarray(PIXELS), "PNG")) == ("PNG", 64, 48)
+    for cut in (encode(Image.fromarray(PIXELS), "JPEG"), encode(Image.fromarray(PIXELS), "PNG")):
+        with pytest.raises(InvalidInput, match="truncated or corrupt"):
+            inspect_image(cut[: len(cut) * 2 // 3])
+    with pytest.raises(InvalidInput, match="more than the limit of 1000"):
+        inspect_image(data, max_pixels=1000)
+
+
+def test_inspecting_a_36_megapixel_jpeg_holds_a_fraction_of_its_pixels(tmp_path: Path) -> None:
+    """Measured in a fresh interpreter that only reads the file: the peak resident memory of
+    inspecting it, and of decoding it."""
+    ramp = np.linspace(0, 255, 7360, dtype=np.uint8)[None, :].repeat(4912, 0)
+    photo = tmp_path / "36mp.jpg"
+    Image.fromarray(np.stack([ramp, ramp[::-1], ramp], -1)).save(photo, "JPEG", quality=80)
+    # VmHWM, not ru_maxrss: a child's ru_maxrss starts at its parent's size at fork (pytest's).
+    program = """
+import sys
+from pathlib import Path
+from img2mesh.image_decoding import decode_image, inspect_image
+
+def peak_kib():
+    return int(next(line for line in open("/proc/self/status") if line.startswith("VmHWM")).split()[1])
+
+data = Path(sys.argv[2]).read_bytes()
+before = peak_kib()
+assert (inspect_image if sys.argv[1] == "inspect" else decode_image)(data) is not None
+print(peak_kib() - before)
+"""
+
+    def growth_kib(how: str) -> int:
+        done = subprocess.run([sys.executable, "-c", program, how, str(photo)], capture_output=True, text=True,
+                              check=True, cwd=Path(__file__).resolve().parents[2])
+        return int(done.stdout.strip())
+
+    assert growth_kib("inspect") < 20_000, "inspecting a 36 MP JPEG should need a few MB"
+    assert growth_kib("decode") > 100_000, "the comparison is meaningful: a full decode needs over 100 MB"

@@ -44,6 +44,7 @@ def test_redis_persists_jobs_with_an_append_only_file(gpu_stack: dict) -> None:
     redis = gpu_stack["services"]["redis"]
     command = redis["command"]
     assert command[command.index("--appendonly") + 1] == "yes"
+    assert command[command.index("--appendfsync") + 1] == "always"  # an answered write survives a crash
     assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
     assert _mounts(redis) == {"/data": ("redis-data", False)}
     assert redis["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]

@@ -1,7 +1,9 @@
 """A real `redis-server` on a free loopback port, in a temporary directory.
 
 Tests of the worker run against the real server (Lua scripts, BLMOVE, transactions and
-pub/sub behave exactly as in production). Persistence is off: each test starts from FLUSHALL.
+pub/sub behave exactly as in production). The shared server has no persistence: each test starts
+from FLUSHALL. `persistent_redis` is a private server with the append-only file, as production
+runs it, for tests that kill it (`kill`: SIGKILL, no shutdown) and start it again on the same port.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process; `stop()`/`start()` simulate an outage on the same port."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, append_only: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
         self.binary = binary
         self.directory = directory
         self.port = free_port()
+        self.append_only = append_only
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -41,9 +44,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
+        # As docker-compose.yml runs it: every write on disk before Redis answers it.
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.append_only else ["--appendonly", "no"]
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", "--appendonly", "no", "--protected-mode", "no"],
+             "--save", "", *persistence, "--protected-mode", "no"],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -63,6 +68,13 @@ class RedisServer:
     def stop(self) -> None:
         if self.process is not None:
             self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill: Redis gets no chance to write anything more."""
+        if self.process is not None:
+            self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
 
@@ -88,3 +100,15 @@ def redis_url(redis_server: RedisServer) -> str:
     client.flushall()
     client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A private redis-server with the append-only file (fsync on every write) that tests may kill."""
+    server = RedisServer(tmp_path / "persistent-redis", append_only=True)
+    server.directory.mkdir()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

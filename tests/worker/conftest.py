@@ -6,12 +6,16 @@ import asyncio
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 from redis.asyncio import Redis
 
 from client_worker.config import Settings, load_settings
+from client_worker.storage import Storage
 from client_worker.worker import Worker
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -124,8 +128,9 @@ def e2e_settings(
 class WorkerThread:
     """A `Worker` running in its own thread and event loop, so tests can block while it works."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, storage: Storage | None = None) -> None:
         self.settings = settings
+        self.storage = storage
         self.worker: Worker | None = None
         self.error: BaseException | None = None
         self._ready = threading.Event()
@@ -141,7 +146,7 @@ class WorkerThread:
     def _main(self) -> None:
         async def run() -> None:
             self._loop = asyncio.get_running_loop()
-            self.worker = Worker(self.settings)
+            self.worker = Worker(self.settings, storage=self.storage)
             self._ready.set()
             await self.worker.run()
 
@@ -161,12 +166,13 @@ class WorkerThread:
 
 
 @pytest.fixture
-def start_worker() -> Iterator[Callable[[Settings], WorkerThread]]:
-    """Start in-process workers; all are stopped (gracefully) after the test."""
+def start_worker() -> Iterator[Callable[..., WorkerThread]]:
+    """Start in-process workers (`start_worker(settings, storage=None)`); all are stopped
+    (gracefully) after the test."""
     workers: list[WorkerThread] = []
 
-    def start(settings: Settings) -> WorkerThread:
-        workers.append(WorkerThread(settings).start())
+    def start(settings: Settings, storage: Storage | None = None) -> WorkerThread:
+        workers.append(WorkerThread(settings, storage).start())
         return workers[-1]
 
     yield start
@@ -183,3 +189,77 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 30, what: str
             return value
         time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+# --- "exactly one final state": what the fault-injection and soak tests check -----------------
+
+
+@dataclass
+class Ledger:
+    """Every job's final outcome as the backend and Redis see it, after a run with faults.
+
+    The backend deduplicates webhook events by `X-Webhook-Id` (docs/webhooks.md), so a job's final
+    events are its distinct completed/failed events.
+    """
+
+    jobs: list[str]
+    finals: dict[str, list[dict[str, Any]]]
+    statuses: dict[str, str]
+
+    @classmethod
+    def read(cls, jobs: list[str], receiver: WebhookReceiver, redis_client: redis.Redis) -> Ledger:
+        """The webhooks received so far and the Redis statuses (waiting for Redis if it is down)."""
+        finals = final_events(jobs, receiver)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                statuses = {job_id: (redis_client.hget(f"img2mesh:status:{job_id}", "status") or b"").decode()
+                            for job_id in jobs}
+                return cls(jobs, finals, statuses)
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def summary(self) -> dict[str, int]:
+        kinds = [[event["status"] for event in self.finals[job_id]] for job_id in self.jobs]
+        return {
+            "jobs": len(self.jobs),
+            "completed": sum(outcome == ["completed"] for outcome in kinds),
+            "failed": sum(outcome == ["failed"] for outcome in kinds),
+            "lost": sum(not outcome for outcome in kinds),
+            "duplicate_completions": sum(max(0, outcome.count("completed") - 1) for outcome in kinds),
+            "more_than_one_final_state": sum(len(outcome) > 1 for outcome in kinds),
+            "redis_disagrees": sum(
+                bool(self.finals[job_id]) and self.statuses[job_id] != self.finals[job_id][-1]["status"]
+                for job_id in self.jobs
+            ),
+        }
+
+
+def final_events(jobs: list[str], receiver: WebhookReceiver) -> dict[str, list[dict[str, Any]]]:
+    """Each job's distinct final (completed/failed) webhook events, deduplicated by X-Webhook-Id."""
+    events: dict[str, dict[str, dict[str, Any]]] = {job_id: {} for job_id in jobs}
+    for delivery in list(receiver.deliveries):
+        body = delivery.json
+        if delivery.answered < 300 and body["status"] in ("completed", "failed") and body["jobId"] in events:
+            events[body["jobId"]][delivery.headers["X-Webhook-Id"]] = body
+    return {job_id: list(found.values()) for job_id, found in events.items()}
+
+
+def wait_for_ledger(jobs: list[str], receiver: WebhookReceiver, redis_client: redis.Redis,
+                    timeout_s: float) -> Ledger:
+    """Wait until every job has a final webhook (or the timeout passes), then settle and read."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not all(final_events(jobs, receiver).values()):
+        time.sleep(0.2)
+    time.sleep(1.5)  # a late second completion would arrive now
+    return Ledger.read(jobs, receiver, redis_client)
+
+
+def assert_nothing_left(redis_client: redis.Redis) -> None:
+    """No message waits anywhere: queue, priority lists, delayed set, processing lists."""
+    leftovers = {key.decode(): redis_client.llen(key) for key in redis_client.scan_iter("img2mesh:processing:*")}
+    leftovers["celery"] = redis_client.llen("celery")
+    leftovers["img2mesh:delayed"] = redis_client.zcard("img2mesh:delayed")
+    assert not any(leftovers.values()), leftovers

@@ -1,4 +1,4 @@
-"""`python -m client_worker`: generate, enqueue, healthcheck, run as processes; and no torch."""
+"""`python -m client_worker`: generate, enqueue, healthcheck, dead-letters, run as processes; and no torch."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import redis
 from client_worker.config import Settings
 from local_triton import LocalTriton
 from tests.support.gltf_validator import GltfValidator
+from tests.support.image_server import ImageServer, Route
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import E2E_RESOLUTION, WorkerThread
-from tests.worker.test_end_to_end import final, guide_job
+from tests.worker.conftest import E2E_RESOLUTION, WorkerThread, by_name, wait_until
+from tests.worker.test_end_to_end import final, guide_job, statuses
 from tests.worker.test_resilience import REPOSITORY_ROOT, settings_environment
 
 
@@ -112,3 +113,39 @@ def test_the_worker_never_imports_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY_ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_dead_letters_are_listed_and_replayed(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], product_photo: bytes,
+    image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver, tmp_path: Path,
+) -> None:
+    settings = e2e_settings()
+    start_worker(settings)
+    r = redis.Redis.from_url(redis_url)
+    late_photo = by_name(image_server.url("/late.jpg"))
+    r.lpush("celery", json.dumps(guide_job("late-photo", [late_photo])))
+    r.lpush("celery", b"{definitely not json")
+    assert final(webhook_receiver, "late-photo")["status"] == "failed"
+    wait_until(lambda: r.llen("img2mesh:rejected") == 1, 30, "the message to be rejected")
+    env = settings_environment(settings)
+
+    dead = cli(["dead-letters", "list"], tmp_path, env)
+    assert dead.returncode == 0, dead.stderr
+    (record,) = [json.loads(line) for line in dead.stdout.splitlines()]
+    assert (record["index"], record["job_id"], record["attempts"]) == (0, "late-photo", 1)
+    assert "HTTP 404" in record["reason"] and record["message"].startswith('{"task": "generate_3d_model"')
+    (rejected,) = [json.loads(line) for line in cli(["dead-letters", "list", "--rejected"], tmp_path, env)
+                   .stdout.splitlines()]
+    assert "not JSON" in rejected["reason"] and rejected["message"] == "{definitely not json"
+
+    image_server.routes["/late.jpg"] = Route(body=product_photo)  # the cause is fixed; replay the job
+    replayed = cli(["dead-letters", "replay", "--job-id", "late-photo"], tmp_path, env)
+    assert replayed.returncode == 0 and json.loads(replayed.stdout)["replayed"] == 1, replayed.stderr
+    wait_until(lambda: "completed" in statuses(webhook_receiver, "late-photo"), 60, "the replayed job to complete")
+    assert r.llen("img2mesh:dead") == 0
+    assert cli(["dead-letters", "replay", "--job-id", "late-photo"], tmp_path, env).returncode == 1  # nothing left
+
+    assert cli(["dead-letters", "replay", "--rejected"], tmp_path, env).returncode == 2  # which ones?
+    assert cli(["dead-letters", "replay", "--rejected", "--index", "0"], tmp_path, env).returncode == 0
+    wait_until(lambda: r.llen("img2mesh:rejected") == 1 and b"not JSON" in r.lindex("img2mesh:rejected", 0),
+               30, "the replayed message to be rejected again")

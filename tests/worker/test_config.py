@@ -95,3 +95,24 @@ def test_env_example_documents_every_variable_and_loads() -> None:
     settings = Settings(_env_file=example)
     assert settings.webhook_secret is None  # `WEBHOOK_SECRET=` means unset
     assert settings.supabase_bucket_name == "3d-models"
+
+
+def test_priority_options_are_read_as_kombu_writes_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert (load_settings().priority_steps, load_settings().priority_separator) == ([0, 3, 6, 9], "\x06\x16")
+    monkeypatch.setenv("PRIORITY_STEPS", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]")
+    monkeypatch.setenv("PRIORITY_SEPARATOR", ":")
+    assert (load_settings().priority_steps, load_settings().priority_separator) == (list(range(10)), ":")
+    monkeypatch.setenv("PRIORITY_STEPS", "0, 5")
+    monkeypatch.setenv("PRIORITY_SEPARATOR", r"\x06\x16")
+    assert (load_settings().priority_steps, load_settings().priority_separator) == ([0, 5], "\x06\x16")
+    for steps in ("3,6,9", "0,6,3", "0,12"):
+        monkeypatch.setenv("PRIORITY_STEPS", steps)
+        with pytest.raises(ConfigError, match="PRIORITY_STEPS: must be increasing priorities from 0 to 9"):
+            load_settings()
+
+
+def test_the_result_backend_is_a_redis_url() -> None:
+    assert load_settings().result_backend_url is None
+    assert load_settings(result_backend_url="").result_backend_url is None
+    with pytest.raises(ConfigError, match="RESULT_BACKEND_URL: must start with redis://"):
+        load_settings(result_backend_url="rpc://")

@@ -3,9 +3,11 @@ Storage stand-in driven by supabase-py, a local image server and a webhook recei
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import uuid
+import zlib
 from collections.abc import Callable
 
 import httpx
@@ -231,3 +233,98 @@ def test_transient_failures_until_the_last_attempt_dead_letter_the_job(
     assert failed["metadata"] == {"attempts": 2, "stage": "uploading", "kind": "exhausted"}
     (dead,) = [json.loads(item) for item in r.lrange("img2mesh:dead", 0, -1)]
     assert dead["job_id"] == "storage-down" and dead["reason"] == failed["errorMessage"]
+
+
+def _deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+def poison_messages() -> dict[str, str | bytes]:
+    """Messages no parser should loop on: each must be moved aside the first time it is seen."""
+    return {
+        "5,000-digit number": '{"n": ' + "9" * 5000 + "}",
+        "100,000 levels deep": _deep(100_000),
+        "deep job payload": json.dumps({"task": "generate_3d_model", "id": "d", "kwargs": {"job_id": "deep-1"}})[:-2]
+        + ', "x": ' + _deep(70) + "}}",
+        "over MESSAGE_MAX_BYTES": json.dumps(
+            {"task": "generate_3d_model", "kwargs": {"job_id": "big", "pad": "x" * 1_100_000}}
+        ),
+        "compression bomb": json.dumps({
+            "body": base64.b64encode(zlib.compress(b"[" + b" " * 20_000_000)).decode(),
+            "content-type": "application/json", "properties": {"body_encoding": "base64"},
+            "headers": {"task": "generate_3d_model", "id": "bomb", "compression": "application/x-gzip"}}),
+        "not UTF-8": b"\xff\xfe\x00garbage",
+        "JSON null": "null",
+        "task name is a number": json.dumps({"task": 7, "id": "n", "kwargs": {}}),
+        "body is a number": json.dumps({"body": 12, "headers": {"task": "generate_3d_model"}, "properties": {}}),
+    }
+
+
+def test_poison_messages_are_moved_aside_once_and_the_job_behind_them_runs(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    redis_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    worker = start_worker(e2e_settings(concurrency=1))
+    r = redis.Redis.from_url(redis_url)
+    poison = poison_messages()
+    for message in poison.values():
+        r.lpush("celery", message)
+    r.lpush("celery", json.dumps(guide_job("behind-the-poison", [photo_url])))
+
+    assert final(webhook_receiver, "behind-the-poison", 60)["status"] == "completed"
+    records = [json.loads(item) for item in r.lrange("img2mesh:rejected", 0, -1)]
+    assert len(records) == len(poison), [record["reason"] for record in records]  # each one exactly once
+    reasons = " | ".join(record["reason"] for record in reversed(records))
+    for fragment in ("not a job", "nests deeper than MESSAGE_MAX_DEPTH", "more than MESSAGE_MAX_BYTES",
+                     "expands to more than MESSAGE_MAX_DECOMPRESSED_BYTES", "not UTF-8", "expected an object",
+                     "task '7' is not handled", "Celery body is JSON int"):
+        assert fragment in reasons, (fragment, reasons)
+    registry = worker.worker.metrics.registry
+    assert registry.get_sample_value("img2mesh_worker_rejected_messages_total") == len(poison)
+    assert r.llen("celery") == 0 and r.zcard("img2mesh:delayed") == 0
+
+
+def test_bad_job_inputs_fail_permanently_with_messages_a_merchant_can_read(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], image_server: ImageServer,
+    redis_url: str, webhook_receiver: WebhookReceiver, photo_url: str,
+) -> None:
+    start_worker(e2e_settings(concurrency=4))
+    image_server.routes["/scan.tif"] = Route(body=b"II*\x00" + bytes(500), headers={"Content-Type": "image/tiff"})
+    image_server.routes["/empty.jpg"] = Route(body=b"")
+    missing = [by_name(image_server.url(f"/missing-{index}.jpg")) for index in range(1000)]
+    expected = {
+        "port-99999": (["http://localhost:99999/a.jpg"], "port 99999 is not a valid port number"),
+        "tiff": ([by_name(image_server.url("/scan.tif"))], "TIFF images are not supported: save the photo as JPEG"),
+        "empty-file": ([by_name(image_server.url("/empty.jpg"))], "the file is empty (0 bytes)"),
+        "thousand-urls": (missing, "the other 990 URLs were not tried"),
+    }
+    r = redis.Redis.from_url(redis_url)
+    for job_id, (urls, _) in expected.items():
+        r.lpush("celery", json.dumps(guide_job(job_id, urls)))
+    r.lpush("celery", json.dumps(guide_job("huge-product-id", [photo_url], product_id="7" * 5000)))
+    for job_id, (_, fragment) in expected.items():
+        failed = final(webhook_receiver, job_id)
+        assert failed["status"] == "failed" and failed["metadata"]["kind"] == "permanent", (job_id, failed)
+        assert fragment in failed["errorMessage"], (job_id, failed["errorMessage"])
+        assert len(failed["errorMessage"]) <= 2000
+        assert not any(word in failed["errorMessage"] for word in ("Error", "Traceback", "Exception")), failed
+    huge = final(webhook_receiver, "huge-product-id")
+    assert huge["status"] == "failed" and huge["metadata"] == {"attempts": 1, "stage": "intake", "kind": "permanent"}
+    assert huge["errorMessage"] == "product_id is a number of 5000 digits; Shopify ids have at most 20"
+
+
+def test_an_attempt_that_outlives_the_job_deadline_fails_transiently(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], product_photo: bytes,
+    image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    image_server.routes["/slow.jpg"] = Route(body=product_photo, delay_s=4)
+    start_worker(e2e_settings(job_timeout_s=1.5, max_attempts=1))
+    slow = guide_job("too-slow", [by_name(image_server.url("/slow.jpg"))])
+    redis.Redis.from_url(redis_url).lpush("celery", json.dumps(slow))
+    failed = final(webhook_receiver, "too-slow", 30)
+    assert failed["status"] == "failed"
+    assert failed["metadata"] == {"attempts": 1, "stage": "downloading", "kind": "exhausted"}
+    assert failed["errorMessage"] == (
+        "gave up after 1 attempt; last error: the job did not finish within 1.5 s (JOB_TIMEOUT_S) and stopped at the "
+        "downloading stage"
+    )

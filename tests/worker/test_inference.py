@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from client_worker.errors import PermanentJobError, TransientJobError
 from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
@@ -42,12 +45,16 @@ async def test_a_worker_pinned_to_other_weights_refuses_the_mesh(triton_server: 
 
 
 async def test_bad_input_is_permanent_with_tritons_message(triton_server: LocalTriton, product_photo: bytes) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGBA", (64, 64), (255, 255, 255, 0)).save(buffer, "PNG")  # a cut-out with nothing in it
     client = TritonMeshClient(triton_server.grpc_url)
     try:
-        with pytest.raises(PermanentJobError, match="JPEG, PNG or WebP"):
+        with pytest.raises(PermanentJobError, match="^the model refused the image: the data is text, not an image"):
             await client.image_to_mesh(b"plain text, not a photo")
         with pytest.raises(PermanentJobError, match="resolution must be from"):
             await client.image_to_mesh(product_photo, resolution=8)
+        with pytest.raises(PermanentJobError, match="^the model refused the image: no foreground object found"):
+            await client.image_to_mesh(buffer.getvalue(), resolution=E2E_RESOLUTION)
     finally:
         await client.close()
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import tracemalloc
 import uuid
+import zlib
 from typing import Any
 
 import pytest
@@ -16,6 +18,8 @@ import redis
 from celery import Celery
 
 from client_worker.jobs.intake import MalformedJob, RejectedMessage, parse_job, parse_message
+from client_worker.jobs.limits import MessageLimits
+from tests.support.node_celery import NodeCelery
 
 TASK = "generate_3d_model"
 
@@ -104,6 +108,37 @@ def test_celery_eta_and_positional_job_id(redis_url: str) -> None:
     assert parse_job(message).job_id == JOB["job_id"]
 
 
+def test_celery_chain_and_priority_are_read(redis_url: str) -> None:
+    from celery import chain
+
+    app = Celery("producer", broker=redis_url)
+    chain(app.signature(TASK, kwargs=JOB), app.signature("notify", args=("shop",)),
+          app.signature("archive", immutable=True)).apply_async(priority=4)
+    (raw,) = redis.Redis.from_url(redis_url).lrange("celery\x06\x163", 0, -1)
+    message = parse_message(raw, TASK)
+    assert [step["task"] for step in message.chain] == ["archive", "notify"]  # reversed, as Celery sends it
+    assert message.priority == 4 and message.root_id == message.task_id
+    assert_is_job(raw, "celery-v2")
+
+
+def test_celery_node_sends_a_job(redis_url: str, node_celery: NodeCelery) -> None:
+    (sent,) = node_celery.send("celery-node", redis_url, TASK, kwargs=JOB)
+    (raw,) = redis.Redis.from_url(redis_url).lrange("celery", 0, -1)
+    assert json.loads(raw)["headers"]["lang"] == "js"
+    assert_is_job(raw, "celery-v2")
+    assert parse_message(raw, TASK).task_id == sent["task_id"]
+
+
+def test_celery_ts_gzip_body_is_read_as_kombu_reads_it(redis_url: str, node_celery: NodeCelery) -> None:
+    """celery-ts labels a compressed body `content-encoding: base64`; kombu ignores that label for
+    JSON, and so does the worker."""
+    node_celery.send("celery-ts", redis_url, TASK, kwargs=JOB, compression=True)
+    (raw,) = redis.Redis.from_url(redis_url).lrange("celery", 0, -1)
+    envelope = json.loads(raw)
+    assert (envelope["content-encoding"], envelope["headers"]["compression"]) == ("base64", "application/x-gzip")
+    assert_is_job(raw, "celery-v2")
+
+
 def test_celery_node_envelope() -> None:
     """celery.node: lang js, three headers, camelCase correlationId/replyTo, embed {}."""
     body = base64.b64encode(json.dumps([[], JOB, {}]).encode()).decode()
@@ -129,6 +164,15 @@ def test_node_celery_ts_envelope() -> None:
     assert_is_job(raw, "celery-v2")
 
 
+def celery_v2(compressed_body: bytes) -> str:
+    """A protocol-2 envelope with a compressed body, as `task_compression="gzip"` sends it."""
+    return json.dumps({
+        "body": base64.b64encode(compressed_body).decode(), "content-type": "application/json",
+        "content-encoding": "utf-8", "headers": {"task": TASK, "id": "c1", "compression": "application/x-gzip"},
+        "properties": {"body_encoding": "base64", "delivery_info": {"exchange": "", "routing_key": "celery"}},
+    })
+
+
 @pytest.mark.parametrize(
     ("raw", "reason"),
     [
@@ -143,11 +187,70 @@ def test_node_celery_ts_envelope() -> None:
                      "headers": {"task": TASK}, "properties": {}}), "only JSON is accepted"),
         (json.dumps({"body": "eJw=", "headers": {"task": TASK, "compression": "application/x-brotli"},
                      "properties": {"body_encoding": "base64"}}), "compressed with"),
+        ("[" * 100_000 + "]" * 100_000, "nests deeper than MESSAGE_MAX_DEPTH"),
+        (json.dumps({"task": TASK, "kwargs": {"job_id": "j", "deep": {"a": [[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]}}}),
+         "nests deeper than MESSAGE_MAX_DEPTH"),
+        (json.dumps({"task": TASK, "kwargs": {"job_id": "x" * 2_000_000}}), "more than MESSAGE_MAX_BYTES"),
+        (celery_v2(zlib.compress(b"[[], {}, {}]")[:-4]), "cannot be decompressed"),
+        (json.dumps({"task": TASK, "kwargs": {"job_id": "x"}, "args": "nope"}), "'args' must be a list"),
     ],
+    ids=["not-utf8", "not-json", "array", "not-a-job", "other-task", "bad-base64", "pickle", "brotli",
+         "deep-array", "deep-payload", "huge", "truncated-gzip", "args-not-a-list"],
 )
 def test_rejected_messages_name_the_reason(raw: bytes | str, reason: str) -> None:
     with pytest.raises(RejectedMessage, match=reason):
+        parse_message(raw, TASK, MessageLimits(max_depth=16))
+
+
+def test_a_compression_bomb_is_refused_without_being_expanded() -> None:
+    """64 kB of gzip that would expand to 64 MB (the tester's 680 kB grew the worker by 750 MB)."""
+    bomb = zlib.compressobj(9)
+    chunks = [bomb.compress(b"[" + b" " * (1024 * 1024 - 1))] + [bomb.compress(b" " * 1024 * 1024) for _ in range(63)]
+    raw = celery_v2(b"".join(chunks) + bomb.flush())
+    tracemalloc.start()
+    with pytest.raises(RejectedMessage, match="expands to more than MESSAGE_MAX_DECOMPRESSED_BYTES"):
         parse_message(raw, TASK)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < 3 * MessageLimits().max_decompressed_bytes
+
+
+def test_a_number_beyond_pythons_digit_limit_keeps_its_digits() -> None:
+    """A 5,000-digit literal would make `json.loads` raise; it stays text, so the job can still be reported."""
+    digits = "7" * 5000
+    raw = (f'{{"task": "{TASK}", "id": "t", "kwargs": {{"job_id": "j", "shop": "s", '
+           f'"image_urls": ["https://a/b.jpg"], "product_id": {digits}}}}}')
+    job = parse_job(parse_message(raw, TASK))
+    assert job.product_id == digits
+
+
+@pytest.mark.parametrize("encoding", ["binary", "base64", "utf-16", None])
+def test_content_encoding_is_ignored_for_json_bodies(encoding: str | None) -> None:
+    body = base64.b64encode(json.dumps([[], JOB, {}]).encode()).decode()
+    raw = json.dumps({"body": body, "content-type": "application/json", "content-encoding": encoding,
+                      "headers": {"task": TASK, "id": "e1"}, "properties": {"body_encoding": "base64"}})
+    assert_is_job(raw, "celery-v2")
+
+
+@pytest.mark.parametrize(
+    ("headers", "body_embed", "message"),
+    [
+        ({"eta": "tomorrow at noon"}, None, "the Celery 'eta' is not an ISO-8601 time: 'tomorrow at noon'"),
+        ({"expires": 12}, None, "the Celery 'expires' is not an ISO-8601 time"),
+        ({}, {"chain": "archive"}, "the Celery embed.chain is not a list of task signatures"),
+        ({}, {"callbacks": [{"task": "celery.group", "subtask_type": "group", "kwargs": {}}]},
+         "holds a group, which this worker cannot continue"),
+    ],
+)
+def test_unusable_task_options_fail_the_job_that_names_itself(
+    headers: dict[str, Any], body_embed: dict[str, Any] | None, message: str
+) -> None:
+    body = base64.b64encode(json.dumps([[], JOB, body_embed]).encode()).decode()
+    raw = json.dumps({"body": body, "content-type": "application/json",
+                      "headers": {"task": TASK, "id": "o1", **headers}, "properties": {"body_encoding": "base64"}})
+    with pytest.raises(MalformedJob, match=message) as caught:
+        parse_job(parse_message(raw, TASK))
+    assert caught.value.job_id == JOB["job_id"]
 
 
 @pytest.mark.parametrize(

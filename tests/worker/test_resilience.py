@@ -121,3 +121,66 @@ def test_sigterm_hands_running_jobs_back(
 
     start_worker(settings)
     assert final(webhook_receiver, "interrupted", 60)["status"] == "completed"
+
+
+# A worker process that dies (SIGKILL, by its own hand) at one exact step of its first job.
+CRASHING_WORKER = """
+import os, signal, sys
+from client_worker import processing, routing
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if sys.argv[1] == "after-upload":  # the files are uploaded and recorded; the completion is not
+    routing.MessageRouter._complete = die
+else:
+    processing.download_first_image = die
+from client_worker.__main__ import main
+sys.exit(main(["run"]))
+"""
+
+
+def crash_once(settings: Settings, cwd: Path, where: str, job: dict[str, object] | None = None) -> None:
+    """Run a worker process that dies at ``where`` in the first job it takes (``job``, when given,
+    is queued for it; otherwise it takes over the message of the worker that died before it)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_WORKER, where], env=settings_environment(settings), cwd=cwd,
+        stdout=subprocess.DEVNULL, stderr=open(cwd / "worker.log", "ab"),  # noqa: SIM115
+    )
+    try:
+        if job is not None:
+            redis.Redis.from_url(settings.redis_url).lpush("celery", json.dumps(job))
+        assert process.wait(60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_job_killed_after_its_upload_completes_even_at_the_attempt_limit(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    webhook_receiver: WebhookReceiver, supabase_storage: SupabaseStorageFixture, tmp_path: Path,
+) -> None:
+    settings = e2e_settings(max_attempts=1)
+    crash_once(settings, tmp_path, "after-upload", guide_job("uploaded-then-killed", [photo_url]))
+    assert list(supabase_storage.objects) == ["test-shop.myshopify.com/products/123/uploaded-then-killed.glb"]
+
+    start_worker(settings)  # recovers the dead worker's message once its heartbeat expired
+    completed = final(webhook_receiver, "uploaded-then-killed", 60)
+    assert completed["status"] == "completed", completed
+    assert completed["metadata"]["attempts"] == 1
+    uploads = [request for request in supabase_storage.server.requests if request.method in ("POST", "PUT")]
+    assert len(uploads) == 1  # the file of the first attempt, not uploaded again
+
+
+def test_attempts_cut_short_by_crashes_are_counted_exactly(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    webhook_receiver: WebhookReceiver, tmp_path: Path,
+) -> None:
+    settings = e2e_settings(max_attempts=2)
+    crash_once(settings, tmp_path, "downloading", guide_job("crashes-twice", [photo_url]))
+    crash_once(settings, tmp_path, "downloading")  # attempt 2, on the recovered message
+    start_worker(settings)
+    failed = final(webhook_receiver, "crashes-twice", 60)
+    assert failed["status"] == "failed"
+    assert failed["errorMessage"].startswith("gave up after 2 attempts:"), failed["errorMessage"]
+    assert failed["metadata"] == {"attempts": 2, "stage": "intake", "kind": "exhausted"}

@@ -22,20 +22,34 @@ from client_worker.status.store import StatusEvent, StatusStore
 from client_worker.status.webhook import WebhookSender
 from tests.support.webhook_receiver import WebhookReceiver
 
+RUN = "run-token-1"
+
 
 @dataclass
 class Reporter:
-    """A worker's status side: the store records, the sender delivers (as ``processing`` reports progress)."""
+    """A worker's status side: the store records, the sender delivers. Progress is recorded for the
+    job's current run (`begin`), as ``processing`` does; a final status is written and ends the run,
+    as the queue's acknowledgement does."""
 
     store: StatusStore
     sender: WebhookSender
+    redis: Redis
+
+    async def begin(self, job_id: str) -> None:
+        await self.redis.hset(self.store.keys.job(job_id), "run", RUN)
 
     async def report(self, event: StatusEvent) -> None:
-        if await self.store.record(event):
+        if await self.record(event):
             self.sender.deliver_soon(event.job_id)
 
     async def record(self, event: StatusEvent) -> bool:
-        return await self.store.record(event)
+        if event.status == "processing":
+            return await self.store.record(event, RUN)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.store.writes(event)(pipe)
+            pipe.hdel(self.store.keys.job(event.job_id), "run")
+            await pipe.execute()
+        return True
 
     async def latest(self, job_id: str) -> dict[str, str]:
         return await self.store.latest(job_id)
@@ -58,7 +72,9 @@ async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings
         clients.append(httpx.AsyncClient())
         sender = WebhookSender(redis_client, settings, clients[-1], Metrics())
         keys = RedisKeys(settings.key_prefix)
-        return Reporter(StatusStore(redis_client, keys, settings.status_ttl_s, sender.delivery_window_s), sender)
+        store = StatusStore(redis_client, keys, settings.status_ttl_s, sender.delivery_window_s,
+                            settings.status_text_max_chars)
+        return Reporter(store, sender, redis_client)
 
     yield make
     for client in clients:
@@ -110,6 +126,7 @@ async def test_signature_verifies_over_timestamp_and_raw_body(
 ) -> None:
     secret = "whsec-test-3f9a"
     reporter = make_reporter(make_settings(backend_url=webhook_receiver.url, webhook_secret=secret))
+    await reporter.begin("job-3")
     await reporter.report(StatusEvent("job-3", "processing", metadata={"stage": "download", "progress": 5}))
     await reporter.drain(5)
     (delivery,) = webhook_receiver.deliveries
@@ -152,6 +169,7 @@ async def test_backend_outage_delivers_only_the_latest_status_later(
 ) -> None:
     reporter = make_reporter(receiver_settings)
     webhook_receiver.stop()
+    await reporter.begin("job-6")
     await reporter.report(StatusEvent("job-6", "processing", metadata={"stage": "inference", "progress": 30}))
     await reporter.report(StatusEvent("job-6", "completed", model_url="https://cdn/6.glb"))
     await reporter.drain(10)
@@ -173,8 +191,25 @@ async def test_a_late_progress_update_never_overwrites_completed(
     receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter], webhook_receiver: WebhookReceiver,
 ) -> None:
     reporter = make_reporter(receiver_settings)
+    await reporter.begin("job-7")
     await reporter.report(StatusEvent("job-7", "completed", model_url="https://cdn/7.glb"))
     await reporter.report(StatusEvent("job-7", "processing", metadata={"stage": "uploading", "progress": 90}))
     await reporter.drain(5)
     assert (await reporter.latest("job-7"))["status"] == "completed"
     assert [body["status"] for body in webhook_receiver.accepted("job-7")] == ["completed"]
+
+
+async def test_every_text_sent_to_the_backend_is_bounded(
+    make_settings: Callable[..., Settings], make_reporter: Callable[[Settings], Reporter],
+    webhook_receiver: WebhookReceiver,
+) -> None:
+    reporter = make_reporter(make_settings(backend_url=webhook_receiver.url, status_text_max_chars=300))
+    long = "image https://cdn.example.com/" + "x" * 100_000 + ".jpg: HTTP 404"
+    await reporter.report(StatusEvent("job-8", "failed", error_message=long,
+                                      metadata={"stage": "downloading", "notes": [long], "nested": {"url": long}}))
+    await reporter.drain(5)
+    (body,) = webhook_receiver.accepted("job-8")
+    assert len(body["errorMessage"]) == 300 and body["errorMessage"].endswith("characters in all]")
+    assert body["errorMessage"].startswith("image https://cdn.example.com/xxx")
+    assert len(body["metadata"]["notes"][0]) == len(body["metadata"]["nested"]["url"]) == 300
+    assert len((await reporter.latest("job-8"))["error_message"]) == 300

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import shutil
 import socket
 import ssl
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -94,8 +96,26 @@ async def test_http_errors_map_to_permanent_or_transient(
 
 async def test_a_web_page_served_as_image_is_not_an_image(image_server: ImageServer) -> None:
     image_server.routes["/x.jpg"] = Route(body=b"<!doctype html><html>Shop</html>", headers={"Content-Type": "image/jpeg"})
-    with pytest.raises(PermanentJobError, match=r"not an image \(starts with '<!doctype html>"):
+    with pytest.raises(PermanentJobError, match=r"a web page \(HTML\), not an image: link the image file itself"):
         await download_first_image([image_server.url("/x.jpg")], LOCAL)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"", r"the file is empty \(0 bytes\)"),
+        (b"II*\x00" + bytes(200), "TIFF images are not supported: save the photo as JPEG, PNG or WebP"),
+        (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(100), "HEIC/HEIF images are not supported"),
+        (b"\x00\x00\x00\x1cftypavif" + bytes(100), "AVIF images are not supported"),
+        (b"<svg xmlns='http://www.w3.org/2000/svg'></svg>", "SVG drawings are not supported"),
+    ],
+    ids=["empty", "tiff", "heic", "avif", "svg"],
+)
+async def test_files_that_are_no_accepted_image_are_named(image_server: ImageServer, body: bytes, message: str) -> None:
+    image_server.routes["/x"] = Route(body=body, headers={"Content-Type": "image/jpeg"})
+    with pytest.raises(PermanentJobError, match=message) as caught:
+        await download_first_image([image_server.url("/x")], LOCAL)
+    assert "starts with" not in str(caught.value)
 
 
 async def test_truncated_jpeg_is_refused(image_server: ImageServer) -> None:
@@ -145,7 +165,7 @@ async def test_first_valid_url_wins_and_failures_are_listed(image_server: ImageS
     message = str(failure.value)
     assert message.startswith("none of the 3 image URLs gave a usable image")
     assert "1) " + urls[0] + ": the server answered HTTP 404" in message
-    assert "2) " + urls[1] + ": the file is not an image" in message
+    assert "2) " + urls[1] + ": the link returned a web page (HTML), not an image" in message
     assert "3) http://10.0.0.1/a.jpg?…: the host" in message
     assert "secret" not in message
 
@@ -163,6 +183,65 @@ async def test_scheme_credentials_and_empty_lists_are_refused() -> None:
         await download_first_image(["file:///etc/passwd"], LOCAL)
     with pytest.raises(PermanentJobError, match="user name or password"):
         await download_first_image(["http://user:pw@example.com/a.jpg"], LOCAL)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://cdn.example:99999/a.jpg", "port 99999 is not a valid port number"),
+        ("http://cdn.example:0/a.jpg", "port 0 is not a valid port number"),
+        ("http://" + "a" * 70 + ".example/a.jpg", "is not a valid host name"),
+        ("http://a..example/a.jpg", "is not a valid host name"),
+        ("http://xn--/a.jpg", "is not a valid host name"),
+        ("http://[::1/a.jpg", "not a valid URL"),
+        ("https://cdn.example/" + "x" * 3000 + ".jpg", "3024 characters long, more than the 2048 accepted"),
+    ],
+    ids=["port-too-big", "port-zero", "label-too-long", "empty-label", "bad-punycode", "bad-ipv6", "too-long"],
+)
+async def test_malformed_urls_are_permanent_failures_in_words(url: str, message: str) -> None:
+    with pytest.raises(PermanentJobError, match=message) as caught:
+        await download_first_image([url], DownloadLimits())
+    assert "Error" not in str(caught.value)
+
+
+async def test_a_protocol_error_is_described_not_dumped() -> None:
+    """A server that accepts the connection and answers garbage: no httpx internals, no "could not connect"."""
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"this is not HTTP at all\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        with pytest.raises(TransientJobError) as caught:
+            await download_first_image([f"http://127.0.0.1:{port}/a.jpg"], LOCAL)
+    message = str(caught.value)
+    assert "not valid HTTP" in message
+    assert "could not connect" not in message and "ProtocolError" not in message
+
+
+async def test_a_job_tries_its_first_urls_only_and_says_so(image_server: ImageServer) -> None:
+    urls = [image_server.url(f"/missing-{index}.jpg") for index in range(1000)]
+    limits = DownloadLimits.allowing("127.0.0.0/8", max_urls=3)
+    with pytest.raises(PermanentJobError) as caught:
+        await download_first_image(urls, limits)
+    message = str(caught.value)
+    assert message.startswith("none of the 3 image URLs gave a usable image")
+    assert "the other 997 URLs were not tried (at most 3 are, IMAGE_URLS_MAX)" in message
+    assert len(message) < 1000
+
+
+async def test_all_downloads_of_a_job_share_one_deadline(image_server: ImageServer) -> None:
+    """Four silent servers: per URL the timeouts would allow 4 × 1.5 s; the job allows 2 s in all."""
+    image_server.routes["/silent.jpg"] = Route(body=jpeg_bytes(), delay_s=5)
+    urls = [image_server.url("/silent.jpg")] * 4
+    limits = DownloadLimits.allowing("127.0.0.0/8", read_timeout_s=5, total_timeout_s=1.5, job_timeout_s=2.0)
+    started = time.monotonic()
+    with pytest.raises(TransientJobError, match="longer than 2 s in all .DOWNLOAD_JOB_TIMEOUT_S., so the remaining"):
+        await download_first_image(urls, limits)
+    assert time.monotonic() - started < 4.0  # 2 s and the event loop's slack under load, not 6 s
 
 
 async def test_public_hosts_are_limited_to_web_ports(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -213,3 +213,9 @@ def test_storage_key_refuses_ids_that_are_not_shopify_ids(product_id: str) -> No
 def test_storage_key_refuses_an_empty_shop() -> None:
     with pytest.raises(PermanentJobError, match="shop '' has no letters or digits"):
         (storage_stem("  ", "1", None, "job") + EXTENSION)
+
+
+@pytest.mark.parametrize("product_id", ["7" * 5000, "gid://shopify/Product/" + "1" * 21])
+def test_storage_key_refuses_ids_longer_than_any_shopify_id(product_id: str) -> None:
+    with pytest.raises(PermanentJobError, match=r"is a number of \d+ digits; Shopify ids have at most 20"):
+        storage_stem("s.myshopify.com", product_id, None, "job")
