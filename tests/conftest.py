@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.support.webhook_receiver",
     "tests.support.supabase_server",
     "tests.support.gltf_validator",
+    "tests.support.model_viewer",
     "tests.support.image_server",
 ]
