@@ -20,13 +20,16 @@ the GLB, in USD's terms (docs/facts.md, "USD and AR Quick Look"):
 usd-core writes files, so the stage (one binary .usdc layer) and the texture are written to a
 temporary folder and packed with usd-core's own zip writer (``Sdf.ZipFileWriter``: uncompressed,
 64-byte aligned, as the USDZ format requires), the root layer first; only the package's bytes are
-returned. The layer refers to the texture by its name in the package.
+returned. The layer refers to the texture by its name in the package. The zip records each file's
+modification time, so it is set to a fixed one: the same mesh always gives the same bytes.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +47,10 @@ MATERIAL = f"{ROOT}/material"
 ST_PRIMVAR = "st"
 TEXTURE_NAME = "texture"
 """The texture's file name in the package, before the format's extension."""
+
+_FILE_TIME = datetime(1980, 1, 2, tzinfo=timezone.utc).timestamp()
+"""The modification time the zip records for each file (usd-core takes the file's): fixed, so
+that the same mesh always gives the same bytes; zip's clock starts in 1980."""
 
 # usd-core keeps global state (layer registry, resolver caches) that is not safe to mutate from
 # several threads at once; the worker writes files in threads, so writing is serialised.
@@ -64,9 +71,10 @@ def write_usdz(mesh: PreparedMesh, material: Material = Material()) -> bytes:
         stage.GetRootLayer().Save()
         package = Path(folder) / "model.usdz"
         writer = Sdf.ZipFileWriter.CreateNew(str(package))
-        writer.AddFile(str(layer), layer.name)  # the first file of a package is its root layer
-        if texture_file is not None:
-            writer.AddFile(str(Path(folder) / texture_file), texture_file)
+        for name in (layer.name, texture_file):  # the first file of a package is its root layer
+            if name is not None:
+                os.utime(Path(folder) / name, (_FILE_TIME, _FILE_TIME))
+                writer.AddFile(str(Path(folder) / name), name)
         writer.Save()
         return package.read_bytes()
 

@@ -67,7 +67,11 @@ class TritonUnavailable(TransientJobError):
 
 @dataclass(frozen=True)
 class MeshResult:
-    """A mesh in the TripoSR world frame, as `asset.glb.mesh_to_glb` takes it."""
+    """A mesh in the TripoSR world frame, as `asset.mesh_preparation.prepare_mesh` takes it.
+
+    ``uvs`` and ``texture`` are the baked colour texture (glTF UV convention) when Triton returns
+    one, None otherwise.
+    """
 
     vertices: np.ndarray
     faces: np.ndarray
@@ -76,6 +80,8 @@ class MeshResult:
     model_name: str
     model_version: str
     weights_version: str | None
+    uvs: np.ndarray | None = None
+    texture: np.ndarray | None = None
 
 
 def status_code(error: InferenceServerException) -> str:
