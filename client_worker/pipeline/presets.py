@@ -14,7 +14,7 @@ Why these numbers:
   the grid at 256 yields well over 100 000 triangles, more than the model's triplanes resolve, so
   quadric decimation removes mostly flat-area triangles without a visible change. A 1024² JPEG
   texture: a product filling a phone screen shows about that many texels, and JPEG keeps it
-  to a few hundred kB.
+  near 100–200 kB (PNG: 0.7 MB for photo-like content).
 * **quality** — R = 320, the largest grid the official demo offers (the maintainers report no gain
   above it), and 100 000 triangles: the rule of thumb commonly quoted for Shopify product media
   (docs/facts.md, "Product models for the web and AR"), about 2.6 MB, well under the 15 MB above
