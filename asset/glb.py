@@ -15,6 +15,10 @@ What glTF adds to the prepared mesh (``asset.mesh_preparation``) and its materia
 * **Material.** One PBR material, explicit: metallic 0, the material's roughness, double-sided
   false. Without one, viewers use glTF's default material, metallic 1, which renders dark.
 * **Normals** are written as given: unit length, as glTF requires.
+* **No mesh compression.** trimesh can write Draco (through DracoPy), but model-viewer then
+  fetches its decoder from Google's CDN unless the shop hosts it (docs/facts.md, "Browser
+  tests"), and no browser test shows a compressed file loading yet; at 60 000 triangles the GLB
+  is about 2 MB, well under Shopify's 15 MB.
 
 This is the only module that knows glTF's encoding, and with ``glb_summary`` the only one that
 reads it back.
@@ -29,7 +33,7 @@ from collections.abc import Callable
 import numpy as np
 import trimesh
 
-from asset.material import METALLIC, Material, srgb_to_linear
+from asset.material import DEFAULT_MATERIAL, METALLIC, Material, srgb_to_linear
 from asset.mesh_preparation import PreparedMesh
 
 EXTENSION = ".glb"
@@ -41,7 +45,7 @@ _JSON_CHUNK = 0x4E4F534A
 _LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
 
 
-def write_glb(mesh: PreparedMesh, material: Material = Material()) -> bytes:
+def write_glb(mesh: PreparedMesh, material: Material = DEFAULT_MATERIAL) -> bytes:
     """The GLB of a prepared mesh: one node, one primitive with POSITION, NORMAL and either
     TEXCOORD_0 (with the texture) or COLOR_0, and one material."""
     pbr = trimesh.visual.material.PBRMaterial(

@@ -70,6 +70,10 @@ class Material:
         return buffer.getvalue()
 
 
+DEFAULT_MATERIAL = Material()
+"""Metallic 0, roughness ``DEFAULT_ROUGHNESS``, PNG texture."""
+
+
 def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
     """8-bit sRGB colours as linear floats in [0, 1]: the sRGB transfer function inverted
     (IEC 61966-2-1). glTF vertex colours and USD colour values are linear."""

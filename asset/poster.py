@@ -40,7 +40,7 @@ AZIMUTH_DEG = 30.0
 ELEVATION_DEG = 20.0
 VIEW_ANGLE_DEG = 30.0
 _MARGIN = 1.08
-"""How much room the bounding sphere leaves around the product: 8 %."""
+"""How much room is left around the sphere about the box centre that holds every vertex: 8 %."""
 _SUPERSAMPLING = 2
 
 # One OSMesa context at a time: VTK's OpenGL state is per window but the worker renders from
@@ -139,7 +139,7 @@ def _texture(texture: np.ndarray) -> vtkTexture:
 def _place_camera(renderer: vtkRenderer, mesh: PreparedMesh) -> None:
     low, high = mesh.positions.min(axis=0), mesh.positions.max(axis=0)
     centre = (low + high) / 2
-    radius = float(np.linalg.norm(high - low)) / 2
+    radius = float(np.linalg.norm(mesh.positions - centre, axis=1).max())
     azimuth, elevation = math.radians(AZIMUTH_DEG), math.radians(ELEVATION_DEG)
     direction = np.array([math.sin(azimuth) * math.cos(elevation), math.sin(elevation),
                           math.cos(azimuth) * math.cos(elevation)])

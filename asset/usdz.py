@@ -29,13 +29,13 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 from pxr import Gf, Kind, Sdf, Usd, UsdGeom, UsdShade, Vt
 
-from asset.material import METALLIC, Material, srgb_to_linear
+from asset.material import DEFAULT_MATERIAL, METALLIC, Material, srgb_to_linear
 from asset.mesh_preparation import PreparedMesh
 
 EXTENSION = ".usdz"
@@ -48,7 +48,7 @@ ST_PRIMVAR = "st"
 TEXTURE_NAME = "texture"
 """The texture's file name in the package, before the format's extension."""
 
-_FILE_TIME = datetime(1980, 1, 2, tzinfo=timezone.utc).timestamp()
+_FILE_TIME = datetime(1980, 1, 2, tzinfo=UTC).timestamp()
 """The modification time the zip records for each file (usd-core takes the file's): fixed, so
 that the same mesh always gives the same bytes; zip's clock starts in 1980."""
 
@@ -57,7 +57,7 @@ that the same mesh always gives the same bytes; zip's clock starts in 1980."""
 _USD_LOCK = threading.Lock()
 
 
-def write_usdz(mesh: PreparedMesh, material: Material = Material()) -> bytes:
+def write_usdz(mesh: PreparedMesh, material: Material = DEFAULT_MATERIAL) -> bytes:
     """The USDZ package of a prepared mesh: one mesh, one ``UsdPreviewSurface`` material and, for
     a textured mesh, its texture."""
     with _USD_LOCK, tempfile.TemporaryDirectory(prefix="usdz-") as folder:

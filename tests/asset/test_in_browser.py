@@ -9,7 +9,6 @@ fail the same check, which shows the check can fail.
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from asset.glb import write_glb
 from asset.material import Material, TextureFormat
@@ -17,7 +16,6 @@ from asset.mesh_preparation import PreparedMesh, prepare_mesh
 from asset.real_size import RealSize
 from tests.support.model_viewer import ModelViewer
 from tests.support.textured_mesh import textured_product
-
 
 PLACES = {"left": (0.45, 0.25), "right": (0.45, 0.75), "top": (0.06, 0.62), "bottom": (0.94, 0.62)}
 """Where to look, as (down, across) fractions of the model's on-screen bounding box."""

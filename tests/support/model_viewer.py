@@ -26,6 +26,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -105,10 +106,10 @@ def chromium_executable() -> str:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    extensions_map = {**http.server.SimpleHTTPRequestHandler.extensions_map,
+    extensions_map: ClassVar[dict[str, str]] = {**http.server.SimpleHTTPRequestHandler.extensions_map,
                       ".js": "text/javascript", ".glb": "model/gltf-binary"}
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -144,7 +145,7 @@ class ModelViewer:
             completed = subprocess.run(
                 ["node", "-e", driver, chromium_executable(), profile, json.dumps(CHROMIUM_ARGS), self.base_url,
                  json.dumps(list(glbs)), out],
-                capture_output=True, text=True, timeout=60 + len(glbs) * LOAD_TIMEOUT_MS / 1000,
+                capture_output=True, text=True, check=False, timeout=60 + len(glbs) * LOAD_TIMEOUT_MS / 1000,
                 env={"PATH": "/usr/bin:/bin", "HOME": profile, "PLAYWRIGHT_CORE": str(self.playwright_core)},
             )
             if completed.returncode != 0:
