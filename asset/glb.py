@@ -16,9 +16,9 @@ What glTF adds to the prepared mesh (``asset.mesh_preparation``) and its materia
   false. Without one, viewers use glTF's default material, metallic 1, which renders dark.
 * **Normals** are written as given: unit length, as glTF requires.
 * **No mesh compression.** trimesh can write Draco (through DracoPy), but model-viewer then
-  fetches its decoder from Google's CDN unless the shop hosts it (docs/facts.md, "Browser
-  tests"), and no browser test shows a compressed file loading yet; at 60 000 triangles the GLB
-  is about 2 MB, well under Shopify's 15 MB.
+  fetches its decoder from Google's CDN unless the shop hosts it
+  (docs/facts.md, "Browser tests"), and no browser test shows a compressed file loading yet; at
+  60 000 triangles the GLB is about 2 MB, well under Shopify's 15 MB.
 
 This is the only module that knows glTF's encoding, and with ``glb_summary`` the only one that
 reads it back.
