@@ -15,6 +15,7 @@ from asset.real_size import RealSize
 from client_worker.pipeline.asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, AssetPipeline
 from client_worker.pipeline.inference import MeshResult
 from client_worker.pipeline.presets import PRESETS
+from img2mesh.contract import ENSEMBLE
 from tests.asset.test_glb import product_mesh
 from tests.asset.test_usdz import arkit_problems
 from tests.support.gltf_validator import GltfValidator
@@ -37,9 +38,9 @@ def mesh_result(textured: bool) -> MeshResult:
     if textured:
         product = textured_product()
         return MeshResult(product.vertices, product.faces, product.vertex_colors, {"face_count": len(product.faces)},
-                          "image_to_mesh", "1", "1", uvs=product.uvs, texture=product.texture)
+                          ENSEMBLE, "1", "1", uvs=product.uvs, texture=product.texture)
     vertices, faces, colors = product_mesh()
-    return MeshResult(vertices, faces, colors, {}, "image_to_mesh", "1", "1")
+    return MeshResult(vertices, faces, colors, {}, ENSEMBLE, "1", "1")
 
 
 def pipeline(mesh: MeshResult) -> AssetPipeline:
