@@ -9,13 +9,20 @@ Every file format takes the same prepared mesh, so they all agree on:
 * **Placement.** The object is centred on its bounding box in x and z and stands on y = 0, the
   origin model-viewer and AR viewers expect for a product.
 * **Units.** Metres. A single photo carries no scale and TripoSR normalises every object to about
-  1.5 units, so by default one TripoSR unit becomes one metre; ``max_extent_m`` scales the largest
-  side to a known real size.
+  1.5 units, so without a :class:`RealSize` one TripoSR unit becomes one metre; with one, the
+  product's largest side or its height is scaled to that many metres (AR viewers show it that big).
 * **Triangle budget.** ``target_faces`` decimates with quadric error metrics
   (``fast-simplification``, the library trimesh's own decimation wraps); the simplifier moves
   vertices, so each new vertex takes the colour of the nearest original vertex.
-* **Normals.** Unit vertex normals for every vertex; zero-area triangles (marching cubes emits some)
-  and the vertices only they use are dropped, because such a vertex has no normal.
+* **Texture.** A mesh may come with a baked colour texture: per-vertex ``uvs`` in glTF's
+  convention ((0, 0) is the top-left corner of the image, u to the right, v down) and the sRGB
+  image. Such a mesh was decimated before it was unwrapped (in Triton), so it is not decimated
+  again, and its vertices are never merged: the copies of a vertex along a UV seam share a
+  position but not their UVs. Vertex colours stay alongside for callers that want them.
+* **Normals.** Unit vertex normals for every vertex, computed over all triangles at a position, so
+  the copies of a seam vertex get the same normal and the seam does not show in the shading;
+  zero-area triangles (marching cubes emits some) and the vertices only they use are dropped,
+  because such a vertex has no normal.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import trimesh
 from fast_simplification import simplify
 from scipy.spatial import cKDTree
 
+from asset.real_size import RealSize
 from img2mesh.errors import EmptyMesh
 
 #: Vertex normals shorter than this (a vertex whose faces cancel out) get +Y instead: glTF
@@ -40,13 +48,26 @@ class PreparedMesh:
 
     ``positions`` float64 [V, 3], ``triangles`` int64 [F, 3] counter-clockwise seen from outside,
     ``colors`` uint8 sRGB [V, 3] (the network's colours, as the photo shows them), ``normals``
-    float64 [V, 3] of unit length.
+    float64 [V, 3] of unit length. A textured mesh also has ``uvs`` float32 [V, 2] (glTF
+    convention: (0, 0) is the image's top-left corner, v points down) and ``texture`` uint8 sRGB
+    [H, W, 3]; both are None otherwise.
     """
 
     positions: np.ndarray
     triangles: np.ndarray
     colors: np.ndarray
     normals: np.ndarray
+    uvs: np.ndarray | None = None
+    texture: np.ndarray | None = None
+
+    @property
+    def textured(self) -> bool:
+        return self.texture is not None
+
+    @property
+    def extent_m(self) -> np.ndarray:
+        """Width (x), height (y) and depth (z) of the bounding box, in metres."""
+        return self.positions.max(axis=0) - self.positions.min(axis=0)
 
 
 def prepare_mesh(
@@ -54,28 +75,36 @@ def prepare_mesh(
     faces: np.ndarray,
     vertex_colors: np.ndarray,
     *,
+    uvs: np.ndarray | None = None,
+    texture: np.ndarray | None = None,
     target_faces: int | None = None,
-    max_extent_m: float | None = None,
+    size: RealSize | None = None,
 ) -> PreparedMesh:
     """Turn a TripoSR-frame mesh (FP32 ``[V,3]``, INT32 ``[F,3]``, UINT8 RGB ``[V,3]``) into a prepared one.
 
     Args:
-        target_faces: decimate to about this many triangles when the mesh has more.
-        max_extent_m: scale so that the largest bounding-box side is this many metres; None keeps
-            one TripoSR unit as one metre.
+        uvs, texture: a baked colour texture (both or neither): FP32 ``[V,2]`` in glTF's UV
+            convention, within [0, 1], and UINT8 sRGB ``[H,W,3]``. Such a mesh is not decimated.
+        target_faces: decimate to about this many triangles when the mesh has more (untextured
+            meshes only).
+        size: scale so that this dimension is this many metres; None keeps one TripoSR unit as
+            one metre.
 
     Raises:
-        ValueError: arrays of the wrong shape, non-finite coordinates, out-of-range face indices.
+        ValueError: arrays of the wrong shape, non-finite coordinates, out-of-range face indices
+            or UVs, a texture without UVs or UVs without a texture.
         EmptyMesh: no triangle with a non-zero area is left.
     """
     positions, triangles, colors = _checked_arrays(vertices, faces, vertex_colors)
+    texture_uvs, image = _checked_texture(uvs, texture, len(positions))
     positions = positions[:, [1, 2, 0]]
-    if target_faces is not None and len(triangles) > target_faces:
+    if image is None and target_faces is not None and len(triangles) > target_faces:
         positions, triangles, colors = _decimate(positions, triangles, colors, target_faces)
-    positions, triangles, colors = _drop_degenerate(positions, triangles, colors)
-    positions = _place(positions, max_extent_m)
-    normals = trimesh.Trimesh(positions, triangles, process=False, validate=False).vertex_normals
-    return PreparedMesh(positions, triangles, colors, _unit_normals(normals))
+    triangles, used = _drop_degenerate(positions, triangles)
+    positions, colors = positions[used], colors[used]
+    texture_uvs = texture_uvs[used] if texture_uvs is not None else None
+    positions = _place(positions, size)
+    return PreparedMesh(positions, triangles, colors, _seamless_normals(positions, triangles), texture_uvs, image)
 
 
 def _checked_arrays(
@@ -97,6 +126,24 @@ def _checked_arrays(
     return positions, triangles, colors
 
 
+def _checked_texture(
+    uvs: np.ndarray | None, texture: np.ndarray | None, vertex_count: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    if uvs is None and texture is None:
+        return None, None
+    if uvs is None or texture is None:
+        raise ValueError("uvs and texture come together: a texture needs UVs and UVs need a texture")
+    texture_uvs = np.asarray(uvs, dtype=np.float32)
+    image = np.ascontiguousarray(texture)
+    if texture_uvs.shape != (vertex_count, 2):
+        raise ValueError(f"uvs must have shape [V, 2] = [{vertex_count}, 2], got {texture_uvs.shape}")
+    if not (np.isfinite(texture_uvs).all() and texture_uvs.min() >= 0.0 and texture_uvs.max() <= 1.0):
+        raise ValueError("uvs must be finite and within [0, 1]")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        raise ValueError(f"texture must be a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
+    return texture_uvs, image
+
+
 def _decimate(
     positions: np.ndarray, triangles: np.ndarray, colors: np.ndarray, target_faces: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,34 +153,36 @@ def _decimate(
     return new_positions, new_triangles.astype(np.int64), colors[nearest]
 
 
-def _drop_degenerate(
-    positions: np.ndarray, triangles: np.ndarray, colors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Remove zero-area triangles and vertices no triangle uses."""
+def _drop_degenerate(positions: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The triangles with a non-zero area, re-indexed to the vertices they use, and those vertices."""
     corners = positions[triangles]
     doubled_area = np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
     triangles = triangles[doubled_area > 0]
     if len(triangles) == 0:
         raise EmptyMesh("the mesh has no triangles with a non-zero area, so there is no model to write")
     used, remapped = np.unique(triangles, return_inverse=True)
-    return positions[used], remapped.reshape(-1, 3), colors[used]
+    return remapped.reshape(-1, 3), used
 
 
-def _place(positions: np.ndarray, max_extent_m: float | None) -> np.ndarray:
+def _place(positions: np.ndarray, size: RealSize | None) -> np.ndarray:
     """Centre on x/z, put the lowest point on y = 0, and optionally scale to a real size."""
     low, high = positions.min(axis=0), positions.max(axis=0)
-    if max_extent_m is not None:
-        if not max_extent_m > 0:
-            raise ValueError(f"max_extent_m must be positive, got {max_extent_m}")
-        scale = max_extent_m / float((high - low).max())
-    else:
+    extent = high - low
+    if size is None:
         scale = 1.0
+    else:
+        measured = float(extent.max() if size.dimension == "largest_side" else extent[1])
+        scale = size.metres / measured
     offset = np.array([(low[0] + high[0]) / 2, low[1], (low[2] + high[2]) / 2])
     return (positions - offset) * scale
 
 
-def _unit_normals(normals: np.ndarray) -> np.ndarray:
-    normals = np.array(normals, dtype=np.float64)
+def _seamless_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
+    """Unit vertex normals (trimesh's, angle-weighted), shared by all vertices at one position (UV seams)."""
+    welded, position_index = np.unique(positions, axis=0, return_inverse=True)
+    position_index = position_index.reshape(-1)
+    normals = trimesh.Trimesh(welded, position_index[triangles], process=False, validate=False).vertex_normals
+    normals = np.array(normals, dtype=np.float64)[position_index]
     lengths = np.linalg.norm(normals, axis=1)
     normals[lengths < _MIN_NORMAL_LENGTH] = (0.0, 1.0, 0.0)
     return normals / np.linalg.norm(normals, axis=1, keepdims=True)

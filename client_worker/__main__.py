@@ -1,9 +1,10 @@
 """Command line: `python -m client_worker {run,generate,enqueue,healthcheck,dead-letters}`.
 
 * `run` — the Redis worker (configuration from the environment, see `.env.example`).
-* `generate IMAGE_OR_URL -o out.glb [--preset] [--triton-url]` — one image through Triton to the
-  asset's files (the GLB at the path given), without Redis or storage: the same pipeline core
-  and files as a queued job.
+* `generate IMAGE_OR_URL -o DIR/NAME.glb [--preset] [--triton-url]` — one image through Triton to
+  the asset's files, without Redis or storage: the same pipeline core and files as a queued job.
+  The path names the GLB; the USDZ is written beside it with the same stem (`DIR/NAME.usdz`), and
+  the poster as `DIR/poster.png`.
 * `enqueue URL... [--shop --product-id --variant-id --quality --wait S]` — push a job in the
   integration guide's "Manually Queue a Test Job" format, for local use.
 * `healthcheck` — exit 0 when a worker of this host (`WORKER_NAME`) has a live heartbeat in
@@ -35,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
 
     commands.add_parser("run", help="consume jobs from Redis until SIGTERM")
 
-    generate = commands.add_parser("generate", help="one image (file or URL) through Triton to a GLB file")
+    generate = commands.add_parser("generate", help="one image (file or URL) through Triton to GLB, USDZ and poster")
     generate.add_argument("image", help="path of an image file, or an http(s) URL")
-    generate.add_argument("-o", "--output", required=True, type=Path, help="GLB file to write")
+    generate.add_argument("-o", "--output", required=True, type=Path,
+                          help="GLB file to write; the .usdz with the same stem and poster.png go beside it")
     generate.add_argument("--preset", choices=sorted(PRESETS), help="quality preset (default: DEFAULT_PRESET)")
     generate.add_argument("--triton-url", help="Triton gRPC host:port (default: TRITON_URL)")
     generate.add_argument("--model-version", help="pin a model version (default: TRITON_MODEL_VERSION, or latest)")
@@ -98,8 +100,9 @@ def _run() -> int:
 async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     import httpx
 
+    from asset.real_size import RealSize
     from client_worker.download import DownloadLimits, download_first_image
-    from client_worker.pipeline.asset import MODEL_FILE, AssetPipeline
+    from client_worker.pipeline.asset import MODEL_FILE, POSTER_FILE, AssetPipeline
     from client_worker.pipeline.inference import TritonMeshClient
     from img2mesh.errors import InvalidInput
 
@@ -111,7 +114,8 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         settings.triton_timeout_s,
         weights_version=settings.triton_weights_version,
     )
-    pipeline = AssetPipeline(client, max_resolution=settings.max_resolution)
+    pipeline = AssetPipeline(client, max_resolution=settings.max_resolution,
+                             default_size=RealSize(settings.default_largest_side_m))
     started = time.perf_counter()
     try:
         if args.image.startswith(("http://", "https://")):
@@ -129,7 +133,8 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     written = {}
     for file in asset.files:
-        path = args.output.with_suffix(file.extension)
+        stem = POSTER_FILE if file.role == POSTER_FILE else args.output.stem
+        path = args.output.parent / f"{stem}{file.extension}"
         path.write_bytes(file.data)
         written[file.role] = str(path)
     details = asset.details

@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from asset.real_size import MAX_SIZE_M, MIN_SIZE_M
 from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS
 
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -90,6 +91,8 @@ class Settings(BaseSettings):
     # --- presets and mesh ------------------------------------------------------------------
     default_preset: Literal["fast", "balanced", "quality"] = "balanced"
     max_resolution: int = Field(default=320, ge=16, le=320)
+    # Real size of a product whose job gives none (metadata.size): its largest side, in metres.
+    default_largest_side_m: float = Field(default=0.3, ge=MIN_SIZE_M, le=MAX_SIZE_M)
 
     # --- image download --------------------------------------------------------------------
     download_connect_timeout_s: float = Field(default=5.0, gt=0)

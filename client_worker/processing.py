@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from asset.real_size import RealSize
 from client_worker.config import Settings
 from client_worker.download import DownloadLimits, download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
@@ -32,6 +33,7 @@ from client_worker.jobs.keys import RedisKeys
 from client_worker.jobs.queue import Writes
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetFile, AssetPipeline, timed_stage
+from client_worker.pipeline.job_size import size_from_metadata
 from client_worker.pipeline.presets import Preset, resolve_preset
 from client_worker.status.store import StatusEvent, StatusStore
 from client_worker.status.webhook import WebhookSender
@@ -162,6 +164,7 @@ class JobProcessor:
     async def _process(self, run: _Attempt) -> Completed:
         job = run.job
         preset = resolve_preset({"quality": job.quality, "metadata": job.metadata}, self.settings.default_preset)
+        size = size_from_metadata(job.metadata)
         stem = storage_stem(job.shop, job.product_id, job.variant_id, job.job_id)  # bad ids fail before any work
         artifact = self.keys.artifact(job.job_id)
         cached = await self.redis.hgetall(artifact)
@@ -169,7 +172,7 @@ class JobProcessor:
             asset = _cached_asset(cached)
             log.info("reusing the files of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
         else:
-            asset = await self._make_asset(run, preset)
+            asset = await self._make_asset(run, preset, size)
         urls = {name[len("url:"):]: url.decode() for name, url in _text_keys(cached).items() if name.startswith("url:")}
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
@@ -178,13 +181,15 @@ class JobProcessor:
                     urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
                     await self.redis.hset(artifact, f"url:{file.role}", urls[file.role])
         details = asset.details
-        metadata = {**details, "attempts": run.attempt, "timings_ms": {**details["timings_ms"], **run.ms}}
+        other_urls = {f"{role}_url": url for role, url in urls.items() if role != MODEL_FILE}
+        metadata = {**details, **other_urls, "attempts": run.attempt,
+                    "timings_ms": {**details["timings_ms"], **run.ms}}
         return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
-    async def _make_asset(self, run: _Attempt, preset: Preset) -> Asset:
+    async def _make_asset(self, run: _Attempt, preset: Preset, size: RealSize | None) -> Asset:
         async with timed_stage("download", run.ms, run):
             image = await download_first_image(run.job.image_urls, self.download_limits, self.http)
-        made = await self.pipeline.make(image.data, preset, run)
+        made = await self.pipeline.make(image.data, preset, run, size=size)
         asset = Asset(made.files, {**made.details, "image_url": image.url,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         artifact = self.keys.artifact(run.job.job_id)

@@ -31,6 +31,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from asset.real_size import RealSize
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
@@ -81,7 +82,8 @@ class Worker:
             weights_version=settings.triton_weights_version,
         )
         self.storage = storage or make_storage(settings)
-        pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution)
+        pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution,
+                                 default_size=RealSize(settings.default_largest_side_m))
         processor = JobProcessor(
             settings, self.redis, pipeline, self.storage, self.status, self.webhooks, self.metrics, self.http
         )

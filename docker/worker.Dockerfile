@@ -1,12 +1,19 @@
 # syntax=docker/dockerfile:1
-# The client worker: Redis jobs -> Triton (gRPC) -> GLB -> storage -> webhook. No torch, no model
-# code: only the worker's pinned dependencies, run as an unprivileged user.
+# The client worker: Redis jobs -> Triton (gRPC) -> GLB, USDZ, poster -> storage -> webhook. No torch,
+# no model code: only the worker's pinned dependencies, run as an unprivileged user.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# libosmesa6: Mesa's OpenGL rasterised on the CPU, through which VTK renders the poster off screen
+# (asset/poster.py). Unpinned, so that a rebuild picks up Debian's security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libosmesa6 \
+    && rm -rf /var/lib/apt/lists/*
 
 COPY docker/requirements/worker.txt /tmp/requirements.txt
 RUN pip install --no-deps --only-binary=:all: -r /tmp/requirements.txt && rm /tmp/requirements.txt

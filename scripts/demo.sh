@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The README's main job: one product photo in, one .glb out, through a real local Triton.
+# The README's main job: one product photo in, the shop's files out, through a real local Triton:
+# FILE.glb (web and Android AR), FILE.usdz beside it (iPhone AR) and poster.png in the same folder.
 #
-#   bash scripts/demo.sh --weights generated [--image PHOTO_OR_URL] [--out FILE.glb] [--preset fast|balanced|quality]
+#   bash scripts/demo.sh --weights generated [--image PHOTO_OR_URL] [--out DIR/FILE.glb] [--preset fast|balanced|quality]
 #   bash scripts/demo.sh --weights official  ...   # stabilityai/TripoSR + rembg's u2net.onnx (needs the hub and GitHub)
 #
 # --weights generated uses GENERATED TEST WEIGHTS in the official formats (no download): the GLB
@@ -61,5 +62,8 @@ done
 grep -q '^ready:' "$work/tritonserver.out" || { echo "tritonserver did not become ready"; cat "$work/tritonserver.out"; exit 1; }
 
 [ "$weights" = generated ] && echo "[demo] GENERATED TEST WEIGHTS: the model shows a test sphere, not the product"
-$py -m client_worker generate "$image" -o "$out" --preset "$preset" --triton-url "127.0.0.1:$grpc"
-echo "[demo] wrote $out"
+summary=$($py -m client_worker generate "$image" -o "$out" --preset "$preset" --triton-url "127.0.0.1:$grpc")
+echo "$summary"
+$py -c 'import json, sys
+print("[demo] wrote {model} (GLB: web, Android AR), {usdz} (USDZ: iPhone AR) and {poster} (poster)"
+      .format(**json.loads(sys.argv[1])["files"]))' "$summary"

@@ -7,5 +7,6 @@ pytest_plugins = [
     "tests.support.supabase_server",
     "tests.support.gltf_validator",
     "tests.support.node_celery",
+    "tests.support.model_viewer",
     "tests.support.image_server",
 ]

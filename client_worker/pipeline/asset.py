@@ -3,24 +3,34 @@
 It talks to Triton through :class:`TritonMeshClient` and to nothing else: no Redis, no storage, no
 webhook. The queue worker (``client_worker.processing``), the ``generate`` command and any other
 source of jobs call it, so they all make the same files from the same photo, byte for byte.
+
+One prepared mesh (``asset.mesh_preparation``: glTF frame, real size, the baked texture when
+Triton returns one) becomes three files: the GLB (web viewers and Android's Scene Viewer), the
+USDZ (AR Quick Look on iPhone and iPad) and the poster PNG, all with the preset's material.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from asset import glb
-from asset.mesh_preparation import prepare_mesh
-from client_worker.pipeline.inference import TritonMeshClient
+from asset import glb, poster, usdz
+from asset.material import Material
+from asset.mesh_preparation import PreparedMesh, prepare_mesh
+from asset.real_size import RealSize
+from client_worker.pipeline.inference import MeshResult, TritonMeshClient
 from client_worker.pipeline.presets import Preset
 
 MODEL_FILE = "model"
 """The role of the GLB, the file the webhook's ``modelUrl`` points at."""
+USDZ_FILE = "usdz"
+"""The role of the USDZ, for AR Quick Look."""
+POSTER_FILE = "poster"
+"""The role of the poster image."""
 
 
 @dataclass(frozen=True)
@@ -70,13 +80,17 @@ async def timed_stage(name: str, timings_ms: dict[str, float], listener: StageLi
 class AssetPipeline:
     """Photo bytes + preset → :class:`Asset`, through Triton's ensemble."""
 
-    def __init__(self, inference: TritonMeshClient, *, max_resolution: int) -> None:
-        """``max_resolution`` caps every preset's grid (``MAX_RESOLUTION``, for CPU-only Triton hosts)."""
+    def __init__(self, inference: TritonMeshClient, *, max_resolution: int, default_size: RealSize) -> None:
+        """``max_resolution`` caps every preset's grid (``MAX_RESOLUTION``, for CPU-only Triton hosts);
+        ``default_size`` is the real size of a product whose job names none (``DEFAULT_LARGEST_SIDE_M``)."""
         self.inference = inference
         self.max_resolution = max_resolution
+        self.default_size = default_size
 
-    async def make(self, image: bytes, preset: Preset, listener: StageListener | None = None) -> Asset:
-        """Mesh the photo on Triton and write the asset's files.
+    async def make(
+        self, image: bytes, preset: Preset, listener: StageListener | None = None, *, size: RealSize | None = None
+    ) -> Asset:
+        """Mesh the photo on Triton and write the asset's files; ``size`` overrides the default size.
 
         Raises:
             PermanentJobError: Triton refused the photo or a parameter.
@@ -84,15 +98,15 @@ class AssetPipeline:
             InvalidInput: the mesh cannot be written (no triangle with an area).
         """
         resolution = min(preset.resolution, self.max_resolution)
+        real_size = size or self.default_size
         timings: dict[str, float] = {}
         async with timed_stage("inference", timings, listener):
             mesh = await self.inference.image_to_mesh(image, resolution=resolution)
         async with timed_stage("encoding", timings, listener):
-            prepared = await asyncio.to_thread(
-                prepare_mesh, mesh.vertices, mesh.faces, mesh.vertex_colors, target_faces=preset.target_faces
-            )
-            model = await asyncio.to_thread(glb.write_glb, prepared)
-        summary = glb.glb_summary(model)
+            prepared, files = await asyncio.to_thread(_write_files, mesh, preset, real_size, timings)
+        model = next(file for file in files if file.role == MODEL_FILE)
+        summary = glb.glb_summary(model.data)
+        width, height, depth = (round(float(extent), 4) for extent in prepared.extent_m)
         details = {
             "preset": preset.name,
             "resolution": resolution,
@@ -102,8 +116,47 @@ class AssetPipeline:
             "weights_version": mesh.weights_version,
             "vertex_count": summary["vertex_count"],
             "face_count": summary["face_count"],
-            "file_size_bytes": len(model),
+            "file_size_bytes": len(model.data),
+            "file_sizes_bytes": {file.role: len(file.data) for file in files},
+            "color_source": "texture" if prepared.textured else "vertex_colors",
+            "texture": _texture_details(prepared, preset),
+            "size": {"dimension": real_size.dimension, "metres": real_size.metres,
+                     "source": "default" if size is None else "job"},
+            "dimensions_m": {"width": width, "height": height, "depth": depth},
             "mesh_info": mesh.info,
             "timings_ms": timings,
         }
-        return Asset(files=(AssetFile(MODEL_FILE, glb.EXTENSION, glb.CONTENT_TYPE, model),), details=details)
+        return Asset(files=files, details=details)
+
+
+def _write_files(
+    mesh: MeshResult, preset: Preset, size: RealSize, timings_ms: dict[str, float]
+) -> tuple[PreparedMesh, tuple[AssetFile, ...]]:
+    """Prepare the mesh once and write every file from it, timing each step (parts of ``encoding``)."""
+    material = Material(texture_format=preset.texture_format)
+    started = time.perf_counter()
+    prepared = prepare_mesh(mesh.vertices, mesh.faces, mesh.vertex_colors, uvs=mesh.uvs, texture=mesh.texture,
+                            target_faces=preset.target_faces, size=size)
+    timings_ms["prepare"] = _ms_since(started)
+    writers: tuple[tuple[str, str, str, Callable[[], bytes]], ...] = (
+        (MODEL_FILE, glb.EXTENSION, glb.CONTENT_TYPE, lambda: glb.write_glb(prepared, material)),
+        (USDZ_FILE, usdz.EXTENSION, usdz.CONTENT_TYPE, lambda: usdz.write_usdz(prepared, material)),
+        (POSTER_FILE, poster.EXTENSION, poster.CONTENT_TYPE, lambda: poster.render_poster(prepared)),
+    )
+    files = []
+    for role, extension, content_type, write in writers:
+        started = time.perf_counter()
+        files.append(AssetFile(role, extension, content_type, write()))
+        timings_ms[role] = _ms_since(started)
+    return prepared, tuple(files)
+
+
+def _texture_details(prepared: PreparedMesh, preset: Preset) -> dict[str, Any] | None:
+    if prepared.texture is None:
+        return None
+    height, width, _ = prepared.texture.shape
+    return {"width": width, "height": height, "format": preset.texture_format.value}
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)

@@ -80,18 +80,19 @@ class TritonUnavailable(TransientJobError):
 class MeshResult:
     """A mesh in the TripoSR world frame, as ``asset.mesh_preparation.prepare_mesh`` takes it.
 
-    ``uvs`` and ``texture`` are empty unless a texture size was asked for.
+    ``uvs`` and ``texture`` are the baked colour texture (glTF UV convention) when a texture size
+    was asked for, None otherwise.
     """
 
     vertices: np.ndarray
     faces: np.ndarray
     vertex_colors: np.ndarray
-    uvs: np.ndarray
-    texture: np.ndarray
     info: dict[str, Any]
     model_name: str
     model_version: str
     weights_version: str | None
+    uvs: np.ndarray | None = None
+    texture: np.ndarray | None = None
 
 
 def status_code(error: InferenceServerException) -> str:
@@ -218,8 +219,8 @@ class TritonMeshClient:
             vertices=np.asarray(arrays[VERTICES][0], dtype=np.float32),
             faces=np.asarray(arrays[FACES][0], dtype=np.int32),
             vertex_colors=np.asarray(arrays[VERTEX_COLORS][0], dtype=np.uint8),
-            uvs=np.asarray(arrays[UVS][0], dtype=np.float32),
-            texture=np.asarray(arrays[TEXTURE][0], dtype=np.uint8),
+            uvs=np.asarray(arrays[UVS][0], dtype=np.float32) if arrays[TEXTURE][0].size else None,
+            texture=np.asarray(arrays[TEXTURE][0], dtype=np.uint8) if arrays[TEXTURE][0].size else None,
             info=info,
             model_name=response.model_name or self.model_name,
             model_version=response.model_version or self.model_version,

@@ -1,18 +1,23 @@
 """The prepared mesh written as GLB: glTF orientation and placement, colours, material, decimation,
-Khronos validity."""
+Khronos validity, and the baked texture (UV convention, seams, embedded image)."""
 
 from __future__ import annotations
 
+import io
 import struct
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from asset.glb import glb_summary, read_glb_json, write_glb
-from asset.mesh_preparation import prepare_mesh
+from asset.material import DEFAULT_ROUGHNESS, Material, TextureFormat
+from asset.mesh_preparation import PreparedMesh, prepare_mesh
+from asset.real_size import RealSize
 from img2mesh.errors import EmptyMesh
 from img2mesh.mesh_extraction import grid_points, marching_cubes
 from tests.support.gltf_validator import GltfValidator
+from tests.support.textured_mesh import away_from_colour_edges, expected_color, textured_product
 
 RED = (255, 0, 0)
 GREY = (128, 128, 128)
@@ -43,7 +48,7 @@ def read_primitive(glb: bytes) -> dict[str, np.ndarray]:
     json_length = struct.unpack_from("<I", glb, 12)[0]
     binary = glb[20 + json_length + 8 :]
     dtypes = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
-    widths = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}
+    widths = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 
     def accessor(index: int) -> np.ndarray:
         spec = document["accessors"][index]
@@ -59,9 +64,27 @@ def read_primitive(glb: bytes) -> dict[str, np.ndarray]:
     return arrays
 
 
+def embedded_image(glb: bytes, index: int) -> tuple[str, bytes]:
+    """The mime type and bytes of the GLB's image ``index``."""
+    document = read_glb_json(glb)
+    json_length = struct.unpack_from("<I", glb, 12)[0]
+    binary = glb[20 + json_length + 8 :]
+    image = document["images"][index]
+    view = document["bufferViews"][image["bufferView"]]
+    start = view.get("byteOffset", 0)
+    return image["mimeType"], binary[start : start + view["byteLength"]]
+
+
 @pytest.fixture(scope="module")
 def mesh() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return product_mesh()
+
+
+@pytest.fixture(scope="module")
+def textured() -> PreparedMesh:
+    product = textured_product()
+    return prepare_mesh(product.vertices, product.faces, product.vertex_colors, uvs=product.uvs,
+                        texture=product.texture, size=RealSize(0.3))
 
 
 def test_front_faces_plus_z_up_is_plus_y_and_it_stands_centred_on_the_ground(
@@ -92,7 +115,7 @@ def test_colours_are_linear_and_the_material_is_not_metallic(
     assert set(primitive["attributes"]) == {"POSITION", "NORMAL", "COLOR_0"}
     pbr = document["materials"][primitive["material"]]["pbrMetallicRoughness"]
     assert pbr["metallicFactor"] == 0.0
-    assert pbr["roughnessFactor"] == 1.0
+    assert pbr["roughnessFactor"] == DEFAULT_ROUGHNESS
     color = read_primitive(glb)["COLOR_0"]
     assert {tuple(c) for c in color[:, :3]} == {LINEAR_RED, LINEAR_GREY}
     assert (color[:, 3] == 255).all()
@@ -135,7 +158,7 @@ def test_meshes_under_the_target_are_left_alone(mesh: tuple[np.ndarray, np.ndarr
 def test_max_extent_scales_to_a_real_size(
     mesh: tuple[np.ndarray, np.ndarray, np.ndarray], gltf_validator: GltfValidator
 ) -> None:
-    glb = mesh_to_glb(*mesh, max_extent_m=0.12)
+    glb = mesh_to_glb(*mesh, size=RealSize(0.12))
     gltf_validator.assert_valid(glb)
     summary = glb_summary(glb)
     extent = np.subtract(summary["bounds_max"], summary["bounds_min"])
@@ -173,3 +196,85 @@ def test_the_validator_reports_errors_on_a_broken_glb(
     glb = bytearray(mesh_to_glb(*mesh))
     struct.pack_into("<I", glb, 8, len(glb) + 4)
     assert gltf_validator(bytes(glb))["issues"]["numErrors"] > 0
+
+
+@pytest.mark.parametrize("texture_format", list(TextureFormat))
+def test_a_textured_mesh_carries_its_texture_on_uvs_and_validates_without_warnings(
+    textured: PreparedMesh, texture_format: TextureFormat, gltf_validator: GltfValidator
+) -> None:
+    material = Material(roughness=0.55, texture_format=texture_format)
+    glb = write_glb(textured, material)
+    report = gltf_validator.assert_valid(glb)
+    assert report["issues"]["numWarnings"] == 0, report["issues"]["messages"]
+    document = read_glb_json(glb)
+    (primitive,) = document["meshes"][0]["primitives"]
+    assert set(primitive["attributes"]) == {"POSITION", "NORMAL", "TEXCOORD_0"}
+    (only,) = document["materials"]
+    pbr = only["pbrMetallicRoughness"]
+    assert (pbr["metallicFactor"], pbr["roughnessFactor"]) == (0.0, 0.55)
+    texture = document["textures"][pbr["baseColorTexture"]["index"]]
+    sampler = document["samplers"][texture["sampler"]]
+    assert sampler["wrapS"] == sampler["wrapT"] == 33071, "an atlas is clamped, not repeated"
+    mime_type, data = embedded_image(glb, texture["source"])
+    assert mime_type == texture_format.mime_type
+    assert data.rstrip(b"\0") == material.encode_texture(textured.texture).rstrip(b"\0"), "the caller's encoding"
+    assert glb_summary(glb)["has_texture"] and not glb_summary(glb)["has_colors"]
+
+
+def test_texture_coordinates_follow_gltfs_top_left_origin(textured: PreparedMesh) -> None:
+    """Each vertex's TEXCOORD_0, looked up in the embedded image with (0, 0) at its top-left
+    corner, gives the colour the product has there: red right (+X), blue left, green bottom.
+    A v flip would put green on top; a mirrored u would swap red and blue."""
+    glb = write_glb(textured)
+    arrays = read_primitive(glb)
+    document = read_glb_json(glb)
+    texture = document["textures"][document["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"]["index"]]
+    image = np.asarray(Image.open(io.BytesIO(embedded_image(glb, texture["source"])[1])).convert("RGB"))
+    height, width, _ = image.shape
+    uv = arrays["TEXCOORD_0"].astype(np.float64)
+    rows = np.clip((uv[:, 1] * height).astype(int), 0, height - 1)
+    columns = np.clip((uv[:, 0] * width).astype(int), 0, width - 1)
+    position = arrays["POSITION"].astype(np.float64)
+    inside = away_from_colour_edges(position)
+    assert inside.sum() > 0.8 * len(position)
+    np.testing.assert_array_equal(image[rows, columns][inside], expected_color(position)[inside])
+
+
+def test_uv_seams_survive_and_textured_meshes_are_not_decimated(textured: PreparedMesh) -> None:
+    product = textured_product()
+    prepared = prepare_mesh(product.vertices, product.faces, product.vertex_colors, uvs=product.uvs,
+                            texture=product.texture, target_faces=1_000)
+    assert len(prepared.triangles) == len(textured.triangles) > 1_000, "Triton decimated it already"
+    # The longitude seam: copies of a vertex at one position with u = 0 and u = 1.
+    seam = np.flatnonzero(np.isclose(prepared.uvs[:, 0], 1.0))
+    assert len(seam) > 10
+    for index in seam[:20]:
+        twins = np.flatnonzero(np.all(prepared.positions == prepared.positions[index], axis=1))
+        assert len(twins) == 2 and set(np.round(prepared.uvs[twins, 0], 6)) == {0.0, 1.0}
+        np.testing.assert_allclose(prepared.normals[twins[0]], prepared.normals[twins[1]], atol=1e-12)
+    assert len(prepared.colors) == len(prepared.uvs) == len(prepared.positions), "vertex colours stay"
+
+
+def test_bad_textures_are_refused() -> None:
+    product = textured_product(latitudes=4, longitudes=6, texture_size=8)
+    arrays = (product.vertices, product.faces, product.vertex_colors)
+    with pytest.raises(ValueError, match="uvs and texture come together"):
+        prepare_mesh(*arrays, uvs=product.uvs)
+    with pytest.raises(ValueError, match=r"within \[0, 1\]"):
+        prepare_mesh(*arrays, uvs=product.uvs + 0.5, texture=product.texture)
+    with pytest.raises(ValueError, match="uvs must have shape"):
+        prepare_mesh(*arrays, uvs=product.uvs[:-1], texture=product.texture)
+    with pytest.raises(ValueError, match="texture must be a uint8 RGB image"):
+        prepare_mesh(*arrays, uvs=product.uvs, texture=product.texture.astype(np.float32))
+    with pytest.raises(ValueError, match="roughness must be within"):
+        Material(roughness=1.5)
+
+
+def test_height_scales_the_up_axis_to_a_real_size(mesh: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    prepared = prepare_mesh(*mesh, size=RealSize(0.12, "height"))
+    assert prepared.extent_m[1] == pytest.approx(0.12, rel=1e-6)
+    assert prepared.extent_m.max() == pytest.approx(0.12, rel=1e-6), "the test body is taller than wide"
+    wide = prepare_mesh(*mesh, size=RealSize(0.5, "largest_side"))
+    np.testing.assert_allclose(wide.extent_m / wide.extent_m.max(), prepared.extent_m / prepared.extent_m.max())
+    with pytest.raises(ValueError, match="a product's size must be"):
+        RealSize(20.0)

@@ -1,9 +1,8 @@
 """The Khronos glTF-Validator (npm ``gltf-validator``, run with node) as a test helper.
 
 The validator is the reference implementation of the glTF 2.0 rules, so "0 errors" here is the
-check that a GLB will load in every conforming viewer. It is installed once with npm into a cache
-outside the repository (``$PHOTO_TO_3D_NPM_CACHE``, default ``~/.cache/photo-to-3d/npm``); CI
-can cache that folder.
+check that a GLB will load in every conforming viewer. It is installed once with npm into the
+tests' npm cache (``tests.support.npm``).
 
 Use the ``gltf_validator`` fixture (a :class:`GltfValidator`) or ``validate_glb`` directly.
 """
@@ -12,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.support.npm import ensure_npm_package
 
 VALIDATOR_PACKAGE = "gltf-validator"
 VALIDATOR_VERSION = "2.0.0-dev.3.10"
@@ -34,27 +34,9 @@ process.stdin.on('end', () => {
 """
 
 
-def npm_cache_dir() -> Path:
-    return Path(os.environ.get("PHOTO_TO_3D_NPM_CACHE", Path.home() / ".cache" / "photo-to-3d" / "npm"))
-
-
 def ensure_validator() -> Path:
     """Return the installed package folder, installing the pinned version with npm if needed."""
-    prefix = npm_cache_dir()
-    package = prefix / "node_modules" / VALIDATOR_PACKAGE
-    manifest = package / "package.json"
-    if manifest.exists() and json.loads(manifest.read_text())["version"] == VALIDATOR_VERSION:
-        return package
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        raise RuntimeError("the glTF validator needs node and npm on PATH (apt-get install nodejs npm)")
-    prefix.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), f"{VALIDATOR_PACKAGE}@{VALIDATOR_VERSION}"],
-        check=True,
-        capture_output=True,
-        timeout=300,
-    )
-    return package
+    return ensure_npm_package(VALIDATOR_PACKAGE, VALIDATOR_VERSION)
 
 
 def validate_glb(glb: bytes | str | os.PathLike[str]) -> dict:

@@ -74,7 +74,7 @@ class SupabaseStorageServer:
         self.anon_key = anon_key
         self.buckets: dict[str, Bucket] = {}
         self.requests: list[RecordedRequest] = []
-        self._failures: list[tuple[int, bytes]] = []
+        self._failures: list[tuple[int, bytes, str]] = []
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._http.daemon_threads = True
@@ -103,15 +103,20 @@ class SupabaseStorageServer:
         self.buckets[name] = bucket
         return bucket
 
-    def fail_next(self, http_status: int, body: dict | str, times: int = 1) -> None:
-        """Answer the next ``times`` storage requests with this status and body (JSON if a dict)."""
+    def fail_next(self, http_status: int, body: dict | str, times: int = 1, keys_ending: str = "") -> None:
+        """Answer the next ``times`` storage requests (for keys ending with ``keys_ending``) with
+        this status and body (JSON if a dict)."""
         payload = json.dumps(body).encode() if isinstance(body, dict) else body.encode()
         with self._lock:
-            self._failures.extend([(http_status, payload)] * times)
+            self._failures.extend([(http_status, payload, keys_ending)] * times)
 
-    def take_failure(self) -> tuple[int, bytes] | None:
+    def take_failure(self, key: str) -> tuple[int, bytes] | None:
         with self._lock:
-            return self._failures.pop(0) if self._failures else None
+            for index, (status, payload, keys_ending) in enumerate(self._failures):
+                if key.endswith(keys_ending):
+                    del self._failures[index]
+                    return status, payload
+            return None
 
 
 @dataclass
@@ -201,11 +206,11 @@ def _make_handler(server: SupabaseStorageServer) -> type[BaseHTTPRequestHandler]
             if (gateway := self._check_api_key()) is not None:
                 self._send(401, json.dumps(gateway).encode(), "application/json")
                 return
-            failure = server.take_failure()
+            bucket_name, key = segments[0], "/".join(segments[1:])
+            failure = server.take_failure(key)
             if failure is not None:
                 self._send(failure[0], failure[1], "application/json")
                 return
-            bucket_name, key = segments[0], "/".join(segments[1:])
             bucket = server.buckets.get(bucket_name)
             if bucket is None:
                 self._send_json(*_error("404", "Bucket not found", "NoSuchBucket", "Bucket not found"))

@@ -36,7 +36,7 @@ def generate_fast(photo: bytes, output: Path, triton: LocalTriton, cwd: Path) ->
                cwd, {"MAX_RESOLUTION": str(E2E_RESOLUTION)})
 
 
-def test_generate_writes_a_valid_glb(
+def test_generate_writes_glb_usdz_and_poster_side_by_side(
     triton_server: LocalTriton, product_photo: bytes, tmp_path: Path, gltf_validator: GltfValidator,
 ) -> None:
     output = tmp_path / "out" / "mug.glb"
@@ -46,26 +46,34 @@ def test_generate_writes_a_valid_glb(
     assert summary["preset"] == "fast" and summary["weights_version"] == "1"
     report = gltf_validator.assert_valid(output.read_bytes())
     assert summary["faces"] == report["info"]["totalTriangleCount"] > 0
+    folder = tmp_path / "out"
+    assert summary["files"] == {"model": str(output), "usdz": str(folder / "mug.usdz"),
+                                "poster": str(folder / "poster.png")}
+    assert sorted(path.name for path in folder.iterdir()) == ["mug.glb", "mug.usdz", "poster.png"]
 
 
-def test_generate_and_the_queue_worker_make_byte_identical_glbs(
+def test_generate_and_the_queue_worker_make_byte_identical_files(
     e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
     product_photo: bytes, triton_server: LocalTriton, redis_url: str, webhook_receiver: WebhookReceiver,
     tmp_path: Path,
 ) -> None:
-    """Both go through the one pipeline core: same photo, preset and weights give the same bytes."""
+    """Both go through the one pipeline core: same photo, preset and weights give the same bytes,
+    for the GLB, the USDZ and the poster."""
     start_worker(e2e_settings())
     job_id = str(uuid.uuid4())
     redis.Redis.from_url(redis_url).lpush("celery", json.dumps(guide_job(job_id, [photo_url], quality="fast")))
     completed = final(webhook_receiver, job_id)
     assert completed["status"] == "completed", completed
-    from_the_queue = httpx.get(completed["modelUrl"]).content
+    metadata = completed["metadata"]
+    urls = {"model": completed["modelUrl"], "usdz": metadata["usdz_url"], "poster": metadata["poster_url"]}
 
     output = tmp_path / "generated" / "mug.glb"
     result = generate_fast(product_photo, output, triton_server, tmp_path)
     assert result.returncode == 0, result.stderr
-    assert output.read_bytes() == from_the_queue
-    assert json.loads(result.stdout)["faces"] == completed["metadata"]["face_count"]
+    files = json.loads(result.stdout)["files"]
+    for role, url in urls.items():
+        assert Path(files[role]).read_bytes() == httpx.get(url).content, role
+    assert json.loads(result.stdout)["faces"] == metadata["face_count"]
 
 
 def test_generate_explains_a_bad_image(triton_server: LocalTriton, tmp_path: Path) -> None:
@@ -75,7 +83,7 @@ def test_generate_explains_a_bad_image(triton_server: LocalTriton, tmp_path: Pat
                  tmp_path)
     assert result.returncode == 1
     assert "the model refused the image" in result.stderr and "JPEG, PNG or WebP" in result.stderr
-    assert not (tmp_path / "x.glb").exists()
+    assert list(tmp_path.iterdir()) == [text], "nothing written"
 
 
 def test_enqueue_and_healthcheck_against_a_running_worker(

@@ -75,9 +75,16 @@ def test_guide_snippet_ends_with_a_glb_in_storage(
     assert response.status_code == 200
     assert response.headers["content-type"] == "model/gltf-binary"
     report = gltf_validator.assert_valid(response.content)
-    assert list(supabase_storage.objects) == [f"test-shop.myshopify.com/products/123/{job_id}.glb"]
+    stem = f"test-shop.myshopify.com/products/123/{job_id}"
+    assert list(supabase_storage.objects) == [f"{stem}.glb", f"{stem}.usdz", f"{stem}.png"]
 
     metadata = completed["metadata"]
+    usdz, poster = httpx.get(metadata["usdz_url"]), httpx.get(metadata["poster_url"])
+    assert usdz.headers["content-type"] == "model/vnd.usdz+zip" and usdz.content[:2] == b"PK"
+    assert poster.headers["content-type"] == "image/png" and poster.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert metadata["file_sizes_bytes"] == {"model": len(response.content), "usdz": len(usdz.content),
+                                            "poster": len(poster.content)}
+    assert metadata["size"] == {"dimension": "largest_side", "metres": 0.3, "source": "default"}
     assert metadata["preset"] == "balanced" and metadata["resolution"] == 32
     assert metadata["model_name"] == ENSEMBLE and metadata["weights_version"] == "1"
     assert metadata["face_count"] == report["info"]["totalTriangleCount"] > 0
@@ -86,13 +93,13 @@ def test_guide_snippet_ends_with_a_glb_in_storage(
     assert set(metadata["timings_ms"]) >= {"download", "inference", "encoding", "upload", "total"}
     assert r.hget(f"img2mesh:status:{job_id}", "status") == b"completed"
 
-    # The same message delivered again: skipped, no second object, no second `completed`.
+    # The same message delivered again: skipped, no more objects, no second `completed`.
     r.lpush("celery", json.dumps(test_job))
     registry = worker.worker.metrics.registry
     wait_until(lambda: registry.get_sample_value("img2mesh_worker_jobs_total", {"outcome": "duplicate"}),
                what="the duplicate to be skipped")
     assert statuses(webhook_receiver, job_id).count("completed") == 1
-    assert len(supabase_storage.objects) == 1
+    assert len(supabase_storage.objects) == 3
 
     scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
     assert 'img2mesh_worker_jobs_total{outcome="completed"} 1.0' in scraped
@@ -109,12 +116,16 @@ def test_celery_send_task_is_processed(
     backend.send_task("generate_3d_model", kwargs={
         "job_id": job_id, "shop": "test-shop.myshopify.com", "product_id": "gid://shopify/Product/77",
         "variant_id": "gid://shopify/ProductVariant/5", "image_urls": [photo_url],
-        "metadata": {"productTitle": "Coffee Mug", "quality": "fast"},
+        "metadata": {"productTitle": "Coffee Mug", "quality": "fast", "size": {"height_cm": 12}},
     })
     completed = final(webhook_receiver, job_id)
     assert completed["status"] == "completed", completed
-    assert completed["metadata"]["preset"] == "fast"
-    assert list(supabase_storage.objects) == [f"test-shop.myshopify.com/products/77/variants/5/{job_id}.glb"]
+    metadata = completed["metadata"]
+    assert metadata["preset"] == "fast"
+    assert metadata["size"] == {"dimension": "height", "metres": 0.12, "source": "job"}
+    assert metadata["dimensions_m"]["height"] == 0.12
+    stem = f"test-shop.myshopify.com/products/77/variants/5/{job_id}"
+    assert list(supabase_storage.objects) == [f"{stem}.glb", f"{stem}.usdz", f"{stem}.png"]
     assert httpx.get(completed["modelUrl"]).status_code == 200
 
 
@@ -149,6 +160,7 @@ def test_hostile_inputs_fail_with_actionable_messages_and_the_worker_keeps_servi
     for job_id, (urls, _) in expected.items():
         r.lpush("celery", json.dumps(guide_job(job_id, urls)))
     r.lpush("celery", json.dumps(guide_job("unknown-preset", [photo_url], quality="ultra")))
+    r.lpush("celery", json.dumps(guide_job("bad-size", [photo_url], metadata={"size": {"height_cm": "twelve"}})))
     r.lpush("celery", json.dumps(guide_job("bad-product-id", [photo_url], product_id="my-mug")))
     no_id = guide_job("x", [photo_url])
     del no_id["kwargs"]["job_id"]  # type: ignore[attr-defined]
@@ -163,11 +175,14 @@ def test_hostile_inputs_fail_with_actionable_messages_and_the_worker_keeps_servi
         assert body["metadata"]["kind"] == "permanent" and body["metadata"]["attempts"] == 1
     unknown = final(webhook_receiver, "unknown-preset")
     assert "unknown quality preset 'ultra'" in unknown["errorMessage"]
+    bad_size = final(webhook_receiver, "bad-size")
+    assert bad_size["errorMessage"] == "metadata.size.height_cm must be a number of cm, got 'twelve'"
+    assert bad_size["metadata"] == {"attempts": 1, "stage": "intake", "kind": "permanent"}
     bad_id = final(webhook_receiver, "bad-product-id")
     assert "neither a Shopify GID" in bad_id["errorMessage"] and bad_id["metadata"]["stage"] == "intake"
     (rejected,) = [json.loads(item) for item in r.lrange("img2mesh:rejected", 0, -1)]
     assert "'job_id' is required" in rejected["reason"]
-    assert r.llen("img2mesh:dead") == len(expected) + 2
+    assert r.llen("img2mesh:dead") == len(expected) + 3
 
 
 def test_backend_outage_delays_webhooks_but_redis_status_is_right_all_along(
@@ -200,22 +215,32 @@ STORAGE_UNAVAILABLE = {"statusCode": "503", "code": "SlowDown", "error": "acquir
                        "message": "acquiring lock timeout"}
 
 
-def test_a_retry_after_a_storage_outage_reuses_the_finished_glb(
+def test_a_retry_after_a_storage_outage_reuses_the_files_and_uploads_only_what_is_missing(
     e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
     redis_url: str, webhook_receiver: WebhookReceiver, supabase_storage: SupabaseStorageFixture,
 ) -> None:
-    supabase_storage.server.fail_next(503, STORAGE_UNAVAILABLE, times=2)
-    worker = start_worker(e2e_settings(max_attempts=3))
-    redis.Redis.from_url(redis_url).lpush("celery", json.dumps(guide_job("flaky-storage", [photo_url])))
+    """Storage is down for the USDZ (the 2nd file) twice and then for the poster (the 3rd) once:
+    the model is made once and the GLB uploaded once."""
+    server = supabase_storage.server
+    server.fail_next(503, STORAGE_UNAVAILABLE, times=2, keys_ending=".usdz")
+    server.fail_next(503, STORAGE_UNAVAILABLE, times=1, keys_ending=".png")
+    worker = start_worker(e2e_settings(max_attempts=4))
+    redis.Redis.from_url(redis_url).lpush("celery", json.dumps(guide_job("partial-outage", [photo_url])))
 
-    completed = final(webhook_receiver, "flaky-storage")
+    completed = final(webhook_receiver, "partial-outage")
     assert completed["status"] == "completed", completed
-    assert completed["metadata"]["attempts"] == 3
+    assert completed["metadata"]["attempts"] == 4
     registry = worker.worker.metrics.registry
     assert registry.get_sample_value("img2mesh_worker_stage_seconds_count", {"stage": "inference"}) == 1
-    assert registry.get_sample_value("img2mesh_worker_stage_seconds_count", {"stage": "upload"}) == 3
-    assert registry.get_sample_value("img2mesh_worker_retries_total", {"stage": "uploading"}) == 2
-    assert not redis.Redis.from_url(redis_url).exists("img2mesh:artifact:flaky-storage")  # cleaned up
+    uploaded = [request.path.rsplit(".", 1)[-1] for request in server.requests]
+    assert uploaded == ["glb", "usdz", "png"], "each file stored once; failed attempts store nothing"
+    stem = "test-shop.myshopify.com/products/123/partial-outage"
+    assert completed["modelUrl"] == supabase_storage.public_url(f"{stem}.glb")
+    assert completed["metadata"]["usdz_url"] == supabase_storage.public_url(f"{stem}.usdz")
+    assert completed["metadata"]["poster_url"] == supabase_storage.public_url(f"{stem}.png")
+    assert registry.get_sample_value("img2mesh_worker_stage_seconds_count", {"stage": "upload"}) == 4
+    assert registry.get_sample_value("img2mesh_worker_retries_total", {"stage": "uploading"}) == 3
+    assert not redis.Redis.from_url(redis_url).exists("img2mesh:artifact:partial-outage")  # cleaned up
 
 
 def test_transient_failures_until_the_last_attempt_dead_letter_the_job(

@@ -71,7 +71,8 @@ def test_worker_killed_mid_job_another_completes_it_exactly_once(
     assert completed["status"] == "completed", completed
     assert completed["metadata"]["attempts"] == 2
     assert statuses(webhook_receiver, job_id).count("completed") == 1
-    assert list(supabase_storage.objects) == [f"test-shop.myshopify.com/products/123/{job_id}.glb"]
+    stem = f"test-shop.myshopify.com/products/123/{job_id}"
+    assert list(supabase_storage.objects) == [f"{stem}.glb", f"{stem}.usdz", f"{stem}.png"]
 
 
 def test_triton_stopped_mid_run_jobs_wait_and_none_fails(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from asset.material import TextureFormat
 from client_worker.errors import PermanentJobError
 from client_worker.pipeline.presets import PRESETS, resolve_preset
 from img2mesh.contract import RESOLUTION
@@ -14,6 +15,8 @@ def test_presets_grow_in_resolution_and_triangles_within_tritons_limits() -> Non
     assert fast.resolution < balanced.resolution < quality.resolution
     assert fast.target_faces < balanced.target_faces < quality.target_faces
     assert all(RESOLUTION.minimum <= p.resolution <= RESOLUTION.maximum for p in PRESETS.values())
+    assert (fast.texture_size, balanced.texture_size, quality.texture_size) == (512, 1024, 2048)
+    assert quality.texture_format is TextureFormat.PNG, "lossless at the top preset"
 
 
 @pytest.mark.parametrize(
