@@ -20,10 +20,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from pydantic import SecretStr
-from redis.asyncio import Redis
 
 from client_worker.config import Settings, load_settings
-from client_worker.jobs.queue import JobQueue
+from client_worker.jobs.priorities import PriorityLists
 from export.repository import all_configs
 from img2mesh.contract import ENSEMBLE, Shapes
 from local_triton import LocalTriton
@@ -444,8 +443,9 @@ def test_the_worker_is_live_while_it_heartbeats_and_stops_gracefully(chart: list
 
 def test_workers_scale_on_every_list_producers_push_to(chart: list[dict]) -> None:
     scaled = one(chart, "ScaledObject", "worker")["spec"]
-    settings = Settings(queue_name=worker_environment(chart)["QUEUE_NAME"])
-    lists = [settings.queue_name, *JobQueue(Redis(), settings, "chart-test").priority_lists()]
+    environment = worker_environment(chart)
+    settings = Settings(queue_name=environment["QUEUE_NAME"], priority_steps=environment["PRIORITY_STEPS"])
+    lists = PriorityLists.from_settings(settings).of(settings.queue_name)
     triggers = scaled["triggers"]
     assert {t["type"] for t in triggers} == {"redis"}
     assert [t["metadata"]["listName"] for t in triggers] == lists

@@ -76,11 +76,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "%s://%s%s:%s/%s" (ternary "rediss" "redis" (eq (include "p3d.redisTls" .) "true")) $auth (include "p3d.redisHost" .) (include "p3d.redisPort" .) (include "p3d.redisDatabase" .) -}}
 {{- end -}}
 
-{{/* The Redis lists producers push onto: the queue, then kombu's priority lists (docs/facts.md). */}}
+{{/* The Redis lists producers push onto, one per kombu priority step; step 0 is the plain queue (docs/facts.md). */}}
 {{- define "p3d.queueLists" -}}
-{{- $lists := list .Values.queue.name -}}
+{{- $lists := list -}}
 {{- range .Values.queue.prioritySteps -}}
-{{- $lists = append $lists (printf "%s\x06\x16%d" $.Values.queue.name (int .)) -}}
+{{- $lists = append $lists (ternary $.Values.queue.name (printf "%s\x06\x16%d" $.Values.queue.name (int .)) (eq (int .) 0)) -}}
 {{- end -}}
 {{- toJson $lists -}}
 {{- end -}}
