@@ -9,14 +9,13 @@ waits for its result from the Redis result backend.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.gltf_validator import npm_cache_dir
+from tests.support.npm import ensure_npm_package, npm_cache_dir
 
 PACKAGES = {"celery-node": "0.5.9", "celery-ts": "1.2.3"}
 
@@ -54,18 +53,9 @@ main().then(() => process.exit(0), (error) => { process.stderr.write(String(erro
 
 def ensure_packages() -> Path:
     """The node_modules folder holding the pinned packages (installed with npm if needed)."""
-    prefix = npm_cache_dir()
-    modules = prefix / "node_modules"
-    missing = [f"{name}@{version}" for name, version in PACKAGES.items()
-               if not (modules / name / "package.json").exists()
-               or json.loads((modules / name / "package.json").read_text())["version"] != version]
-    if missing:
-        if shutil.which("node") is None or shutil.which("npm") is None:
-            raise RuntimeError("the Node Celery clients need node and npm on PATH (apt-get install nodejs npm)")
-        prefix.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(prefix), *missing],
-                       check=True, capture_output=True, timeout=300)
-    return modules
+    for name, version in PACKAGES.items():
+        ensure_npm_package(name, version)
+    return npm_cache_dir() / "node_modules"
 
 
 class NodeCelery:
