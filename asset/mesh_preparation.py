@@ -11,14 +11,12 @@ Every file format takes the same prepared mesh, so they all agree on:
 * **Units.** Metres. A single photo carries no scale and TripoSR normalises every object to about
   1.5 units, so without a :class:`RealSize` one TripoSR unit becomes one metre; with one, the
   product's largest side or its height is scaled to that many metres (AR viewers show it that big).
-* **Triangle budget.** ``target_faces`` decimates with quadric error metrics
-  (``fast-simplification``, the library trimesh's own decimation wraps); the simplifier moves
-  vertices, so each new vertex takes the colour of the nearest original vertex.
+* **Triangle budget.** Triton's mesher has decimated the mesh already (``img2mesh.texture_baking``,
+  before it baked the texture and the vertex colours), so nothing is decimated here.
 * **Texture.** A mesh may come with a baked colour texture: per-vertex ``uvs`` in glTF's
   convention ((0, 0) is the top-left corner of the image, u to the right, v down) and the sRGB
-  image. Such a mesh was decimated before it was unwrapped (in Triton), so it is not decimated
-  again, and its vertices are never merged: the copies of a vertex along a UV seam share a
-  position but not their UVs. Vertex colours stay alongside for callers that want them.
+  image. Its vertices are never merged: the copies of a vertex along a UV seam share a position
+  but not their UVs. Vertex colours stay alongside for callers that want them.
 * **Normals.** Unit vertex normals for every vertex, computed over all triangles at a position, so
   the copies of a seam vertex get the same normal and the seam does not show in the shading;
   zero-area triangles (marching cubes emits some) and the vertices only they use are dropped,
@@ -31,8 +29,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import trimesh
-from fast_simplification import simplify
-from scipy.spatial import cKDTree
 
 from asset.real_size import RealSize
 from img2mesh.errors import EmptyMesh
@@ -77,16 +73,13 @@ def prepare_mesh(
     *,
     uvs: np.ndarray | None = None,
     texture: np.ndarray | None = None,
-    target_faces: int | None = None,
     size: RealSize | None = None,
 ) -> PreparedMesh:
     """Turn a TripoSR-frame mesh (FP32 ``[V,3]``, INT32 ``[F,3]``, UINT8 RGB ``[V,3]``) into a prepared one.
 
     Args:
         uvs, texture: a baked colour texture (both or neither): FP32 ``[V,2]`` in glTF's UV
-            convention, within [0, 1], and UINT8 sRGB ``[H,W,3]``. Such a mesh is not decimated.
-        target_faces: decimate to about this many triangles when the mesh has more (untextured
-            meshes only).
+            convention, within [0, 1], and UINT8 sRGB ``[H,W,3]``.
         size: scale so that this dimension is this many metres; None keeps one TripoSR unit as
             one metre.
 
@@ -98,8 +91,6 @@ def prepare_mesh(
     positions, triangles, colors = _checked_arrays(vertices, faces, vertex_colors)
     texture_uvs, image = _checked_texture(uvs, texture, len(positions))
     positions = positions[:, [1, 2, 0]]
-    if image is None and target_faces is not None and len(triangles) > target_faces:
-        positions, triangles, colors = _decimate(positions, triangles, colors, target_faces)
     triangles, used = _drop_degenerate(positions, triangles)
     positions, colors = positions[used], colors[used]
     texture_uvs = texture_uvs[used] if texture_uvs is not None else None
@@ -142,15 +133,6 @@ def _checked_texture(
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
         raise ValueError(f"texture must be a uint8 RGB image [H, W, 3], got {image.dtype} {image.shape}")
     return texture_uvs, image
-
-
-def _decimate(
-    positions: np.ndarray, triangles: np.ndarray, colors: np.ndarray, target_faces: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quadric decimation to about ``target_faces``; colours from the nearest original vertex."""
-    new_positions, new_triangles = simplify(positions, triangles.astype(np.int32), target_count=target_faces)
-    _, nearest = cKDTree(positions).query(new_positions)
-    return new_positions, new_triangles.astype(np.int64), colors[nearest]
 
 
 def _drop_degenerate(positions: np.ndarray, triangles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

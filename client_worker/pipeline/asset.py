@@ -101,7 +101,9 @@ class AssetPipeline:
         real_size = size or self.default_size
         timings: dict[str, float] = {}
         async with timed_stage("inference", timings, listener):
-            mesh = await self.inference.image_to_mesh(image, resolution=resolution)
+            mesh = await self.inference.image_to_mesh(
+                image, resolution=resolution, target_faces=preset.target_faces, texture_size=preset.texture_size
+            )
         async with timed_stage("encoding", timings, listener):
             prepared, files = await asyncio.to_thread(_write_files, mesh, preset, real_size, timings)
         model = next(file for file in files if file.role == MODEL_FILE)
@@ -136,7 +138,7 @@ def _write_files(
     material = Material(texture_format=preset.texture_format)
     started = time.perf_counter()
     prepared = prepare_mesh(mesh.vertices, mesh.faces, mesh.vertex_colors, uvs=mesh.uvs, texture=mesh.texture,
-                            target_faces=preset.target_faces, size=size)
+                            size=size)
     timings_ms["prepare"] = _ms_since(started)
     writers: tuple[tuple[str, str, str, Callable[[], bytes]], ...] = (
         (MODEL_FILE, glb.EXTENSION, glb.CONTENT_TYPE, lambda: glb.write_glb(prepared, material)),

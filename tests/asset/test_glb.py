@@ -130,31 +130,6 @@ def test_triangles_keep_their_outward_winding(mesh: tuple[np.ndarray, np.ndarray
     assert signed_volume > 0
 
 
-def test_decimation_hits_the_target_and_keeps_colours_in_place(
-    gltf_validator: GltfValidator,
-) -> None:
-    vertices, faces, colors = product_mesh(resolution=96)
-    assert len(faces) > 15_000
-    glb = mesh_to_glb(vertices, faces, colors, target_faces=3_000)
-    gltf_validator.assert_valid(glb)
-    summary = glb_summary(glb)
-    assert 2_700 <= summary["face_count"] <= 3_000
-    arrays = read_primitive(glb)
-    position, color = arrays["POSITION"], arrays["COLOR_0"][:, :3]
-    red = np.all(color == LINEAR_RED, axis=1)
-    # In glTF the bump is the part with z > 0.3 - 0.25 (the body's front) relative to the back.
-    depth_from_back = position[:, 2] - position[:, 2].min()
-    assert red.sum() > 50
-    assert (depth_from_back[red] > 0.5).all(), "red stays on the front bump"
-    assert (depth_from_back[~red] < 0.56).all(), "grey stays on the body"
-    full = glb_summary(mesh_to_glb(vertices, faces, colors))
-    np.testing.assert_allclose(summary["bounds_max"], full["bounds_max"], atol=0.02)
-
-
-def test_meshes_under_the_target_are_left_alone(mesh: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
-    assert glb_summary(mesh_to_glb(*mesh, target_faces=10**7))["face_count"] == len(mesh[1])
-
-
 def test_max_extent_scales_to_a_real_size(
     mesh: tuple[np.ndarray, np.ndarray, np.ndarray], gltf_validator: GltfValidator
 ) -> None:
@@ -240,11 +215,11 @@ def test_texture_coordinates_follow_gltfs_top_left_origin(textured: PreparedMesh
     np.testing.assert_array_equal(image[rows, columns][inside], expected_color(position)[inside])
 
 
-def test_uv_seams_survive_and_textured_meshes_are_not_decimated(textured: PreparedMesh) -> None:
+def test_uv_seams_survive_preparation(textured: PreparedMesh) -> None:
     product = textured_product()
     prepared = prepare_mesh(product.vertices, product.faces, product.vertex_colors, uvs=product.uvs,
-                            texture=product.texture, target_faces=1_000)
-    assert len(prepared.triangles) == len(textured.triangles) > 1_000, "Triton decimated it already"
+                            texture=product.texture)
+    assert len(prepared.triangles) == len(textured.triangles), "nothing is decimated: Triton did it"
     # The longitude seam: copies of a vertex at one position with u = 0 and u = 1.
     seam = np.flatnonzero(np.isclose(prepared.uvs[:, 0], 1.0))
     assert len(seam) > 10

@@ -15,9 +15,9 @@ import redis
 
 from client_worker.config import Settings
 from local_triton import LocalTriton
+from tests.support.image_server import ImageServer, Route
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.support.image_server import ImageServer, Route
 from tests.worker.conftest import WorkerThread, by_name, wait_until
 from tests.worker.test_end_to_end import final, guide_job, statuses
 
@@ -163,14 +163,15 @@ def test_a_job_killed_after_its_upload_completes_even_at_the_attempt_limit(
 ) -> None:
     settings = e2e_settings(max_attempts=1)
     crash_once(settings, tmp_path, "after-upload", guide_job("uploaded-then-killed", [photo_url]))
-    assert list(supabase_storage.objects) == ["test-shop.myshopify.com/products/123/uploaded-then-killed.glb"]
+    stem = "test-shop.myshopify.com/products/123/uploaded-then-killed"
+    assert sorted(supabase_storage.objects) == [f"{stem}.glb", f"{stem}.png", f"{stem}.usdz"]
 
     start_worker(settings)  # recovers the dead worker's message once its heartbeat expired
     completed = final(webhook_receiver, "uploaded-then-killed", 60)
     assert completed["status"] == "completed", completed
     assert completed["metadata"]["attempts"] == 1
     uploads = [request for request in supabase_storage.server.requests if request.method in ("POST", "PUT")]
-    assert len(uploads) == 1  # the file of the first attempt, not uploaded again
+    assert len(uploads) == 3  # the files of the first attempt, not uploaded again
 
 
 def test_attempts_cut_short_by_crashes_are_counted_exactly(

@@ -23,14 +23,14 @@ from tests.support.textured_mesh import textured_product
 
 
 class KnownMesh:
-    """Stands in for ``TritonMeshClient``: returns one mesh and records the resolutions asked for."""
+    """Stands in for ``TritonMeshClient``: returns one mesh and records what each request asked for."""
 
     def __init__(self, mesh: MeshResult) -> None:
         self.mesh = mesh
-        self.resolutions: list[int] = []
+        self.requests: list[dict[str, int]] = []
 
-    async def image_to_mesh(self, image: bytes, *, resolution: int) -> MeshResult:
-        self.resolutions.append(resolution)
+    async def image_to_mesh(self, image: bytes, *, resolution: int, target_faces: int, texture_size: int) -> MeshResult:
+        self.requests.append({"resolution": resolution, "target_faces": target_faces, "texture_size": texture_size})
         return self.mesh
 
 
@@ -65,7 +65,11 @@ async def test_a_textured_mesh_becomes_glb_usdz_and_poster(gltf_validator: GltfV
     assert Image.open(io.BytesIO(asset.file(POSTER_FILE).data)).size == (1024, 1024)
 
     details = asset.details
-    assert maker.inference.resolutions == [64], "the preset's 256 capped by MAX_RESOLUTION"  # type: ignore[attr-defined]
+    # The preset's 256 capped by MAX_RESOLUTION; its triangle budget and texture size go to Triton.
+    assert maker.inference.requests == [  # type: ignore[attr-defined]
+        {"resolution": 64, "target_faces": PRESETS["balanced"].target_faces,
+         "texture_size": PRESETS["balanced"].texture_size}
+    ]
     assert details["color_source"] == "texture"
     assert details["texture"] == {"width": 256, "height": 256, "format": "jpeg"}
     assert details["size"] == {"dimension": "largest_side", "metres": 0.3, "source": "default"}

@@ -107,6 +107,7 @@ class TritonPythonModel:
             "points_evaluated": surface.points_evaluated,
             "target_faces": parameters.target_faces,
             "texture_size": parameters.texture_size,
+            "surface_face_count": int(len(surface.faces)),
             "vertex_count": int(len(vertices)),
             "face_count": int(len(faces)),
             "decoder_version": decoder_versions.pop(),
