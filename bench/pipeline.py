@@ -10,7 +10,8 @@ generated once into ``--cache`` in the official checkpoint layout:
 * **reference**: eager PyTorch fp32, the dense grid (every R³ point, chunks of 8192 points as
   TripoSR's ``run.py``), TripoSR's mesh extraction, then the worker's GLB writer;
 * **Triton**: the portable repository on the local ``tritonserver`` (the narrow band, each network
-  on the CPU engine the exporter chose), then the same GLB writer.
+  on the CPU engine the exporter chose) at the ``balanced`` preset: the mesher decimates to its
+  triangle budget and bakes its texture; then the worker's GLB writer.
 
 The default ``analytic`` weights cost exactly the compute of real ones (same shapes, dense layers)
 and give a closed surface, the case the band is for; ``random`` weights give a noise field, whose
@@ -34,10 +35,13 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from asset.glb import write_glb
+from asset.material import Material
 from asset.mesh_preparation import prepare_mesh
 from bench.mesh_metrics import chamfer_relative
 from bench.weights import generated_weights
 from client_worker.pipeline.presets import PRESETS
+from export.build import model_shapes
+from export.repository import refresh_code
 from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
 from img2mesh.contract import (
     ENCODER,
@@ -48,31 +52,37 @@ from img2mesh.contract import (
     IMAGE_PREPROCESS,
     MESH_INFO,
     REMBG,
+    TEXTURE,
+    UVS,
     VERTEX_COLORS,
     VERTICES,
+    Shapes,
 )
 from img2mesh.parameters import MeshParameters
 from local_triton import LocalTriton
 
-STAGES = ("background_removal", "encoder", "grid", "marching_cubes", "colors", "glb")
-AFTER_ENCODER = ("grid", "marching_cubes", "colors", "glb")
+STAGES = ("background_removal", "encoder", "grid", "marching_cubes", "texture", "colors", "glb")
+AFTER_ENCODER = ("grid", "marching_cubes", "texture", "colors", "glb")
 BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
 GLB_PRESET = PRESETS["balanced"]
 
 
-def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool) -> Path:
+def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool, shapes: Shapes) -> Path:
+    """The portable repository of ``checkpoint``: exported once, its configs and code refreshed every run."""
     from export.build import build_repository
 
     target = cache / f"repository-{checkpoint.name}-{'standin' if stand_in else 'u2net'}"
     if not (target / ENCODER).is_dir():
         build_repository(str(checkpoint), target, flavour="portable", u2net=str(u2net), verify_u2net_checksum=not stand_in)
+    refresh_code(target, "portable", shapes)
     return target
 
 
-def _glb_ms(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> float:
-    """The worker's GLB stage at the balanced preset: preparation (decimation) and writing."""
+def _glb_ms(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
+            uvs: np.ndarray | None = None, texture: np.ndarray | None = None) -> float:
+    """The worker's GLB stage: preparation (axes, placement, normals) and writing."""
     started = time.perf_counter()
-    write_glb(prepare_mesh(vertices, faces, colors, target_faces=GLB_PRESET.target_faces))
+    write_glb(prepare_mesh(vertices, faces, colors, uvs=uvs, texture=texture), Material(GLB_PRESET.texture_format))
     return (time.perf_counter() - started) * 1000.0
 
 
@@ -87,12 +97,15 @@ def _compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
     return totals
 
 
-def _infer(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters) -> grpcclient.InferResult:
+def _infer(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters,
+           baked: bool = True) -> grpcclient.InferResult:
+    """One job; ``baked`` asks for the preset's decimation and texture, else the band mesh as extracted."""
     tensor = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[image]], dtype=np.object_))
+    extra = {"target_faces": GLB_PRESET.target_faces, "texture_size": GLB_PRESET.texture_size} if baked else {}
     return client.infer(
         ENSEMBLE, [tensor],
-        parameters={"resolution": parameters.resolution, "threshold": parameters.threshold},
+        parameters={"resolution": parameters.resolution, "threshold": parameters.threshold, **extra},
         client_timeout=3600,
     )
 
@@ -109,11 +122,13 @@ def _triton_run(client: grpcclient.InferenceServerClient, image: bytes, paramete
     ms = {
         "background_removal": sum(spent.get(name, 0.0) for name in BACKGROUND_MODELS),
         "encoder": spent.get(ENCODER, 0.0),
-        **{name: float(info["timings_ms"][name]) for name in ("grid", "marching_cubes", "colors")},
-        "glb": _glb_ms(vertices, faces, result.as_numpy(VERTEX_COLORS)[0]),
+        **{name: float(info["timings_ms"][name]) for name in ("grid", "marching_cubes", "texture", "colors")},
+        "glb": _glb_ms(vertices, faces, result.as_numpy(VERTEX_COLORS)[0], result.as_numpy(UVS)[0],
+                       result.as_numpy(TEXTURE)[0]),
     }
     ms["total"] = triton_ms + ms["glb"]
-    return {"ms": ms, "points": int(info["points_evaluated"]), "faces": int(len(faces)), "vertices": vertices}
+    return {"ms": ms, "points": int(info["points_evaluated"]), "faces": int(info["face_count"]),
+            "surface_faces": int(info["surface_face_count"])}
 
 
 def _reference_run(pipeline: object, image: bytes, parameters: MeshParameters) -> dict:
@@ -121,9 +136,10 @@ def _reference_run(pipeline: object, image: bytes, parameters: MeshParameters) -
     mesh = pipeline.run(image, parameters)  # type: ignore[attr-defined]
     ms = {"background_removal": mesh.timings_ms["preprocessing"],
           **{name: mesh.timings_ms[name] for name in ("encoder", "grid", "marching_cubes", "colors")},
-          "glb": _glb_ms(mesh.vertices, mesh.faces, mesh.vertex_colors)}
+          "texture": 0.0, "glb": _glb_ms(mesh.vertices, mesh.faces, mesh.vertex_colors)}
     ms["total"] = (time.perf_counter() - started) * 1000.0 + ms["glb"]
-    return {"ms": ms, "points": mesh.points_evaluated, "faces": int(len(mesh.faces)), "vertices": mesh.vertices}
+    return {"ms": ms, "points": mesh.points_evaluated, "faces": int(len(mesh.faces)),
+            "surface_faces": int(len(mesh.faces)), "vertices": mesh.vertices}
 
 
 def _jobs_per_minute(grpc_url: str, image: bytes, parameters: MeshParameters, concurrency: int, jobs: int) -> float:
@@ -177,12 +193,13 @@ def main() -> int:
     checkpoint = generated_weights(args.cache, args.size, args.kind)
     stand_in = args.u2net is None
     u2net = args.u2net or write_u2net_like(args.cache / "u2net-standin.onnx")
-    repository = _repository(args.cache, checkpoint, u2net, stand_in)
+    model = load_tsr(str(checkpoint))
+    repository = _repository(args.cache, checkpoint, u2net, stand_in, model_shapes(model))
     buffer = io.BytesIO()
     synthetic_product_photo(size=(1024, 768)).save(buffer, "JPEG", quality=92)
     image = buffer.getvalue()
 
-    reference = ReferencePipeline(load_tsr(str(checkpoint)), u2net, extraction="dense")
+    reference = ReferencePipeline(model, u2net, extraction="dense")
     threshold = args.threshold or (MeshParameters().threshold if args.kind == "analytic" else None)
     if threshold is None:
         threshold = reference.density_quantile(image, args.resolution, 0.7)
@@ -196,6 +213,7 @@ def main() -> int:
     with LocalTriton(repository) as server:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         band = [_triton_run(client, image, parameters) for _ in range(args.runs + 1)][1:]
+        band_vertices = _infer(client, image, parameters, baked=False).as_numpy(VERTICES)[0]
         per_minute = {}
         if args.concurrency_jobs:
             for concurrency in (1, 4):
@@ -208,19 +226,25 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     for stage in (*STAGES, "total"):
         r, t = _median(dense, stage), _median(band, stage)
-        name = {"background_removal": label, "glb": f"GLB ({GLB_PRESET.name}: prepare + write)",
+        name = {"background_removal": label, "glb": "GLB (prepare + write)",
+                "texture": f"decimation + texture baking ({GLB_PRESET.name}: {GLB_PRESET.target_faces:,} faces, "
+                           f"{GLB_PRESET.texture_size}²)",
                 "total": "end to end"}.get(stage, stage.replace("_", " "))
-        print(f"| {name} | {r:,.0f} | {t:,.0f} | {r / t:.2f}× |")
+        ratio = f"{r / t:.2f}×" if r and t else "—"
+        print(f"| {name} | {r:,.0f} | {t:,.0f} | {ratio} |")
 
     after_reference = sum(_median(dense, stage) for stage in AFTER_ENCODER)
     after_triton = sum(_median(band, stage) for stage in AFTER_ENCODER)
     dense_points, band_points = dense[0]["points"], band[0]["points"]
-    chamfer = chamfer_relative(dense[0]["vertices"], band[0]["vertices"])
+    chamfer = chamfer_relative(dense[0]["vertices"], band_vertices)
+    texture_share = _median(band, "texture") / _median(band, "total")
     triton_encoder = _median(band, "encoder")
     print(f"\nafter the encoder (grid, marching cubes, colours, GLB): reference {after_reference:,.0f} ms, "
           f"Triton {after_triton:,.0f} ms: {after_reference / after_triton:.1f}× faster")
     print(f"decoder grid points: dense {dense_points:,}, band {band_points:,}: {dense_points / band_points:.1f}× fewer")
-    print(f"faces: dense {dense[0]['faces']:,}, band {band[0]['faces']:,}; Chamfer / diagonal {chamfer:.2e}")
+    print(f"faces: dense {dense[0]['faces']:,}, band {band[0]['surface_faces']:,} before decimation "
+          f"({band[0]['faces']:,} after); Chamfer / diagonal, band vs dense {chamfer:.2e}")
+    print(f"texture baking: {texture_share:.1%} of the Triton job")
     print(f"Triton end to end / its encoder: {_median(band, 'total') / triton_encoder:.2f}; "
           f"encoder: eager {_median(dense, 'encoder'):,.0f} ms, Triton {triton_encoder:,.0f} ms "
           f"({_median(dense, 'encoder') / triton_encoder:.2f}× faster)")
@@ -230,7 +254,8 @@ def main() -> int:
         print(json.dumps({
             "size": args.size, "kind": args.kind, "resolution": args.resolution, "threshold": threshold,
             "dense_points": dense_points, "band_points": band_points, "chamfer_rel": chamfer,
-            "faces_dense": dense[0]["faces"], "faces_band": band[0]["faces"],
+            "faces_dense": dense[0]["faces"], "faces_band": band[0]["surface_faces"],
+            "faces_decimated": band[0]["faces"], "texture_share": round(texture_share, 4),
             "reference_ms": {stage: round(_median(dense, stage), 1) for stage in (*STAGES, "total")},
             "triton_ms": {stage: round(_median(band, stage), 1) for stage in (*STAGES, "total")},
             "jobs_per_minute": {str(concurrency): round(rate, 2) for concurrency, rate in per_minute.items()},

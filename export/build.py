@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import onnx
 
@@ -24,6 +25,9 @@ from export.repository import (
 )
 from export.version_tag import add_version_output
 from img2mesh.contract import DECODER, ENCODER, INFERENCE_PRECISIONS, REMBG, Shapes
+
+if TYPE_CHECKING:
+    from triposr.system import TSR
 
 Log = Callable[[str], None]
 # Protobuf refuses single files of 2 GiB; stay clear of it for the official encoder (1.68 GB).
@@ -63,6 +67,12 @@ def _stamp(path: Path, version: int) -> None:
     onnx.checker.check_model(str(path))
 
 
+def model_shapes(model: TSR) -> Shapes:
+    """The tensor sizes of the repository's configs for this architecture."""
+    _, channels, side, _ = model.scene_code_shape
+    return Shapes(scene_code_channels=channels, scene_code_size=side, condition_size=model.config.cond_image_size)
+
+
 def build_repository(
     checkpoint: str,
     output: Path,
@@ -96,8 +106,7 @@ def build_repository(
     done = _step(log, report, "load", f"loading TripoSR from {checkpoint}")
     model = load_tsr(checkpoint, cache_dir=cache_dir)
     done()
-    _, channels, side, _ = model.scene_code_shape
-    shapes = Shapes(scene_code_channels=channels, scene_code_size=side, condition_size=model.config.cond_image_size)
+    shapes = model_shapes(model)
 
     # Scratch space outside the repository: Triton (`--load-model=*`) must never see a half export.
     with tempfile.TemporaryDirectory(prefix="export-") as scratch:

@@ -291,6 +291,17 @@ def write_configs(repository: Path, flavour: str, shapes: Shapes, precision: str
             shutil.copy2(SOURCE_REPOSITORY / name / "1" / "model.py", target)
 
 
+def refresh_code(repository: Path, flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISIONS[0]) -> None:
+    """Rewrite every config and every Python model's code, runners included, of an existing
+    repository, keeping its ONNX files: a code change reaches it without exporting again."""
+    write_configs(repository, flavour, shapes, precision)
+    for name in ONNX_MODELS:
+        runner = python_runner(name, flavour)
+        for version in existing_versions(repository, name):
+            if runner is not None:
+                shutil.copy2(runner, repository / name / str(version) / "model.py")
+
+
 def existing_versions(repository: Path, model: str) -> list[int]:
     folder = repository / model
     return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit()) if folder.is_dir() else []
