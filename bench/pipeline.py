@@ -62,7 +62,8 @@ from img2mesh.parameters import MeshParameters
 from local_triton import LocalTriton
 
 STAGES = ("background_removal", "encoder", "grid", "marching_cubes", "texture", "colors", "glb")
-AFTER_ENCODER = ("grid", "marching_cubes", "texture", "colors", "glb")
+# The stages both paths run after the encoder; texture baking is Triton's alone and reported apart.
+AFTER_ENCODER = ("grid", "marching_cubes", "colors", "glb")
 BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
 GLB_PRESET = PRESETS["balanced"]
 
@@ -82,7 +83,7 @@ def _glb_ms(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
             uvs: np.ndarray | None = None, texture: np.ndarray | None = None) -> float:
     """The worker's GLB stage: preparation (axes, placement, normals) and writing."""
     started = time.perf_counter()
-    write_glb(prepare_mesh(vertices, faces, colors, uvs=uvs, texture=texture), Material(GLB_PRESET.texture_format))
+    write_glb(prepare_mesh(vertices, faces, colors, uvs=uvs, texture=texture), Material(texture_format=GLB_PRESET.texture_format))
     return (time.perf_counter() - started) * 1000.0
 
 
