@@ -11,6 +11,11 @@ engine's speed relative to torch eager fp32 measured in the same rounds. Random 
 operation matter, so ``max rel`` (the largest absolute difference over the largest eager value)
 is a real parity figure; the fp32 engines must stay within 1e-4. ``bf16`` rows are OpenVINO's
 bfloat16 mode, which is opt-in only (docs/architecture.md) and reported for the record.
+
+The encoder is almost all matrix products, so it also gets an fp32 ceiling: its floating-point
+operations (counted by torch's FlopCounterMode, attention included) over the rate of one plain fp32
+matrix product of its own shape on this machine, timed in the same run. No fp32 engine can beat
+torch by more than that ratio here; bf16 can, because the CPU multiplies bf16 faster.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from bench.weights import generated_weights
 from img2mesh.contract import DECODER_CHUNK_POINTS, DENSITY, ENCODER_IMAGE, POINTS, SCENE_CODES
@@ -32,6 +38,8 @@ from img2mesh.onnxruntime_sessions import onnxruntime_session
 from img2mesh.openvino_models import openvino_model
 
 PARITY_LIMIT = 1e-4
+# The backbone's linear layers: 3 × 32² triplane tokens of width 1024 (the official config).
+GEMM_SHAPE = (3072, 1024, 1024)
 
 Run = Callable[[], np.ndarray]
 
@@ -115,6 +123,7 @@ def main() -> int:
             encoder_runs[name] = _encoder_run(engine, feed)
         encoder = _network(f"Encoder, {args.size} size, image 1×3×{size}×{size}, {threads} threads", encoder_runs,
                            args.rounds)
+        ceiling = _encoder_ceiling(model, image, encoder["torch"]["ms"], args.rounds)
 
         decoders = {
             "onnxruntime": onnxruntime_session(decoder_path),
@@ -135,10 +144,38 @@ def main() -> int:
         within = all(rows[name]["max_rel"] <= PARITY_LIMIT for name in fp32)
         print(f"\n{title}: fastest fp32 engine {fastest}, {rows[fastest]['speedup']:.2f}× torch eager; "
               f"every fp32 engine within {PARITY_LIMIT:g} of eager: {within}")
+    print(f"encoder fp32 ceiling: {ceiling['gflop']:,.0f} GFLOP per image; torch eager reaches "
+          f"{ceiling['torch_gflops']:,.0f} GFLOP/s, {ceiling['torch_share']:.0%} of this machine's plain fp32 matrix "
+          f"product ({'×'.join(map(str, GEMM_SHAPE))}: {ceiling['gemm_gflops']:,.0f} GFLOP/s), so no fp32 engine can be "
+          f"more than {ceiling['max_fp32_speedup']:.2f}× torch here")
     if args.json:
         print(json.dumps({"size": args.size, "threads": threads, "rounds": args.rounds,
-                          "encoder": encoder, "decoder": decoder}))
+                          "encoder": encoder, "decoder": decoder, "encoder_ceiling": ceiling}))
     return 0
+
+
+def _encoder_ceiling(model: torch.nn.Module, image: torch.Tensor, torch_ms: float, rounds: int) -> dict[str, float]:
+    """The encoder's GFLOP, torch's rate at ``torch_ms`` and a plain fp32 GEMM's rate, in GFLOP/s."""
+    attention = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: lambda q, k, v, *_, **__: sdpa_flop_count(q, k, v)
+    }
+    counter = FlopCounterMode(display=False, custom_mapping=attention)
+    with counter:
+        model.encode(image)  # type: ignore[operator]
+    flops = counter.get_total_flops()
+    rows, inner, columns = GEMM_SHAPE
+    left, right = torch.rand(rows, inner), torch.rand(inner, columns)
+    repeats = max(1, int(flops / (2 * rows * inner * columns) / 10))  # about a tenth of the encoder's work
+    seconds = []
+    for _ in range(rounds + 1):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(left, right)
+        seconds.append(time.perf_counter() - started)
+    gemm = 2 * rows * inner * columns * repeats / statistics.median(seconds[1:]) / 1e9
+    achieved = flops / (torch_ms / 1000) / 1e9
+    return {"gflop": round(flops / 1e9, 1), "torch_gflops": round(achieved, 1), "gemm_gflops": round(gemm, 1),
+            "torch_share": round(achieved / gemm, 3), "max_fp32_speedup": round(gemm / achieved, 3)}
 
 
 def _encoder_run(engine: object, feed: dict[str, np.ndarray]) -> Run:
