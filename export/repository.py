@@ -62,8 +62,9 @@ SOURCE_REPOSITORY = Path(__file__).resolve().parent.parent / "model_repository"
 TRT_CACHE_ROOT = "/cache/trt"
 
 CPU_ENGINES = {REMBG: "onnxruntime", ENCODER: "openvino", DECODER: "openvino"}
-"""The fastest fp32 CPU engine of each network, measured by ``python -m bench.engines``
-(docs/runbook.md, "CPU engines"): the cpu and portable flavours serve it."""
+"""The fp32 CPU engine of each network that was fastest or within 10 % of it on every processor
+measured by ``python -m bench.engines`` (docs/runbook.md, "CPU engines"): the cpu and portable
+flavours serve it."""
 RUNNERS = {
     "onnxruntime": Path(__file__).resolve().parent / "onnx_runner_model.py",
     "openvino": Path(__file__).resolve().parent / "openvino_runner_model.py",
