@@ -57,7 +57,12 @@ lattice planes while the raw density changes by up to 30 per unit of length (3×
 analytic ball); a part thinner than a coarse block whose density rises and falls faster than
 that between two lattice points can be missed."""
 BAND_DILATION = 1
-"""Active blocks grow by this many blocks in every direction at each level."""
+"""Active blocks grow by this many blocks in every direction at each level.
+
+Both levels need it. Measured at 256³ on official-size weights (a dense grid, then the band's
+points looked up in it): without the dilation of the last level (stride 2) the band asks for 23 %
+fewer points on the bench's analytic ball with the same mesh, but on a noise field (random
+weights) it loses 1,760 of 21.1 M faces; with it both meshes equal the dense ones."""
 
 DensityField = Callable[[np.ndarray], np.ndarray]
 """World points FP32 [N, 3] → activated density (``exp(raw − 1)``) FP32 [N]."""
