@@ -28,6 +28,7 @@ with the same marching cubes, for comparison.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -286,10 +287,10 @@ def _corner_points(blocks: np.ndarray, lattice: np.ndarray, resolution: int) -> 
 def _corner_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The lowest and highest of the 8 corner values of every block."""
     n = values.shape[0] - 1
-    lowest = values[:n, :n, :n].copy()
+    corners = (values[a : n + a, b : n + b, c : n + c] for a, b, c in itertools.product((0, 1), repeat=3))
+    lowest = next(corners).copy()
     highest = lowest.copy()
-    for a, b, c in [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)][1:]:
-        corner = values[a : n + a, b : n + b, c : n + c]
+    for corner in corners:
         np.minimum(lowest, corner, out=lowest)
         np.maximum(highest, corner, out=highest)
     return lowest, highest
