@@ -46,11 +46,37 @@ def _pytriton_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0]).resolve()
 
 
+# Ports this process has handed out. The kernel may give a port that was just bound and closed to the
+# next bind(0) (a CI run once got the same port for a server's HTTP and gRPC), so no port goes twice.
+_handed_out: set[int] = set()
+
+
+def free_ports(count: int) -> list[int]:
+    """Return ``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now.
+
+    All the probe sockets stay bound until every port is picked, so one call never repeats a port,
+    and no port this process handed out before comes back.
+    """
+    probes: list[socket.socket] = []
+    ports: list[int] = []
+    try:
+        while len(ports) < count:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            probes.append(probe)
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+            if port not in _handed_out:
+                _handed_out.add(port)
+                ports.append(port)
+    finally:
+        for probe in probes:
+            probe.close()
+    return ports
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Return one TCP port on 127.0.0.1 that nothing listens on and this process has not handed out."""
+    return free_ports(1)[0]
 
 
 def prepare_backend_directory(target: Path) -> Path:
@@ -91,9 +117,10 @@ class LocalTriton:
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).resolve()
-        self.grpc_port = self.grpc_port or free_port()
-        self.http_port = self.http_port or free_port()
-        self.metrics_port = self.metrics_port or free_port()
+        grpc_port, http_port, metrics_port = free_ports(3)
+        self.grpc_port = self.grpc_port or grpc_port
+        self.http_port = self.http_port or http_port
+        self.metrics_port = self.metrics_port or metrics_port
 
     @property
     def grpc_url(self) -> str:

@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 
-
 def jpeg_bytes(size: tuple[int, int] = (64, 48), color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", size, color).save(buffer, format="JPEG", quality=90)

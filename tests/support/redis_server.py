@@ -9,7 +9,6 @@ runs it, for tests that kill it (`kill`: SIGKILL, no shutdown) and start it agai
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,12 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from local_triton import free_port
 
 
 class RedisServer:

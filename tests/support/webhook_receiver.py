@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.redis_server import free_port
+from local_triton import free_port
 
 
 @dataclass(frozen=True)

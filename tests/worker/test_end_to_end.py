@@ -16,9 +16,9 @@ from celery import Celery
 
 from client_worker.config import Settings
 from img2mesh.contract import ENSEMBLE
+from local_triton import free_port
 from tests.support.gltf_validator import GltfValidator
 from tests.support.image_server import ImageServer, Route, png_declaring
-from tests.support.redis_server import free_port
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.worker.conftest import WorkerThread, by_name, wait_until

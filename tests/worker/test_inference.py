@@ -11,8 +11,7 @@ from PIL import Image
 from client_worker.errors import PermanentJobError, TransientJobError
 from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
 from img2mesh.contract import ENSEMBLE
-from local_triton import LocalTriton
-from tests.support.redis_server import free_port
+from local_triton import LocalTriton, free_port
 from tests.worker.conftest import E2E_RESOLUTION
 
 
