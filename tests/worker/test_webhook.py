@@ -10,10 +10,12 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
 
 from client_worker.config import Settings
 from client_worker.jobs.keys import RedisKeys
@@ -81,6 +83,15 @@ async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings
         await client.aclose()
 
 
+async def _next_message(pubsub: PubSub, within_s: float = 10.0) -> dict[str, Any]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        message = await pubsub.get_message(timeout=1)
+        if message is not None:
+            return message
+    raise AssertionError(f"nothing arrived on the status channel within {within_s:.0f} s")
+
+
 async def test_guide_payload_redis_hash_and_pubsub(
     receiver_settings: Settings, make_reporter: Callable[[Settings], Reporter],
     webhook_receiver: WebhookReceiver, redis_client: Redis,
@@ -88,11 +99,13 @@ async def test_guide_payload_redis_hash_and_pubsub(
     reporter = make_reporter(receiver_settings)
     pubsub = redis_client.pubsub()
     await pubsub.subscribe(RedisKeys(receiver_settings.key_prefix).status_channel())
-    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+    # Publish only once Redis confirms the subscription, however long a loaded machine takes.
+    confirmation = await _next_message(pubsub)
+    assert confirmation["type"] == "subscribe"
 
     event = StatusEvent("job-1", "completed", model_url="https://cdn/x.glb", metadata={"faces": 12})
     await reporter.report(event)
-    published = await pubsub.get_message(timeout=2)
+    published = await _next_message(pubsub)
     assert json.loads(published["data"])["status"] == "completed"
     await pubsub.aclose()
 
