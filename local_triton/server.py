@@ -117,10 +117,10 @@ class LocalTriton:
 
     def __post_init__(self) -> None:
         self.repository = Path(self.repository).resolve()
-        grpc_port, http_port, metrics_port = free_ports(3)
-        self.grpc_port = self.grpc_port or grpc_port
-        self.http_port = self.http_port or http_port
-        self.metrics_port = self.metrics_port or metrics_port
+        picked = iter(free_ports([self.grpc_port, self.http_port, self.metrics_port].count(0)))
+        self.grpc_port = self.grpc_port or next(picked)
+        self.http_port = self.http_port or next(picked)
+        self.metrics_port = self.metrics_port or next(picked)
 
     @property
     def grpc_url(self) -> str:

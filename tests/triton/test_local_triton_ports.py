@@ -41,9 +41,16 @@ def test_a_server_gets_three_distinct_ports_even_when_the_kernel_repeats_one(
     assert [triton.grpc_port, triton.http_port, triton.metrics_port] == [61001, 61002, 61003]
 
 
-def test_ports_given_by_the_caller_are_kept() -> None:
-    triton = LocalTriton(repository=Path("."), grpc_port=8001, http_port=8000, metrics_port=8002)
-    assert (triton.grpc_port, triton.http_port, triton.metrics_port) == (8001, 8000, 8002)
+def test_ports_given_by_the_caller_are_kept_and_only_the_missing_one_is_picked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    script = [61004]
+    monkeypatch.setattr(server, "_handed_out", set())
+    monkeypatch.setattr(server.socket, "socket", lambda *_args: _ScriptedSocket(script))
+    triton = LocalTriton(repository=Path("."), grpc_port=8001, http_port=8000)
+    assert (triton.grpc_port, triton.http_port, triton.metrics_port) == (8001, 8000, 61004)
+    assert script == []
+    assert server._handed_out == {61004}
 
 
 def test_no_port_is_handed_out_twice_and_each_is_free() -> None:
