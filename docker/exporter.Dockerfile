@@ -5,6 +5,10 @@
 # by Triton, on the serving GPU.
 FROM python:3.11-slim-bookworm
 
+# No library reports to a third party (img2mesh/telemetry.py, docs/facts.md "Telemetry").
+ENV ORT_DISABLE_TELEMETRY=1 \
+    HF_HUB_DISABLE_TELEMETRY=1
+
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -5,6 +5,10 @@
 ARG TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
 FROM ${TRITON_IMAGE}
 
+# No library reports to a third party (img2mesh/telemetry.py, docs/facts.md "Telemetry").
+ENV ORT_DISABLE_TELEMETRY=1 \
+    HF_HUB_DISABLE_TELEMETRY=1
+
 # The base image upgrades numpy to 2.x when it is built; the 24.10 stub then returns empty tensors,
 # so the lock pins numpy 1.26 (and everything else) for Python 3.10. --no-deps: the lock is complete.
 COPY docker/requirements/triton.txt /tmp/requirements.txt

@@ -3,6 +3,10 @@
 # no model code: only the worker's pinned dependencies, run as an unprivileged user.
 FROM python:3.11-slim-bookworm
 
+# No library reports to a third party (img2mesh/telemetry.py, docs/facts.md "Telemetry").
+ENV ORT_DISABLE_TELEMETRY=1 \
+    HF_HUB_DISABLE_TELEMETRY=1
+
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -2,7 +2,9 @@
 
 The Python-backend runner, the eager reference's U²-Net, the exporter's parity checks, the tests
 and the benchmarks all call :func:`onnxruntime_session`: telemetry is always off and the logs
-show errors only.
+show errors only. `import img2mesh` has already put `ORT_DISABLE_TELEMETRY=1` into the environment
+(`img2mesh/telemetry.py`), the one switch ONNX Runtime honours at initialisation;
+`disable_telemetry_events()` stays as a second guard.
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from img2mesh.telemetry import TELEMETRY_OFF
+
 _PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -164,7 +166,8 @@ class LocalTriton:
         return args + list(self.extra_args)
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
+        # The Python-backend stubs inherit it: the portable models run ONNX Runtime and OpenVINO.
+        env = {**os.environ, **TELEMETRY_OFF}
         libs = _pytriton_dir().parent / "nvidia_pytriton.libs"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH", "")]))
         # The stub's embedded Python resolves its site-packages from the first python3 on PATH.

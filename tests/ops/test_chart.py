@@ -25,6 +25,7 @@ from client_worker.config import Settings, load_settings
 from client_worker.jobs.priorities import PriorityLists
 from export.repository import all_configs
 from img2mesh.contract import ENSEMBLE, Shapes
+from img2mesh.telemetry import TELEMETRY_OFF
 from local_triton import LocalTriton
 from tests.ops.conftest import (
     CHART,
@@ -164,6 +165,16 @@ def test_the_default_chart_renders_the_whole_stack(chart: list[dict]) -> None:
         ("ScaledObject", f"{RELEASE}-worker"), ("Service", f"{RELEASE}-redis"), ("Service", f"{RELEASE}-triton"),
         ("StatefulSet", f"{RELEASE}-redis"),
     ])
+
+
+def test_every_container_of_ours_runs_with_telemetry_off(chart: list[dict], external_chart: list[dict]) -> None:
+    for manifests in (chart, external_chart):
+        ours = [(workload["metadata"]["name"], c) for workload in workloads(manifests)
+                for c in pod_spec(workload)["containers"] if "photo-to-3d/" in c["image"]]
+        assert {name for name, _ in ours} >= {f"{RELEASE}-triton", f"{RELEASE}-worker"}
+        for name, spec in ours:
+            environment = {variable["name"]: variable.get("value") for variable in spec["env"]}
+            assert TELEMETRY_OFF.items() <= environment.items(), name
 
 
 def test_the_validators_reject_broken_manifests(chart: list[dict]) -> None:
@@ -371,8 +382,8 @@ def test_the_worker_environment_is_settings_the_worker_accepts(
     environment = worker_environment(manifests)
     fields = {name.upper() for name in Settings.model_fields}
     declared = [v["name"] for v in container(one(manifests, "Deployment", "worker"), "worker")["env"]]
-    helpers = set(environment) - fields
-    # A name that is no setting may only exist to be spliced into a setting ($(NAME)).
+    helpers = set(environment) - fields - set(TELEMETRY_OFF)
+    # A name that is no setting may only exist to be spliced into a setting ($(NAME)), or switch telemetry off.
     for name in helpers:
         assert any(f"$({name})" in v.get("value", "") for v in container(one(manifests, "Deployment", "worker"), "worker")["env"]), name
         assert declared.index(name) < declared.index("REDIS_URL")

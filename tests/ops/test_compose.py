@@ -15,6 +15,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from client_worker.config import Settings
 from export.repository import FLAVOURS, all_configs
 from img2mesh.contract import ENSEMBLE, TEXTURE, TEXTURE_SIZE, Shapes
+from img2mesh.telemetry import TELEMETRY_OFF
 from tests.ops.conftest import COMPOSE_FILE, CPU_OVERRIDE, ROOT, load_yaml
 
 SERVICES = {"redis", "exporter", "triton", "worker"}
@@ -114,10 +115,19 @@ def test_the_worker_scales_and_is_healthy_only_while_it_heartbeats(gpu_stack: di
     assert _seconds(worker["stop_grace_period"]) > Settings.model_fields["shutdown_grace_s"].default
 
 
+def test_every_service_built_here_runs_with_telemetry_off(gpu_stack: dict, cpu_stack: dict) -> None:
+    """Also where an operator swaps an image for one that lacks our ENV lines."""
+    for stack in (gpu_stack, cpu_stack):
+        built = {name: service for name, service in stack["services"].items() if "build" in service}
+        assert set(built) == {"exporter", "triton", "worker"}
+        for name, service in built.items():
+            assert TELEMETRY_OFF.items() <= service["environment"].items(), name
+
+
 def test_worker_variables_are_settings_of_the_worker(gpu_stack: dict) -> None:
     fields = {name.upper() for name in Settings.model_fields}
-    environment = gpu_stack["services"]["worker"]["environment"]
-    assert set(environment) <= fields, set(environment) - fields
+    environment = set(gpu_stack["services"]["worker"]["environment"]) - set(TELEMETRY_OFF)
+    assert environment <= fields, environment - fields
     example = {match for match in re.findall(r"^#?\s*([A-Z][A-Z0-9_]*)=", (ROOT / ".env.example").read_text(), re.M)}
     assert example <= fields, f".env.example names variables the worker does not read: {example - fields}"
     assert "TRITON_URL" in example and "REDIS_URL" in example

@@ -19,6 +19,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from export.repository import CPU_ENGINES, RUNNERS, python_runner
+from img2mesh.telemetry import TELEMETRY_OFF
 from tests.ops.conftest import ROOT
 
 DOCKER = ROOT / "docker"
@@ -116,6 +117,14 @@ PYTHON_MODELS = sorted(ROOT.glob("model_repository/*/1/model.py"))
 PRODUCTION_RUNNERS = sorted(
     {runner for name in CPU_ENGINES for flavour in ("gpu", "cpu") if (runner := python_runner(name, flavour))}
 )
+
+
+@pytest.mark.parametrize("name", ["triton.Dockerfile", "exporter.Dockerfile", "worker.Dockerfile"])
+def test_every_image_switches_telemetry_off(name: str) -> None:
+    # BuildKit's parser gives an ENV instruction as its keys and values in turn.
+    environment = {key: value for command, items in instructions(name) if command == "ENV"
+                   for key, value in zip(items[::2], items[1::2])}
+    assert TELEMETRY_OFF.items() <= environment.items()
 
 
 def test_triton_image_is_ngc_24_10_with_numpy_below_2_for_python_310() -> None:

@@ -18,6 +18,14 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
+{{/* No library reports to a third party (img2mesh/telemetry.py): in every container of ours. */}}
+{{- define "p3d.noTelemetryEnv" -}}
+- name: ORT_DISABLE_TELEMETRY
+  value: "1"
+- name: HF_HUB_DISABLE_TELEMETRY
+  value: "1"
+{{- end -}}
+
 {{- define "p3d.image" -}}
 {{- printf "%sphoto-to-3d/%s:%s" .root.Values.images.registry .name .root.Values.images.tag -}}
 {{- end -}}
