@@ -28,6 +28,7 @@ from client_worker.config import ConfigError, Settings, load_settings
 from client_worker.errors import JobError
 from client_worker.jobs.keys import RedisKeys
 from client_worker.pipeline.presets import PRESETS, get_preset
+from client_worker.redaction import Redaction
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,11 +89,11 @@ def _run() -> int:
     from client_worker.worker import run_worker
 
     settings = load_settings(require_storage=True)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, Redaction.of(settings))
     try:
         asyncio.run(run_worker(settings))
     except JobError as error:  # Triton not ready at start-up
-        print(f"worker not started: {error}", file=sys.stderr)
+        print(f"worker not started: {Redaction.of(settings)(str(error))}", file=sys.stderr)
         return 1
     return 0
 
@@ -126,7 +127,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         await client.wait_ready(settings.triton_ready_timeout_s)
         asset = await pipeline.make(image, preset)
     except (JobError, InvalidInput, OSError) as error:
-        print(f"generate failed: {error}", file=sys.stderr)
+        print(f"generate failed: {Redaction.of(settings)(str(error))}", file=sys.stderr)
         return 1
     finally:
         await client.close()
@@ -191,7 +192,7 @@ async def _healthcheck(settings: Settings) -> int:
         ours = [member for member in members if member.startswith(f"{settings.worker_name}:")]
         alive = [member for member in ours if await redis.exists(keys.heartbeat(member))]
     except (RedisError, OSError) as error:
-        print(f"unhealthy: Redis unreachable ({error})", file=sys.stderr)
+        print(f"unhealthy: Redis unreachable ({Redaction.of(settings)(str(error))})", file=sys.stderr)
         return 1
     finally:
         await redis.aclose()

@@ -4,7 +4,12 @@ The five variables of the backend's integration guide keep their exact names (`R
 `SUPABASE_URL`, `SUPABASE_SERVICE_ROLE_KEY`, `SUPABASE_BUCKET_NAME`, `BACKEND_URL`); everything
 else is ours and documented in `.env.example`. Validation happens at start-up so that a typo
 stops the worker with a message naming the variable, instead of failing the first job an hour
-later. Secrets are `SecretStr`, so printing or logging the settings never reveals them.
+later.
+
+Which settings are credentials is said here, by their types, and nowhere else: keys are
+`SecretStr`, and URLs that may carry a user and password are `CredentialURL`.
+`Settings.credentials()` lists what they hold, and every place that shows a setting, a log line or
+an error text redacts from it (`client_worker/redaction.py`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,9 @@ import ipaddress
 import json
 import re
 import socket
-from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal, get_args
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -28,6 +34,30 @@ _HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
 _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 
+class _Credentials:
+    """Marks a URL setting whose user info (`user:password@`, or a token as the user) is a credential."""
+
+
+CredentialURL = Annotated[str, _Credentials()]
+
+
+def url_credentials(url: str) -> list[str]:
+    """The credentials a URL carries: the password and `user:password`, or a lone user (a token),
+    each as written and percent-decoded."""
+    parts = urlsplit(url)
+    userinfo = parts.netloc.rpartition("@")[0]
+    if not userinfo:
+        return []
+    found = [userinfo] if parts.password is None else [parts.password, userinfo]
+    return found + [unquote(text) for text in found]
+
+
+def _is_credential_url(annotation: Any, metadata: list[Any]) -> bool:
+    return any(isinstance(item, _Credentials) for item in metadata) or any(
+        _is_credential_url(argument, list(getattr(argument, "__metadata__", ()))) for argument in get_args(annotation)
+    )
+
+
 class ConfigError(Exception):
     """The environment does not describe a runnable worker; the message names each bad variable."""
 
@@ -38,11 +68,11 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     # --- the backend's integration guide ---------------------------------------------------
-    redis_url: str = Field(default="redis://localhost:6379", repr=False)  # may carry a password
-    supabase_url: str | None = None
+    redis_url: CredentialURL = Field(default="redis://localhost:6379", repr=False)
+    supabase_url: CredentialURL | None = Field(default=None, repr=False)
     supabase_service_role_key: SecretStr | None = None
     supabase_bucket_name: str = "3d-models"
-    backend_url: str = "http://localhost:5000"
+    backend_url: CredentialURL = Field(default="http://localhost:5000", repr=False)
 
     # --- queue -----------------------------------------------------------------------------
     queue_name: str = "celery"
@@ -75,7 +105,7 @@ class Settings(BaseSettings):
     image_url_max_length: int = Field(default=2048, ge=64)
 
     # --- Celery result backend ---------------------------------------------------------------
-    result_backend_url: str | None = Field(default=None, repr=False)  # may carry a password
+    result_backend_url: CredentialURL | None = Field(default=None, repr=False)
     result_expires_s: int = Field(default=24 * 3600, ge=60)
 
     # --- Triton ----------------------------------------------------------------------------
@@ -176,6 +206,16 @@ class Settings(BaseSettings):
             raise ValueError("must be an absolute http(s) URL such as https://example.com")
         return value.rstrip("/")
 
+    @field_validator("supabase_url")
+    @classmethod
+    def _no_user_info(cls, value: str | None) -> str | None:
+        if value is not None and "@" in urlsplit(value).netloc:
+            raise ValueError(
+                "must not carry a user or password: Supabase authenticates with SUPABASE_SERVICE_ROLE_KEY, and "
+                "user info in the URL would replace that key's bearer token and show in every public file URL"
+            )
+        return value
+
     @field_validator("triton_url")
     @classmethod
     def _grpc_target(cls, value: str) -> str:
@@ -227,6 +267,22 @@ class Settings(BaseSettings):
         if self.retry_max_delay_s < self.retry_base_delay_s:
             raise ValueError("RETRY_MAX_DELAY_S must be at least RETRY_BASE_DELAY_S")
         return self
+
+    @classmethod
+    def credential_urls(cls) -> list[str]:
+        """The names of the settings typed `CredentialURL`."""
+        return [name for name, field in cls.model_fields.items() if _is_credential_url(field.annotation, field.metadata)]
+
+    def credentials(self) -> Iterator[str]:
+        """Every credential these settings hold: the `SecretStr` values and the credentials of each
+        `CredentialURL` (what `client_worker.redaction` removes from every text we show)."""
+        urls = self.credential_urls()
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                yield value.get_secret_value()
+            elif name in urls and value is not None:
+                yield from url_credentials(value)
 
     def storage_problem(self) -> str | None:
         """Why the chosen storage backend cannot work, or None (only `run` needs storage)."""

@@ -34,7 +34,7 @@ from client_worker.metrics import Metrics
 from client_worker.processing import JobProcessor, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
 from client_worker.status.celery_results import CeleryResults
-from client_worker.status.store import StatusEvent, StatusStore, bounded_text
+from client_worker.status.store import StatusEvent, StatusStore
 from client_worker.status.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -236,7 +236,7 @@ class MessageRouter:
     async def _fail(
         self, raw: bytes, message: TaskMessage, job_id: str, token: str, attempts: int, failure: GiveUp, stage: str
     ) -> None:
-        text = bounded_text(failure.message, self.settings.status_text_max_chars)
+        text = self.status.reportable(failure.message)
         event = StatusEvent(job_id, "failed", error_message=text,
                             metadata={"attempts": attempts, "stage": stage, "kind": failure.kind})
         writes = combined(

@@ -37,11 +37,11 @@ from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
 from client_worker.jobs.priorities import PriorityLists
 from client_worker.jobs.queue import JobQueue, instance_id
-from client_worker.logs import loggable_settings
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.processing import JobProcessor
+from client_worker.redaction import Redaction, loggable_settings
 from client_worker.retry_policy import RetryPolicy
 from client_worker.routing import MessageRouter
 from client_worker.status.celery_results import CeleryResults
@@ -69,7 +69,7 @@ class Worker:
         self.queue = JobQueue(self.redis, settings, self.instance)
         self.webhooks = WebhookSender(self.redis, settings, self.http, self.metrics)
         self.status = StatusStore(self.redis, self.queue.keys, settings.status_ttl_s, self.webhooks.delivery_window_s,
-                                  settings.status_text_max_chars)
+                                  settings.status_text_max_chars, Redaction.of(settings))
         backend = Redis.from_url(settings.result_backend_url) if settings.result_backend_url else None
         self.results = CeleryResults(self.redis, self.queue.keys, backend, settings.result_expires_s)
         canvas = CeleryCanvas(PriorityLists.from_settings(settings), settings.queue_name)

@@ -6,7 +6,8 @@ webhook still to be delivered (``client_worker.status.webhook`` sends it). Only 
 of a job is kept in the outbox, so a slow or failed delivery of an old ``processing`` update can
 never arrive after ``completed``. A terminal status is written in the same transaction as the
 queue's acknowledgement of the job (``writes``), so "done" and "reported" never disagree. Every
-text of an event is bounded (``STATUS_TEXT_MAX_CHARS``) on its way in, whatever produced it.
+text of an event is redacted (no credential of the settings, ``client_worker.redaction``) and
+bounded (``STATUS_TEXT_MAX_CHARS``) on its way in, whatever produced it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import WatchError
 
 from client_worker.jobs.keys import RedisKeys
+from client_worker.redaction import Redaction
 
 Status = Literal["processing", "completed", "failed"]
 
@@ -81,13 +83,13 @@ def bounded_text(text: str, limit: int) -> str:
     return text[: max(0, limit - len(suffix))] + suffix
 
 
-def _bounded_value(value: Any, limit: int) -> Any:
+def _reported_value(value: Any, text: Callable[[str], str]) -> Any:
     if isinstance(value, str):
-        return bounded_text(value, limit)
+        return text(value)
     if isinstance(value, dict):
-        return {key: _bounded_value(item, limit) for key, item in value.items()}
+        return {key: _reported_value(item, text) for key, item in value.items()}
     if isinstance(value, list):
-        return [_bounded_value(item, limit) for item in value]
+        return [_reported_value(item, text) for item in value]
     return value
 
 
@@ -95,28 +97,35 @@ class StatusStore:
     """Writes status events to Redis and reads a job's latest status back."""
 
     def __init__(
-        self, redis: Redis, keys: RedisKeys, ttl_s: float, redeliver_after_s: float, text_limit: int = 2000
+        self, redis: Redis, keys: RedisKeys, ttl_s: float, redeliver_after_s: float, text_limit: int,
+        redaction: Redaction,
     ) -> None:
         """``redeliver_after_s``: when an outbox entry is due for redelivery if the sender that is
         delivering it right away has not settled it by then (it died, or Redis went away).
-        ``text_limit``: the longest text (error message, metadata value) an event may carry."""
+        ``text_limit``: the longest text (error message, metadata value) an event may carry.
+        ``redaction``: the settings' credentials, removed from every text an event carries."""
         self.redis = redis
         self.keys = keys
         self.ttl_s = ttl_s
         self.redeliver_after_s = redeliver_after_s
         self.text_limit = text_limit
+        self.redaction = redaction
 
-    def bounded(self, event: StatusEvent) -> StatusEvent:
-        """The event with every text within ``text_limit``."""
+    def reportable(self, text: str) -> str:
+        """``text`` as the backend may see it: credentials masked, within ``text_limit``."""
+        return bounded_text(self.redaction(text), self.text_limit)
+
+    def reported(self, event: StatusEvent) -> StatusEvent:
+        """The event with every text `reportable`."""
         return dataclasses.replace(
             event,
-            error_message=None if event.error_message is None else bounded_text(event.error_message, self.text_limit),
-            metadata=None if event.metadata is None else _bounded_value(event.metadata, self.text_limit),
+            error_message=None if event.error_message is None else self.reportable(event.error_message),
+            metadata=None if event.metadata is None else _reported_value(event.metadata, self.reportable),
         )
 
     def writes(self, event: StatusEvent) -> Callable[[Pipeline], None]:
         """The Redis writes of an event, to run inside the caller's transaction."""
-        event = self.bounded(event)
+        event = self.reported(event)
         status_key = self.keys.status(event.job_id)
         message = event.to_json()
 

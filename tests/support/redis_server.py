@@ -21,9 +21,10 @@ from local_triton import free_port
 
 
 class RedisServer:
-    """One redis-server process; `stop()`/`start()` simulate an outage on the same port."""
+    """One redis-server process; `stop()`/`start()` simulate an outage on the same port; with a
+    ``password``, the default user needs it (`requirepass`) and `url` carries it."""
 
-    def __init__(self, directory: Path, *, append_only: bool = False) -> None:
+    def __init__(self, directory: Path, *, append_only: bool = False, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install -y redis-server)")
@@ -31,18 +32,21 @@ class RedisServer:
         self.directory = directory
         self.port = free_port()
         self.append_only = append_only
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        credentials = f":{self.password}@" if self.password else ""
+        return f"redis://{credentials}127.0.0.1:{self.port}/0"
 
     def start(self, timeout_s: float = 10.0) -> None:
         # As docker-compose.yml runs it: every write on disk before Redis answers it.
         persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.append_only else ["--appendonly", "no"]
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--save", "", *persistence, "--protected-mode", "no"],
+             "--save", "", *persistence, "--protected-mode", "no",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

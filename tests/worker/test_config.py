@@ -9,7 +9,7 @@ import pytest
 
 from client_worker.config import ConfigError, Settings, load_settings
 from client_worker.download import DownloadLimits
-from client_worker.logs import loggable_settings
+from client_worker.redaction import loggable_settings
 
 GUIDE_ENV = {
     "REDIS_URL": "redis://:hunter2@redis.internal:6380/2",
@@ -49,7 +49,7 @@ def test_secrets_never_appear_in_summaries(monkeypatch: pytest.MonkeyPatch) -> N
     for text in (repr(settings), str(settings), str(loggable_settings(settings))):
         for secret in ("service-role-secret-value", "webhook-secret-value", "hunter2"):
             assert secret not in text
-    assert loggable_settings(settings)["redis_url"] == "redis://:***@redis.internal:6380/2"
+    assert loggable_settings(settings)["redis_url"] == "redis://***@redis.internal:6380/2"
 
 
 def test_every_problem_is_named_at_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from redis.asyncio.client import PubSub
 from client_worker.config import Settings
 from client_worker.jobs.keys import RedisKeys
 from client_worker.metrics import Metrics
+from client_worker.redaction import Redaction
 from client_worker.status.store import StatusEvent, StatusStore
 from client_worker.status.webhook import WebhookSender
 from tests.support.webhook_receiver import WebhookReceiver
@@ -75,7 +76,7 @@ async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings
         sender = WebhookSender(redis_client, settings, clients[-1], Metrics())
         keys = RedisKeys(settings.key_prefix)
         store = StatusStore(redis_client, keys, settings.status_ttl_s, sender.delivery_window_s,
-                            settings.status_text_max_chars)
+                            settings.status_text_max_chars, Redaction.of(settings))
         return Reporter(store, sender, redis_client)
 
     yield make
