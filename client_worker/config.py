@@ -27,10 +27,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from asset.real_size import MAX_SIZE_M, MIN_SIZE_M
+from client_worker.jobs.ids import HOST_NAME
 from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS
 
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOST_NAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?")
 _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 
@@ -251,7 +250,7 @@ class Settings(BaseSettings):
             try:
                 ipaddress.ip_network(entry, strict=False)
             except ValueError:
-                if not _HOST_NAME.fullmatch(entry):
+                if not HOST_NAME.fullmatch(entry):
                     raise ValueError(
                         f"{entry!r} is neither a network in CIDR form (10.20.0.0/16) nor a host name (cdn.internal)"
                     ) from None

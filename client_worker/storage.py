@@ -22,6 +22,7 @@ from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
 from client_worker.config import Settings
 from client_worker.errors import PermanentJobError, TransientJobError
+from client_worker.jobs import ids
 
 #: A key names one job's output and is never reused for other content, so CDNs and browsers may
 #: cache it for a year.
@@ -48,9 +49,8 @@ def make_storage(settings: Settings) -> Storage:
 
 
 _SAFE_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-_SHOPIFY_GID = re.compile(r"gid://shopify/[A-Za-z]+/(\d+)(?:\?.*)?")
-_MAX_ID_DIGITS = 20
-"""Shopify ids are 64-bit integers: at most 20 digits."""
+STORAGE_KEY_MAX_BYTES = 1024
+"""Supabase Storage keeps objects in S3, whose keys are at most 1024 bytes (docs/facts.md, "Supabase Storage")."""
 
 
 def storage_stem(shop: str, product_id: str | int, variant_id: str | int | None, job_id: str) -> str:
@@ -75,20 +75,12 @@ def storage_stem(shop: str, product_id: str | int, variant_id: str | int | None,
 
 
 def _numeric_id(value: str | int, field: str) -> str:
-    """``gid://shopify/Product/123`` or ``123`` → ``"123"``; anything else is a bad job."""
-    text = str(value).strip()
-    match = _SHOPIFY_GID.fullmatch(text)
-    digits = text if text.isascii() and text.isdigit() else match.group(1) if match else None
-    if digits is None:
-        raise PermanentJobError(
-            f"{field} {text[:100]!r} is neither a Shopify GID like gid://shopify/Product/123 "
-            "nor a numeric id"
-        )
-    if len(digits) > _MAX_ID_DIGITS:
-        raise PermanentJobError(
-            f"{field} is a number of {len(digits)} digits; Shopify ids have at most {_MAX_ID_DIGITS}"
-        )
-    return digits.lstrip("0") or "0"
+    """``gid://shopify/Product/123`` or ``123`` → ``"123"``; anything else is a bad job (intake
+    refuses such jobs already; this guards callers that build keys from other input)."""
+    try:
+        return ids.shopify_number(str(value).strip())
+    except ValueError as error:
+        raise PermanentJobError(f"{field} {error}") from None
 
 
 def _safe_segment(text: str, field: str) -> str:
@@ -108,10 +100,12 @@ def _kind(key: str) -> str:
 
 
 def _check_key(key: str) -> list[str]:
-    """Split a key into segments, refusing absolute paths, empty and dot segments."""
+    """Split a key into segments, refusing absolute paths, empty and dot segments, and over-long keys."""
     segments = key.split("/")
     if not key or any(segment in ("", ".", "..") for segment in segments) or "\\" in key:
-        raise PermanentJobError(f"refusing unsafe storage key {key!r}: use storage_key() to build keys")
+        raise PermanentJobError(f"refusing unsafe storage key {key[:200]!r}: use storage_stem() to build keys")
+    if len(key.encode("utf-8", "surrogatepass")) > STORAGE_KEY_MAX_BYTES:
+        raise PermanentJobError(f"refusing a storage key of more than {STORAGE_KEY_MAX_BYTES} bytes: {key[:100]!r}…")
     return segments
 
 

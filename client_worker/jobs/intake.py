@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from client_worker.errors import PermanentJobError
+from client_worker.jobs import ids
 from client_worker.jobs.limits import COMPRESSION_NAMES, LimitExceeded, MessageLimits
 
 _JOB_FIELDS = ("job_id", "jobId", "image_urls", "imageUrls")
@@ -70,7 +71,10 @@ class TaskMessage:
 
 
 class Job(BaseModel):
-    """A validated job payload (the guide's "Job Payload Structure"); unknown keys are kept."""
+    """A validated job payload (the guide's "Job Payload Structure"); unknown keys are kept.
+
+    Each id is checked against its grammar and limit in `client_worker.jobs.ids`.
+    """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
 
@@ -90,8 +94,38 @@ class Job(BaseModel):
     def _id_as_text(cls, value: object) -> object:
         """Numeric ids from JavaScript producers arrive as numbers; they are ids all the same."""
         if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
+            return _number_as_text(value)
         return value
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        return ids.job_id(value)
+
+    @field_validator("shop")
+    @classmethod
+    def _shop(cls, value: str) -> str:
+        return ids.shop(value.strip())
+
+    @field_validator("product_id")
+    @classmethod
+    def _product_id(cls, value: str) -> str:
+        ids.shopify_number(value.strip())
+        return value.strip()
+
+    @field_validator("variant_id")
+    @classmethod
+    def _variant_id(cls, value: str | None) -> str | None:
+        """Optional: an empty one is no variant."""
+        if value is None or not value.strip():
+            return None
+        ids.shopify_number(value.strip())
+        return value.strip()
+
+    @field_validator("product_handle")
+    @classmethod
+    def _handle(cls, value: str | None) -> str | None:
+        return None if value is None else ids.product_handle(value)
 
     @field_validator("image_urls", mode="before")
     @classmethod
@@ -190,10 +224,22 @@ def _payload(message: TaskMessage) -> dict[str, Any]:
 
 
 def _loose_job_id(payload: dict[str, Any]) -> str | None:
+    """The payload's job id if it is usable as one (to report the job's failure under), else None."""
     value = payload.get("job_id", payload.get("jobId"))
-    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
-        return str(value)
-    return None
+    try:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return ids.job_id(_number_as_text(value))
+        return ids.job_id(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _number_as_text(value: int) -> str:
+    """A JSON number used as an id, as text; one too long to be any id is refused before Python's
+    own limit on converting huge integers would raise."""
+    if abs(value) >= 10**ids.JOB_ID_MAX_CHARS:
+        raise ValueError(f"is a number of more than {ids.JOB_ID_MAX_CHARS} digits, too long for an id")
+    return str(value)
 
 
 def _json_object(raw: bytes | str, what: str, limits: MessageLimits) -> dict[str, Any]:

@@ -179,7 +179,7 @@ def test_hostile_inputs_fail_with_actionable_messages_and_the_worker_keeps_servi
     assert bad_size["errorMessage"] == "metadata.size.height_cm must be a number of cm, got 'twelve'"
     assert bad_size["metadata"] == {"attempts": 1, "stage": "intake", "kind": "permanent"}
     bad_id = final(webhook_receiver, "bad-product-id")
-    assert "neither a Shopify GID" in bad_id["errorMessage"] and bad_id["metadata"]["stage"] == "intake"
+    assert "'product_id' must be a Shopify GID" in bad_id["errorMessage"] and bad_id["metadata"]["stage"] == "intake"
     (rejected,) = [json.loads(item) for item in r.lrange("img2mesh:rejected", 0, -1)]
     assert "'job_id' is required" in rejected["reason"]
     assert r.llen("img2mesh:dead") == len(expected) + 3
@@ -327,6 +327,8 @@ def test_bad_job_inputs_fail_permanently_with_messages_a_merchant_can_read(
     for job_id, (urls, _) in expected.items():
         r.lpush("celery", json.dumps(guide_job(job_id, urls)))
     r.lpush("celery", json.dumps(guide_job("huge-product-id", [photo_url], product_id="7" * 5000)))
+    r.lpush("celery", json.dumps(guide_job("huge-shop", [photo_url], shop="s" * 5000)))
+    r.lpush("celery", json.dumps(guide_job("placeholder", [photo_url])).replace('"placeholder"', "7" * 5000))
     for job_id, (_, fragment) in expected.items():
         failed = final(webhook_receiver, job_id)
         assert failed["status"] == "failed" and failed["metadata"]["kind"] == "permanent", (job_id, failed)
@@ -335,7 +337,15 @@ def test_bad_job_inputs_fail_permanently_with_messages_a_merchant_can_read(
         assert not any(word in failed["errorMessage"] for word in ("Error", "Traceback", "Exception")), failed
     huge = final(webhook_receiver, "huge-product-id")
     assert huge["status"] == "failed" and huge["metadata"] == {"attempts": 1, "stage": "intake", "kind": "permanent"}
-    assert huge["errorMessage"] == "product_id is a number of 5000 digits; Shopify ids have at most 20"
+    assert huge["errorMessage"] == "malformed job: 'product_id' is a number of 5000 digits; Shopify ids have at most 20"
+    shop = final(webhook_receiver, "huge-shop")
+    assert shop["status"] == "failed" and "'shop' must be the shop's host name" in shop["errorMessage"]
+    assert "at most 253 characters" in shop["errorMessage"] and len(shop["errorMessage"]) < 400
+    # A job id no key, path or webhook can carry: no job to report to, so the message is moved aside.
+    wait_until(lambda: r.llen("img2mesh:rejected"), 30, "the 5000-digit job id to be rejected")
+    (rejected,) = [json.loads(item) for item in r.lrange("img2mesh:rejected", 0, -1)]
+    assert "'job_id' must be 1 to 128 characters" in rejected["reason"] and len(rejected["reason"]) < 500
+    assert not any(len(delivery.json["jobId"]) > 128 for delivery in webhook_receiver.deliveries)
 
 
 def test_an_attempt_that_outlives_the_job_deadline_fails_transiently(

@@ -17,8 +17,10 @@ import pytest
 import redis
 from celery import Celery
 
+from client_worker.jobs import ids
 from client_worker.jobs.intake import MalformedJob, RejectedMessage, parse_job, parse_message
 from client_worker.jobs.limits import MessageLimits
+from client_worker.storage import STORAGE_KEY_MAX_BYTES, storage_stem
 from tests.support.node_celery import NodeCelery
 
 TASK = "generate_3d_model"
@@ -215,13 +217,51 @@ def test_a_compression_bomb_is_refused_without_being_expanded() -> None:
     assert peak < 3 * MessageLimits().max_decompressed_bytes
 
 
-def test_a_number_beyond_pythons_digit_limit_keeps_its_digits() -> None:
+def test_a_number_beyond_pythons_digit_limit_is_refused_by_its_field_s_limit() -> None:
     """A 5,000-digit literal would make `json.loads` raise; it stays text, so the job can still be reported."""
     digits = "7" * 5000
     raw = (f'{{"task": "{TASK}", "id": "t", "kwargs": {{"job_id": "j", "shop": "s", '
            f'"image_urls": ["https://a/b.jpg"], "product_id": {digits}}}}}')
-    job = parse_job(parse_message(raw, TASK))
-    assert job.product_id == digits
+    with pytest.raises(MalformedJob, match="'product_id' is a number of 5000 digits; Shopify ids have at most 20") as caught:
+        parse_job(parse_message(raw, TASK))
+    assert caught.value.job_id == "j"
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"shop": "s" * 254}, r"'shop' must be the shop's host name, e\.g\. shop-name\.myshopify\.com \(at most 253"),
+        ({"shop": "shop/../other.myshopify.com"}, "'shop' must be the shop's host name"),
+        ({"product_id": "9" * 21}, "'product_id' is a number of 21 digits; Shopify ids have at most 20"),
+        ({"product_id": "gid://shopify/Product/1?" + "x" * 300}, r"'product_id' must be a Shopify GID .*at most 255"),
+        ({"product_id": 10**30}, "'product_id' is a number of 31 digits"),
+        ({"variant_id": "blue"}, "'variant_id' must be a Shopify GID"),
+        ({"product_handle": "h" * 256}, "'product_handle' must be 1 to 255 letters"),
+        ({"product_handle": "mug\nInjected: header"}, "'product_handle' must be 1 to 255 letters"),
+    ],
+)
+def test_every_id_is_bounded_and_a_bad_one_names_its_field_and_limit(change: dict[str, Any], message: str) -> None:
+    parsed = parse_message(json.dumps({"task": TASK, "id": "t", "args": [], "kwargs": {**JOB, **change}}), TASK)
+    with pytest.raises(MalformedJob, match=message) as caught:
+        parse_job(parsed)
+    assert caught.value.job_id == JOB["job_id"] and len(str(caught.value)) < 500
+
+
+@pytest.mark.parametrize("job_id", ["7" * 129, 10**200, "a/b", "../x", "id with spaces", "ñ", ""])
+def test_an_unusable_job_id_leaves_no_job_to_report_to(job_id: object) -> None:
+    """Routing moves such a message to the rejected list with this reason (tests/worker/test_end_to_end.py)."""
+    parsed = parse_message(json.dumps({"task": TASK, "id": "t", "args": [], "kwargs": {**JOB, "job_id": job_id}}), TASK)
+    with pytest.raises(MalformedJob, match="'job_id' ") as caught:
+        parse_job(parsed)
+    assert caught.value.job_id is None
+
+
+def test_the_longest_ids_accepted_still_fit_a_storage_key() -> None:
+    longest = {**JOB, "job_id": "j" * ids.JOB_ID_MAX_CHARS, "shop": ".".join(["s" * 63] * 4)[:ids.SHOP_MAX_CHARS],
+               "product_id": "9" * ids.SHOPIFY_ID_MAX_DIGITS, "variant_id": "8" * ids.SHOPIFY_ID_MAX_DIGITS}
+    job = parse_job(parse_message(json.dumps({"task": TASK, "id": "t", "kwargs": longest}), TASK))
+    key = storage_stem(job.shop, job.product_id, job.variant_id, job.job_id) + ".usdz"
+    assert len(key.encode()) <= STORAGE_KEY_MAX_BYTES
 
 
 @pytest.mark.parametrize("encoding", ["binary", "base64", "utf-16", None])

@@ -206,7 +206,7 @@ def test_storage_key_neutralises_traversal(shop: str, job_id: str) -> None:
 
 @pytest.mark.parametrize("product_id", ["gid://shopify/Product/abc", "coffee-mug", "", "gid://other/Product/1"])
 def test_storage_key_refuses_ids_that_are_not_shopify_ids(product_id: str) -> None:
-    with pytest.raises(PermanentJobError, match="neither a Shopify GID"):
+    with pytest.raises(PermanentJobError, match="product_id must be a Shopify GID like gid://shopify/Product/123"):
         (storage_stem("s.myshopify.com", product_id, None, "job") + EXTENSION)
 
 
