@@ -185,12 +185,15 @@ async def _healthcheck(settings: Settings) -> int:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
+    from client_worker.jobs.priorities import PriorityLists, printable, stranded_messages
+
     keys = RedisKeys(settings.key_prefix)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5)
     try:
         members = [member.decode() for member in await redis.smembers(keys.workers())]
         ours = [member for member in members if member.startswith(f"{settings.worker_name}:")]
         alive = [member for member in ours if await redis.exists(keys.heartbeat(member))]
+        stranded = await stranded_messages(redis, PriorityLists.from_settings(settings), settings.queue_name)
     except (RedisError, OSError) as error:
         print(f"unhealthy: Redis unreachable ({Redaction.of(settings)(str(error))})", file=sys.stderr)
         return 1
@@ -199,7 +202,12 @@ async def _healthcheck(settings: Settings) -> int:
     if not alive:
         print(f"unhealthy: no live worker named {settings.worker_name!r} (registered: {len(ours)})", file=sys.stderr)
         return 1
-    print(json.dumps({"healthy": True, "workers": alive}))
+    report: dict[str, object] = {"healthy": True, "workers": alive}
+    if stranded.lists:
+        # Still healthy: a restart cannot fix a setting, and the worker serves the lists it reads.
+        report["stranded_messages"] = {printable(name): count for name, count in stranded.lists.items()}
+        report["advice"] = stranded.advice(settings)
+    print(json.dumps(report))
     return 0
 
 

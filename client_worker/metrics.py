@@ -41,6 +41,12 @@ class Metrics:
             "Length of the queue (all its priority lists), delayed set, dead-letter and rejected lists.",
             ["list"], registry=self.registry,
         )
+        self.stranded = Gauge(
+            "img2mesh_worker_stranded_messages",
+            "Messages of the queue in priority lists this worker does not read (PRIORITY_STEPS or "
+            "PRIORITY_SEPARATOR differ from the producers'); the log and the health check name the lists.",
+            registry=self.registry,
+        )
         self.in_flight = Gauge("img2mesh_worker_jobs_in_flight", "Jobs being processed now.", registry=self.registry)
         self.webhooks = Counter(
             "img2mesh_worker_webhooks", "Webhook delivery attempts by result: delivered, failed, rejected.",

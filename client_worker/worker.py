@@ -35,7 +35,7 @@ from asset.real_size import RealSize
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
-from client_worker.jobs.priorities import PriorityLists
+from client_worker.jobs.priorities import PriorityLists, printable
 from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import AssetPipeline
@@ -74,6 +74,7 @@ class Worker:
         self.results = CeleryResults(self.redis, self.queue.keys, backend, settings.result_expires_s)
         canvas = CeleryCanvas(PriorityLists.from_settings(settings), settings.queue_name)
         self._redis_run_id: str | None = None
+        self._stranded_lists: set[str] = set()
         self.inference = TritonMeshClient(
             settings.triton_url,
             settings.triton_model_name,
@@ -184,6 +185,20 @@ class Worker:
         await self.results.copy()
         for name, depth in (await self.queue.depths()).items():
             self.metrics.queue_depth.labels(name).set(depth)
+        await self._watch_stranded()
+
+    async def _watch_stranded(self) -> None:
+        """Say, once each time it changes, that messages wait where this worker does not look."""
+        stranded = await self.queue.stranded()
+        self.metrics.stranded.set(sum(stranded.lists.values()))
+        if set(stranded.lists) == self._stranded_lists:
+            return
+        self._stranded_lists = set(stranded.lists)
+        if stranded.lists:
+            log.error(stranded.advice(self.settings), extra={"stranded": {printable(name): count for name, count
+                                                                          in stranded.lists.items()}})
+        else:
+            log.info("no message waits in a priority list this worker does not read")
 
     async def _notice_redis_restart(self) -> None:
         """A restarted Redis may have lost its last writes (`appendfsync everysec`): reconcile."""

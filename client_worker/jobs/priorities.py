@@ -4,14 +4,29 @@ kombu's Redis transport stores a message of priority p in the list of the highes
 named `<queue>` for step 0 and `<queue><sep><step>` otherwise, and its consumer pops the lists in
 step order, so step 0 is served first (docs/facts.md, "Celery messages on Redis"). The steps and
 the separator are the producers' `broker_transport_options` (`PRIORITY_STEPS`,
-`PRIORITY_SEPARATOR`); a list the worker does not know of is a list nobody ever reads.
+`PRIORITY_SEPARATOR`); a list the worker does not know of is a list nobody ever reads, so the
+worker looks at the lists a producer with other options would write (`unread`) and reports any
+that hold messages (`Stranded`).
+
+They are reported, not consumed: the steps and the separator are a contract with the producers
+and with the autoscaler, which counts the configured lists, so one setting fixes the priority
+order, the scaling and the stranded messages together, where consuming them would leave the
+autoscaler blind to that work (docs/runbook.md, "Stranded messages").
 """
 
 from __future__ import annotations
 
 from bisect import bisect
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
 
 from client_worker.config import Settings
+
+KNOWN_SEPARATORS = ("\x06\x16", ":")
+"""kombu's default separator and the `:` of Celery's documentation on Redis priorities."""
+KOMBU_STEPS = range(1, 10)
+"""Every step a producer can name: kombu clamps priorities to 0–9, step 0 is the plain list."""
 
 
 class PriorityLists:
@@ -35,3 +50,55 @@ class PriorityLists:
 
     def _name(self, queue: str, step: int) -> str:
         return queue if step == 0 else f"{queue}{self.separator}{step}"
+
+    def unread(self, queue: str) -> dict[str, tuple[str, int]]:
+        """The lists of ``queue`` that producers with other steps or a known other separator write
+        and this worker never reads: name -> (separator, step)."""
+        read = set(self.of(queue))
+        return {f"{queue}{separator}{step}": (separator, step)
+                for separator in dict.fromkeys([self.separator, *KNOWN_SEPARATORS]) for step in KOMBU_STEPS
+                if f"{queue}{separator}{step}" not in read}
+
+
+@dataclass(frozen=True)
+class Stranded:
+    """Messages waiting in lists this worker does not read, and the settings that would read them."""
+
+    lists: dict[str, int]
+    separators: list[str]
+    steps: list[int]
+
+    @classmethod
+    def found(cls, lists: PriorityLists, queue: str, lengths: dict[str, int]) -> Stranded:
+        """From the lengths of `lists.unread(queue)`: which hold messages, and what to set."""
+        unread = lists.unread(queue)
+        full = {name: length for name, length in lengths.items() if length}
+        separators = sorted({unread[name][0] for name in full})
+        steps = sorted({0, *lists.steps, *(unread[name][1] for name in full)})
+        return cls(full, separators, steps)
+
+    def advice(self, settings: Settings) -> str:
+        """What an operator reads: the lists, their counts and the setting to change."""
+        shown = ", ".join(f"{printable(name)} ({count})" for name, count in sorted(self.lists.items()))
+        wanted = [f"PRIORITY_STEPS={','.join(map(str, self.steps))}"]
+        if self.separators != [settings.priority_separator]:
+            wanted.append(f"PRIORITY_SEPARATOR={' or '.join(printable(sep) for sep in self.separators)}")
+        return (f"messages wait in priority lists this worker does not read: {shown}; the producers' "
+                f"broker_transport_options differ from PRIORITY_STEPS={','.join(map(str, settings.priority_steps))} "
+                f"PRIORITY_SEPARATOR={printable(settings.priority_separator)}: set {' and '.join(wanted)} "
+                "(and the autoscaler's prioritySteps) to match them")
+
+
+async def stranded_messages(redis: Redis, lists: PriorityLists, queue: str) -> Stranded:
+    """Read the lengths of every list of ``queue`` that ``lists`` does not read (one round trip)."""
+    names = list(lists.unread(queue))
+    async with redis.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.llen(name)
+        lengths = await pipe.execute()
+    return Stranded.found(lists, queue, dict(zip(names, lengths)))
+
+
+def printable(name: str) -> str:
+    r"""A list name as the environment and logs write it: control characters as ``."""
+    return name.encode("unicode_escape").decode("ascii")

@@ -43,7 +43,7 @@ from redis.exceptions import RedisError, WatchError
 
 from client_worker.config import Settings
 from client_worker.jobs.keys import RedisKeys
-from client_worker.jobs.priorities import PriorityLists
+from client_worker.jobs.priorities import PriorityLists, Stranded, stranded_messages
 
 Writes = Callable[[Pipeline], None]
 """Commands a caller adds to an acknowledgement transaction (e.g. the terminal status and its webhook)."""
@@ -206,7 +206,8 @@ class JobQueue:
         self.instance = instance
         self.keys = RedisKeys(settings.key_prefix)
         self.queue = settings.queue_name
-        self.sources = PriorityLists.from_settings(settings).of(self.queue)
+        self.priorities = PriorityLists.from_settings(settings)
+        self.sources = self.priorities.of(self.queue)
         self.processing = self.keys.processing(instance)
         self.lease_ms = int(settings.heartbeat_ttl_s * 1000)
         self.needs_reconcile = False
@@ -487,6 +488,10 @@ class JobQueue:
             pipe.delete(self.keys.heartbeat(self.instance))
             pipe.srem(self.keys.workers(), self.instance)
             await pipe.execute()
+
+    async def stranded(self) -> Stranded:
+        """Messages of this queue in priority lists the worker does not read (`jobs.priorities`)."""
+        return await stranded_messages(self.redis, self.priorities, self.queue)
 
     async def depths(self) -> dict[str, int]:
         """Lengths of the lists an operator watches (for the queue-depth gauge): `queued` counts

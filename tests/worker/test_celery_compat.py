@@ -5,9 +5,12 @@ tasks run on a real Celery worker (celery.contrib.testing) consuming their own q
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from tests.support.node_celery import NodeCelery
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.worker.conftest import WorkerThread, by_name, wait_until
 from tests.worker.test_end_to_end import final, statuses
+from tests.worker.test_resilience import settings_environment
 
 TASK = "generate_3d_model"
 
@@ -132,6 +136,48 @@ def test_every_priority_list_the_producer_writes_is_consumed(
     start_worker(e2e_settings(priority_steps=steps, priority_separator=transport_options.get("sep", "\x06\x16")))
     assert final(webhook_receiver, job_id)["status"] == "completed"
     app.close()
+
+
+def test_messages_in_lists_the_worker_does_not_read_are_reported_until_the_setting_matches(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], photo_url: str,
+    redis_url: str, webhook_receiver: WebhookReceiver, caplog: pytest.LogCaptureFixture, tmp_path: Path,
+) -> None:
+    """A backend with ten priority steps, and one with the `:` separator, against a worker left at
+    kombu's defaults: the log, the metric and the health check name the lists and the fix."""
+    ten_steps = Celery("backend", broker=redis_url)
+    ten_steps.conf.broker_transport_options = {"priority_steps": list(range(10))}
+    ten_steps.send_task(TASK, kwargs=job("stranded-5", [photo_url]), priority=5)
+    colon = Celery("backend", broker=redis_url)
+    colon.conf.broker_transport_options = {"priority_steps": list(range(10)), "sep": ":"}
+    colon.send_task(TASK, kwargs=job("stranded-3", [photo_url]), priority=3)
+    r = redis.Redis.from_url(redis_url)
+    assert r.llen("celery\x06\x165") == 1 and r.llen("celery:3") == 1  # where kombu put them
+
+    settings = e2e_settings(metrics_port=0)
+    blind = start_worker(settings)
+    line = wait_until(lambda: next((record for record in caplog.records if "does not read" in record.getMessage()),
+                                   None), 30, "the stranded-list error")
+    assert line.levelname == "ERROR"  # type: ignore[attr-defined]
+    text = line.getMessage()  # type: ignore[attr-defined]
+    assert r"celery\x06\x165 (1), celery:3 (1)" in text
+    assert r"set PRIORITY_STEPS=0,3,5,6,9 and PRIORITY_SEPARATOR=\x06\x16 or :" in text
+    registry = blind.worker.metrics.registry  # type: ignore[union-attr]
+    wait_until(lambda: registry.get_sample_value("img2mesh_worker_stranded_messages") == 2, 30, "the gauge")
+    health = subprocess.run([sys.executable, "-m", "client_worker", "healthcheck"], env=settings_environment(settings),
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert health.returncode == 0, health.stderr
+    report = json.loads(health.stdout)
+    assert report["stranded_messages"] == {r"celery\x06\x165": 1, "celery:3": 1}
+    assert "PRIORITY_STEPS=0,3,5,6,9" in report["advice"]
+    assert statuses(webhook_receiver, "stranded-5") == []  # nobody read it
+    blind.stop()
+
+    start_worker(e2e_settings(priority_steps=list(range(10))))
+    start_worker(e2e_settings(priority_steps=list(range(10)), priority_separator=":"))
+    assert final(webhook_receiver, "stranded-5")["status"] == "completed"
+    assert final(webhook_receiver, "stranded-3")["status"] == "completed"
+    ten_steps.close()
+    colon.close()
 
 
 def test_an_eta_job_is_announced_then_runs_and_a_bad_eta_fails(
