@@ -1,48 +1,39 @@
-"""One attempt of a queued job: download → pipeline core → upload, with progress and failure kinds.
+"""One attempt of a job: download → pipeline core → upload, with progress and failure kinds.
 
 The pipeline core (``client_worker.pipeline.asset``) makes the files; this module adds what only
-a queued job has: its image URLs, its progress webhooks, and storage. The expensive results
-survive a failed attempt: the finished files (and, once uploaded, their URLs) are cached in Redis
-under the job id, so a retry after a storage outage uploads the same bytes again instead of
-re-running the model, and a retry after a crash following the uploads does not upload at all.
-The cache is removed when the job is acknowledged as completed. A Redis error is not a failure of
-the job: it propagates to the router, which gives the attempt back. The whole attempt has a
-deadline (``JOB_TIMEOUT_S``).
+a job has: its image URLs, its progress reports, and storage. It knows nothing of where jobs come
+from: it reports progress and keeps what it made through `AttemptRecords`, which the job source
+implements (the Redis queue's is ``client_worker.attempt_records``). The expensive results survive
+a failed attempt: the finished files, and each URL once uploaded, are kept there, so a retry after
+a storage outage uploads the same bytes again instead of re-running the model, and a retry after a
+crash following the uploads does not upload at all. An error of the source itself
+(``source_errors``, e.g. Redis unreachable) is not a failure of the job: it propagates to the
+caller, which gives the attempt back. The whole attempt has a deadline (``JOB_TIMEOUT_S``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
 
 from asset.real_size import RealSize
 from client_worker.config import Settings
 from client_worker.download import DownloadLimits, download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from client_worker.jobs.intake import Job
-from client_worker.jobs.keys import RedisKeys
-from client_worker.jobs.queue import Writes
 from client_worker.metrics import Metrics
-from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetFile, AssetPipeline, timed_stage
+from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
 from client_worker.pipeline.job_size import size_from_metadata
 from client_worker.pipeline.presets import Preset, resolve_preset
-from client_worker.status.store import StatusEvent, StatusStore
-from client_worker.status.webhook import WebhookSender
 from client_worker.storage import Storage, storage_stem
 from img2mesh.errors import InvalidInput
 
 log = logging.getLogger(__name__)
-
-ARTIFACT_TTL_S = 24 * 3600
 
 PROGRESS = {"downloading": 5, "inference": 20, "encoding": 75, "uploading": 90}
 """Percent reported when each stage starts (inference dominates the time)."""
@@ -58,6 +49,30 @@ class StageFailure(Exception):
         super().__init__(str(error))
         self.stage = stage
         self.error = error
+
+
+@dataclass(frozen=True)
+class KeptFiles:
+    """What an earlier attempt of the job made, and the URL of each file it uploaded (by role)."""
+
+    asset: Asset
+    urls: dict[str, str]
+
+
+class AttemptRecords(Protocol):
+    """What processing needs from the source of its jobs. ``token`` names the attempt's run."""
+
+    async def progress(self, job_id: str, token: str, metadata: dict[str, Any]) -> None:
+        """Report that the run has reached a stage (the backend hears it as a `processing` status)."""
+
+    async def kept(self, job_id: str) -> KeptFiles | None:
+        """The files an earlier attempt kept, or None."""
+
+    async def keep(self, job_id: str, asset: Asset) -> None:
+        """Keep the files just made, for the job's later attempts."""
+
+    async def keep_url(self, job_id: str, role: str, url: str) -> None:
+        """Keep the URL of one uploaded file."""
 
 
 @dataclass
@@ -86,7 +101,7 @@ class _Attempt:
     async def started(self, step: str) -> None:
         self.stage = _STAGE_OF_STEP[step]
         metadata = {"stage": self.stage, "progress": PROGRESS[self.stage], "attempt": self.attempt}
-        await self.processor.report(StatusEvent(self.job.job_id, "processing", metadata=metadata), self.token)
+        await self.processor.records.progress(self.job.job_id, self.token, metadata)
 
     def finished(self, step: str, seconds: float) -> None:
         self.processor.metrics.stage_seconds.labels(step).observe(seconds)
@@ -98,46 +113,25 @@ class JobProcessor:
     def __init__(
         self,
         settings: Settings,
-        redis: Redis,
         pipeline: AssetPipeline,
         storage: Storage,
-        status: StatusStore,
-        webhooks: WebhookSender,
+        records: AttemptRecords,
         metrics: Metrics,
         http: httpx.AsyncClient,
+        source_errors: tuple[type[Exception], ...] = (),
     ) -> None:
         self.settings = settings
-        self.redis = redis
         self.pipeline = pipeline
         self.storage = storage
-        self.status = status
-        self.webhooks = webhooks
+        self.records = records
         self.metrics = metrics
         self.http = http
-        self.keys = RedisKeys(settings.key_prefix)
+        self.source_errors = source_errors
         self.download_limits = DownloadLimits.from_settings(settings)
-
-    async def report(self, event: StatusEvent, token: str) -> None:
-        """Record a progress event of run ``token`` and deliver it in the background (the job does
-        not wait for the backend)."""
-        if await self.status.record(event, token):
-            self.webhooks.deliver_soon(event.job_id)
-
-    async def uploaded(self, job_id: str) -> bool:
-        """True when an earlier attempt uploaded every file of the job: only its completion is missing."""
-        cached = _text_keys(await self.redis.hgetall(self.keys.artifact(job_id)))
-        if "files" not in cached:
-            return False
-        return all(f"url:{spec['role']}" in cached for spec in json.loads(cached["files"]))
-
-    def forget_artifact(self, job_id: str) -> Writes:
-        """Writes for the completion transaction: drop the job's cached files."""
-        key = self.keys.artifact(job_id)
-        return lambda pipe: pipe.delete(key)
 
     async def process(self, job: Job, attempt: int, token: str) -> Completed:
         """Process one attempt (run ``token``); raises `StageFailure` naming the stage and the kind
-        of failure, or `RedisError` when Redis is unreachable."""
+        of failure, or one of ``source_errors`` when the job source failed."""
         started = time.perf_counter()
         run = _Attempt(self, job, attempt, token)
         deadline = asyncio.timeout(self.settings.job_timeout_s)
@@ -148,7 +142,7 @@ class JobProcessor:
             raise StageFailure(run.stage, error) from error
         except InvalidInput as error:
             raise StageFailure(run.stage, PermanentJobError(str(error))) from error
-        except RedisError:
+        except self.source_errors:
             raise
         except Exception as error:  # a bug or an unmapped library error: retry; the log has the details
             if isinstance(error, TimeoutError) and deadline.expired():
@@ -166,20 +160,18 @@ class JobProcessor:
         preset = resolve_preset({"quality": job.quality, "metadata": job.metadata}, self.settings.default_preset)
         size = size_from_metadata(job.metadata)
         stem = storage_stem(job.shop, job.product_id, job.variant_id, job.job_id)  # bad ids fail before any work
-        artifact = self.keys.artifact(job.job_id)
-        cached = await self.redis.hgetall(artifact)
-        if cached:
-            asset = _cached_asset(cached)
+        kept = await self.records.kept(job.job_id)
+        if kept is not None:
+            asset, urls = kept.asset, dict(kept.urls)
             log.info("reusing the files of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
         else:
-            asset = await self._make_asset(run, preset, size)
-        urls = {name[len("url:"):]: url.decode() for name, url in _text_keys(cached).items() if name.startswith("url:")}
+            asset, urls = await self._make_asset(run, preset, size), {}
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
             async with timed_stage("upload", run.ms, run):
                 for file in pending:
                     urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
-                    await self.redis.hset(artifact, f"url:{file.role}", urls[file.role])
+                    await self.records.keep_url(job.job_id, file.role, urls[file.role])
         details = asset.details
         other_urls = {f"{role}_url": url for role, url in urls.items() if role != MODEL_FILE}
         metadata = {**details, **other_urls, "attempts": run.attempt,
@@ -192,30 +184,5 @@ class JobProcessor:
         made = await self.pipeline.make(image.data, preset, run, size=size)
         asset = Asset(made.files, {**made.details, "image_url": image.url,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
-        artifact = self.keys.artifact(run.job.job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            _cache_asset(pipe, artifact, asset)
-            pipe.expire(artifact, ARTIFACT_TTL_S)
-            await pipe.execute()
+        await self.records.keep(run.job.job_id, asset)
         return asset
-
-
-def _cache_asset(pipe: Pipeline, key: str, asset: Asset) -> None:
-    """Store the asset's files and details in the job's artifact hash (inside ``pipe``)."""
-    files = [{"role": f.role, "extension": f.extension, "content_type": f.content_type} for f in asset.files]
-    mapping: dict[str, bytes | str] = {"details": json.dumps(asset.details), "files": json.dumps(files)}
-    mapping.update({f"file:{f.role}": f.data for f in asset.files})
-    pipe.hset(key, mapping=mapping)
-
-
-def _cached_asset(cached: dict[bytes, bytes]) -> Asset:
-    fields = _text_keys(cached)
-    files = tuple(
-        AssetFile(spec["role"], spec["extension"], spec["content_type"], fields[f"file:{spec['role']}"])
-        for spec in json.loads(fields["files"])
-    )
-    return Asset(files, json.loads(fields["details"]))
-
-
-def _text_keys(cached: dict[bytes, bytes]) -> dict[str, bytes]:
-    return {key.decode(): value for key, value in cached.items()}

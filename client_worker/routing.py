@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from redis.exceptions import RedisError
 
+from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
@@ -53,6 +54,7 @@ class MessageRouter:
         settings: Settings,
         queue: JobQueue,
         processor: JobProcessor,
+        records: RedisAttemptRecords,
         status: StatusStore,
         webhooks: WebhookSender,
         results: CeleryResults,
@@ -64,6 +66,7 @@ class MessageRouter:
         self.settings = settings
         self.queue = queue
         self.processor = processor
+        self.records = records
         self.status = status
         self.webhooks = webhooks
         self.results = results
@@ -130,7 +133,7 @@ class MessageRouter:
         """Admit the job, then run it, or fail it at once when it is malformed, expired or out of attempts."""
         job_id = str(job.job_id)
         token = run_token()
-        finishing = isinstance(job, Job) and await self._confirmed(lambda: self.processor.uploaded(job_id))
+        finishing = isinstance(job, Job) and await self._confirmed(lambda: self.records.uploaded(job_id))
         admission = await self._confirmed(
             lambda: self.queue.admit(job_id, raw, token, message.delivery_id, counted=not finishing)
         )
@@ -194,7 +197,7 @@ class MessageRouter:
         result = {"job_id": job_id, "status": "completed", "model_url": model_url}
         writes = combined(
             self.status.writes(event),
-            self.processor.forget_artifact(job_id),
+            self.records.forget(job_id),
             self.results.success(_result_ids(message), result),
             self.canvas.after_success(message, result),
         )

@@ -32,6 +32,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from asset.real_size import RealSize
+from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
@@ -85,13 +86,13 @@ class Worker:
         self.storage = storage or make_storage(settings)
         pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution,
                                  default_size=RealSize(settings.default_largest_side_m))
-        processor = JobProcessor(
-            settings, self.redis, pipeline, self.storage, self.status, self.webhooks, self.metrics, self.http
-        )
+        self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks)
+        processor = JobProcessor(settings, pipeline, self.storage, self.records, self.metrics, self.http,
+                                 source_errors=(RedisError,))
         retries = RetryPolicy(settings.max_attempts, Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s))
         self.router = MessageRouter(
-            settings, self.queue, processor, self.status, self.webhooks, self.results, canvas, retries, self.metrics,
-            self._triton_unavailable,
+            settings, self.queue, processor, self.records, self.status, self.webhooks, self.results, canvas, retries,
+            self.metrics, self._triton_unavailable,
         )
         self.stopping = asyncio.Event()
         self.triton_ready = asyncio.Event()

@@ -60,3 +60,20 @@ def test_every_import_is_allowed_by_the_table() -> None:
             if not any(imported == allowed or imported.startswith(allowed + ".") for allowed in rules[folder]):
                 problems.append(f"{relative} imports {imported}, which `{folder}/` may not import")
     assert not problems, "\n".join(problems)
+
+
+SOURCE_NEUTRAL = [ROOT / "client_worker" / "processing.py", *(ROOT / "client_worker" / "pipeline").rglob("*.py")]
+JOB_SOURCE = ("redis", "client_worker.jobs.queue", "client_worker.jobs.keys", "client_worker.status",
+              "client_worker.attempt_records", "client_worker.routing", "client_worker.worker")
+
+
+def test_processing_and_the_pipeline_know_no_job_source() -> None:
+    """They serve any source of jobs (docs/architecture.md): no Redis, queue, status store or router."""
+    problems = []
+    for path in SOURCE_NEUTRAL:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module else [])
+            problems += [f"{path.relative_to(ROOT)} imports {name}" for name in names
+                         if any(name == source or name.startswith(source + ".") for source in JOB_SOURCE)]
+    assert not problems, "\n".join(problems)

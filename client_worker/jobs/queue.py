@@ -32,7 +32,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal
@@ -406,6 +406,27 @@ class JobQueue:
             raw, job_id, token, no_writes, no_writes if counted else self._give_back(job_id),
             lambda pipe: pipe.rpush(self.queue, raw),
         )
+
+    async def record_progress(self, job_id: str, token: str, writes: Writes, *, watching: Sequence[str] = ()) -> bool:
+        """Apply ``writes`` (a progress report) while run ``token`` is the job's current one.
+
+        Nothing is written (False is returned) once another run, or this run's own
+        acknowledgement, has replaced it: a late update of a run that was overtaken must not make a
+        finished job look unfinished. ``watching``: keys the writes must not race with.
+        """
+        job = self.keys.job(job_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(job, *watching)
+                    if await pipe.hget(job, "run") != token.encode():
+                        return False
+                    pipe.multi()
+                    writes(pipe)
+                    await pipe.execute()
+                    return True
+                except WatchError:
+                    continue
 
     def _give_back(self, job_id: str) -> Writes:
         """The run's attempt is not counted."""

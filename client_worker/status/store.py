@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from client_worker.jobs.keys import RedisKeys
 from client_worker.redaction import Redaction
@@ -150,27 +149,6 @@ class StatusStore:
             pipe.zadd(self.keys.outbox_due(), {event.job_id: time.time() + self.redeliver_after_s})
 
         return write
-
-    async def record(self, event: StatusEvent, run_token: str) -> bool:
-        """Write a progress event of the job's run ``run_token`` (it needs no acknowledgement).
-
-        Nothing is written (False is returned) unless that run is still the job's current one
-        (``jobs.queue``): a late update of a run that was overtaken must not make a finished job
-        look unfinished.
-        """
-        status_key, job_key = self.keys.status(event.job_id), self.keys.job(event.job_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(status_key, job_key)
-                    if await pipe.hget(job_key, "run") != run_token.encode():
-                        return False
-                    pipe.multi()
-                    self.writes(event)(pipe)
-                    await pipe.execute()
-                    return True
-                except WatchError:
-                    continue
 
     async def latest(self, job_id: str) -> dict[str, str]:
         """The job's status hash as text (empty when the job is unknown)."""

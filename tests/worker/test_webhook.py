@@ -9,7 +9,7 @@ import hmac
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -17,8 +17,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.config import Settings
 from client_worker.jobs.keys import RedisKeys
+from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.metrics import Metrics
 from client_worker.redaction import Redaction
 from client_worker.status.store import StatusEvent, StatusStore
@@ -30,29 +32,41 @@ RUN = "run-token-1"
 
 @dataclass
 class Reporter:
-    """A worker's status side: the store records, the sender delivers. Progress is recorded for the
-    job's current run (`begin`), as ``processing`` does; a final status is written and ends the run,
-    as the queue's acknowledgement does."""
+    """A worker's status side on the real queue: a job `begin`s as the router starts one (claimed
+    and admitted, so its run is current), progress goes through the attempt records, and a final
+    status of a begun job is written by the queue's own acknowledgement."""
 
     store: StatusStore
     sender: WebhookSender
-    redis: Redis
+    queue: JobQueue
+    records: RedisAttemptRecords
+    runs: dict[str, bytes] = field(default_factory=dict)
 
     async def begin(self, job_id: str) -> None:
-        await self.redis.hset(self.store.keys.job(job_id), "run", RUN)
+        await self.queue.redis.lpush(self.queue.queue, json.dumps({"job_id": job_id}))
+        raw = await self.queue.claim(1)
+        assert raw is not None
+        assert (await self.queue.admit(job_id, raw, RUN, job_id)).decision == "run"
+        self.runs[job_id] = raw
 
     async def report(self, event: StatusEvent) -> None:
-        if await self.record(event):
+        if event.status == "processing":
+            await self.records.progress(event.job_id, RUN, event.metadata or {})
+        elif await self.record(event):
             self.sender.deliver_soon(event.job_id)
 
     async def record(self, event: StatusEvent) -> bool:
-        if event.status == "processing":
-            return await self.store.record(event, RUN)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self.store.writes(event)(pipe)
-            pipe.hdel(self.store.keys.job(event.job_id), "run")
-            await pipe.execute()
-        return True
+        """Write a final status: through the queue's acknowledgement for a job that `begin`s."""
+        raw = self.runs.pop(event.job_id, None)
+        if raw is None:  # a status of a job this worker never ran: written as it is
+            async with self.queue.redis.pipeline(transaction=True) as pipe:
+                self.store.writes(event)(pipe)
+                await pipe.execute()
+            return True
+        if event.status == "completed":
+            return await self.queue.complete(raw, event.job_id, RUN, event.model_url or "", self.store.writes(event))
+        return await self.queue.fail(raw, event.job_id, RUN, event.job_id, event.error_message or "", 1,
+                                     self.store.writes(event))
 
     async def latest(self, job_id: str) -> dict[str, str]:
         return await self.store.latest(job_id)
@@ -74,10 +88,10 @@ async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings
     def make(settings: Settings) -> Reporter:
         clients.append(httpx.AsyncClient())
         sender = WebhookSender(redis_client, settings, clients[-1], Metrics())
-        keys = RedisKeys(settings.key_prefix)
-        store = StatusStore(redis_client, keys, settings.status_ttl_s, sender.delivery_window_s,
+        queue = JobQueue(redis_client, settings, instance_id(settings.worker_name))
+        store = StatusStore(redis_client, queue.keys, settings.status_ttl_s, sender.delivery_window_s,
                             settings.status_text_max_chars, Redaction.of(settings))
-        return Reporter(store, sender, redis_client)
+        return Reporter(store, sender, queue, RedisAttemptRecords(redis_client, queue, store, sender))
 
     yield make
     for client in clients:
