@@ -27,9 +27,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from asset.real_size import MAX_SIZE_M, MIN_SIZE_M
-from client_worker.jobs.ids import HOST_NAME
 from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS
 
+HOST_NAME_MAX_CHARS = 253
+"""RFC 1035's limit on a host name."""
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_NAME = re.compile(rf"(?=.{{1,{HOST_NAME_MAX_CHARS}}}$){_LABEL}(\.{_LABEL})*\.?")
 _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 

@@ -21,15 +21,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from asset.real_size import RealSize
 from client_worker.config import Settings
 from client_worker.download import DownloadLimits, download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
-from client_worker.jobs.intake import Job
+from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
-from client_worker.pipeline.job_size import size_from_metadata
-from client_worker.pipeline.presets import Preset, resolve_preset
+from client_worker.pipeline.presets import Preset, get_preset
 from client_worker.storage import Storage, storage_stem
 from img2mesh.errors import InvalidInput
 
@@ -157,15 +155,14 @@ class JobProcessor:
 
     async def _process(self, run: _Attempt) -> Completed:
         job = run.job
-        preset = resolve_preset({"quality": job.quality, "metadata": job.metadata}, self.settings.default_preset)
-        size = size_from_metadata(job.metadata)
+        preset = job.requested_preset or get_preset(self.settings.default_preset)
         stem = storage_stem(job.shop, job.product_id, job.variant_id, job.job_id)  # bad ids fail before any work
         kept = await self.records.kept(job.job_id)
         if kept is not None:
             asset, urls = kept.asset, dict(kept.urls)
             log.info("reusing the files of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
         else:
-            asset, urls = await self._make_asset(run, preset, size), {}
+            asset, urls = await self._make_asset(run, preset), {}
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
             async with timed_stage("upload", run.ms, run):
@@ -178,10 +175,10 @@ class JobProcessor:
                     "timings_ms": {**details["timings_ms"], **run.ms}}
         return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
-    async def _make_asset(self, run: _Attempt, preset: Preset, size: RealSize | None) -> Asset:
+    async def _make_asset(self, run: _Attempt, preset: Preset) -> Asset:
         async with timed_stage("download", run.ms, run):
             image = await download_first_image(run.job.image_urls, self.download_limits, self.http)
-        made = await self.pipeline.make(image.data, preset, run, size=size)
+        made = await self.pipeline.make(image.data, preset, run, size=run.job.real_size)
         asset = Asset(made.files, {**made.details, "image_url": image.url,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         await self.records.keep(run.job.job_id, asset)

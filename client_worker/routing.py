@@ -27,7 +27,9 @@ from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
-from client_worker.jobs.intake import Job, MalformedJob, RejectedMessage, TaskMessage, parse_job, parse_message
+from client_worker.jobs.celery_wire import RejectedMessage, TaskMessage, parse_message
+from client_worker.jobs.intake import MalformedJob, parse_job
+from client_worker.jobs.job import Job
 from client_worker.jobs.limits import MessageLimits
 from client_worker.jobs.queue import JobQueue, Writes, combined, run_token
 from client_worker.memory import release_memory

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio.client import Pipeline
 
-from client_worker.jobs.intake import Signature, TaskMessage
+from client_worker.jobs.celery_wire import Signature, TaskMessage
 from client_worker.jobs.priorities import PriorityLists
 from client_worker.jobs.queue import Writes
 

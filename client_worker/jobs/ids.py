@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import re
 
+from client_worker.config import HOST_NAME, HOST_NAME_MAX_CHARS
+from client_worker.jobs.limits import shown
+
 JOB_ID_MAX_CHARS = 128
-SHOP_MAX_CHARS = 253
-"""A host name's limit (RFC 1035); the myshopify domain or the shop's own."""
+SHOP_MAX_CHARS = HOST_NAME_MAX_CHARS
+"""The myshopify domain or the shop's own: a host name."""
 SHOPIFY_ID_MAX_DIGITS = 20
 """Shopify ids are 64-bit integers."""
 SHOPIFY_GID_MAX_CHARS = 255
 PRODUCT_HANDLE_MAX_CHARS = 255
 
 _JOB_ID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._:-]{{0,{JOB_ID_MAX_CHARS - 1}}}")
-_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOST_NAME = re.compile(rf"(?=.{{1,{SHOP_MAX_CHARS}}}$){_LABEL}(\.{_LABEL})*\.?")
 _SHOPIFY_GID = re.compile(r"gid://shopify/[A-Za-z]+/(\d+)(?:\?[A-Za-z0-9=&_.-]*)?")
 _HANDLE = re.compile(rf"[^\W_][\w.-]{{0,{PRODUCT_HANDLE_MAX_CHARS - 1}}}")
 
@@ -44,7 +45,7 @@ def shopify_number(value: str) -> str:
     if digits is None:
         raise ValueError(
             f"must be a Shopify GID like gid://shopify/Product/123 (at most {SHOPIFY_GID_MAX_CHARS} characters) "
-            f"or a numeric id; got {_shown(value)}"
+            f"or a numeric id; got {shown(value)}"
         )
     if len(digits) > SHOPIFY_ID_MAX_DIGITS:
         raise ValueError(f"is a number of {len(digits)} digits; Shopify ids have at most {SHOPIFY_ID_MAX_DIGITS}")
@@ -59,11 +60,13 @@ def product_handle(value: str) -> str:
 
 def _matching(rule: re.Pattern[str], value: str, says: str) -> str:
     if not rule.fullmatch(value):
-        raise ValueError(f"{says}; got {_shown(value)}")
+        raise ValueError(f"{says}; got {shown(value)}")
     return value
 
 
-def _shown(value: str, limit: int = 60) -> str:
-    """The value quoted for a message, shortened so that no id can make the message long."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 1]}… ({len(value)} characters)"
+def id_text(value: int) -> str:
+    """A JSON number used as an id, as text; one too long to be any id is refused before Python's
+    own limit on converting huge integers would raise."""
+    if abs(value) >= 10**JOB_ID_MAX_CHARS:
+        raise ValueError(f"is a number of more than {JOB_ID_MAX_CHARS} digits, too long for an id")
+    return str(value)

@@ -122,3 +122,11 @@ def _integer(literal: str) -> int | str:
     if limit and len(literal.lstrip("-")) > limit:
         return literal
     return int(literal)
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """A value quoted for a message, shortened so that no input can make the message long."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return text[: limit - 1] + "…" + (f" ({len(value)} characters)" if isinstance(value, str) else "")

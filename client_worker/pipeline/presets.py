@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from asset.material import TextureFormat
 from client_worker.errors import PermanentJobError
@@ -70,22 +69,12 @@ def get_preset(name: str) -> Preset:
     return preset
 
 
-def resolve_preset(job_payload: Mapping[str, Any], default: str) -> Preset:
-    """Pick the preset a job asks for: ``quality`` at the top level, else ``metadata.quality``.
-
-    The guide's payload has no quality field, so both places are accepted: a top-level keyword is
-    what ``send_task(kwargs=...)`` callers add, ``metadata`` is where the backend passes extras.
-    A job that names neither gets ``default``.
+def requested_preset(requested: object) -> Preset:
+    """The preset a job names (``client_worker.jobs.job.Job.requested_preset`` says where).
 
     Raises:
         PermanentJobError: the requested value is not a string or not a preset name.
     """
-    metadata = job_payload.get("metadata")
-    requested = job_payload.get("quality")
-    if requested is None and isinstance(metadata, Mapping):
-        requested = metadata.get("quality")
-    if requested is None:
-        return get_preset(default)
     if not isinstance(requested, str):
         raise PermanentJobError(
             f"quality must be a string, got {type(requested).__name__} {requested!r}: "

@@ -18,7 +18,8 @@ import redis
 from celery import Celery
 
 from client_worker.jobs import ids
-from client_worker.jobs.intake import MalformedJob, RejectedMessage, parse_job, parse_message
+from client_worker.jobs.celery_wire import RejectedMessage, parse_message
+from client_worker.jobs.intake import MalformedJob, parse_job
 from client_worker.jobs.limits import MessageLimits
 from client_worker.storage import STORAGE_KEY_MAX_BYTES, storage_stem
 from tests.support.node_celery import NodeCelery

@@ -15,7 +15,7 @@ from asset.real_size import RealSize
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.errors import TransientJobError
-from client_worker.jobs.intake import Job
+from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import Asset, AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient

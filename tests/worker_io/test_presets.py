@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from asset.material import TextureFormat
-from client_worker.errors import PermanentJobError
-from client_worker.pipeline.presets import PRESETS, resolve_preset
+from client_worker.jobs.job import Job
+from client_worker.pipeline.presets import PRESETS
 from img2mesh.contract import RESOLUTION
 
 
@@ -19,21 +20,28 @@ def test_presets_grow_in_resolution_and_triangles_within_tritons_limits() -> Non
     assert quality.texture_format is TextureFormat.PNG, "lossless at the top preset"
 
 
+def job_asking(**payload: object) -> Job:
+    return Job.model_validate({"job_id": "j", "shop": "s.myshopify.com", "product_id": "1",
+                               "image_urls": ["https://cdn.test/a.jpg"], **payload})
+
+
 @pytest.mark.parametrize(
     "payload, expected",
     [
-        ({"job_id": "j"}, "balanced"),
+        ({}, None),
         ({"quality": "fast"}, "fast"),
+        ({"preset": "fast"}, "fast"),
         ({"metadata": {"quality": " Quality "}}, "quality"),
         ({"quality": "fast", "metadata": {"quality": "quality"}}, "fast"),
-        ({"metadata": None}, "balanced"),
+        ({"metadata": None}, None),
+        ({"requested_preset": "quality"}, None),
     ],
 )
-def test_resolve_preset_reads_kwargs_then_metadata(payload: dict, expected: str) -> None:
-    assert resolve_preset(payload, default="balanced") == PRESETS[expected]
+def test_the_job_names_its_preset_in_kwargs_then_metadata(payload: dict, expected: str | None) -> None:
+    assert job_asking(**payload).requested_preset == (PRESETS[expected] if expected else None)
 
 
 @pytest.mark.parametrize("value", ["ultra", 3])
-def test_unknown_preset_is_a_permanent_error_listing_the_names(value: object) -> None:
-    with pytest.raises(PermanentJobError, match="use one of fast, balanced, quality"):
-        resolve_preset({"metadata": {"quality": value}}, default="balanced")
+def test_an_unknown_preset_fails_the_job_listing_the_names(value: object) -> None:
+    with pytest.raises(ValidationError, match="use one of fast, balanced, quality"):
+        job_asking(metadata={"quality": value})

@@ -1,0 +1,136 @@
+"""A job as the backend's integration guide defines it ("Job Payload Structure"), validated once.
+
+Every field is checked where it is defined: each id against its grammar and limit
+(``client_worker.jobs.ids``), the image URLs, and the job options (the preset it asks for,
+`requested_preset`, and the product's real size, `real_size`: docs/webhooks.md, "Job options"),
+parsed here once so that the rest of the worker reads them from the `Job`. A bad option's message
+is the option's own (`JOB_OPTION`), as a merchant reads it. Unknown keys are kept, as a Celery
+worker would keep them.
+
+Adding a job option: a field here with its validator, and its use where the job is processed. Where the job came from (a Celery
+envelope, a bare payload) is ``client_worker.jobs.celery_wire``'s business.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
+
+from asset.real_size import RealSize
+from client_worker.errors import PermanentJobError
+from client_worker.jobs import ids
+from client_worker.jobs.limits import shown
+from client_worker.pipeline.job_size import size_from_metadata
+from client_worker.pipeline.presets import Preset, requested_preset
+
+JOB_OPTION = "job_option"
+"""The error type of a bad job option, whose message stands on its own."""
+
+
+class Job(BaseModel):
+    """A validated job payload (the guide's "Job Payload Structure"); unknown keys are kept.
+
+    Each id is checked against its grammar and limit in `client_worker.jobs.ids`.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+    job_id: str = Field(min_length=1, validation_alias=AliasChoices("job_id", "jobId"))
+    shop: str = Field(min_length=1, validation_alias=AliasChoices("shop", "shopDomain", "shop_domain"))
+    product_id: str = Field(min_length=1, validation_alias=AliasChoices("product_id", "productId"))
+    image_urls: list[str] = Field(min_length=1, validation_alias=AliasChoices("image_urls", "imageUrls"))
+    variant_id: str | None = Field(default=None, validation_alias=AliasChoices("variant_id", "variantId"))
+    product_handle: str | None = Field(
+        default=None, validation_alias=AliasChoices("product_handle", "productHandle")
+    )
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    quality: Any = Field(default=None, validation_alias=AliasChoices("quality", "preset"))
+    """The preset as a `send_task(kwargs=...)` caller names it; `requested_preset` is what it means."""
+    requested_preset: Preset | None = Field(default=None, validate_default=True)
+    """The preset the job asks for (`quality`, else `metadata.quality`); None leaves the worker's default."""
+    real_size: RealSize | None = Field(default=None, validate_default=True)
+    """The product's real size from `metadata.size`; None leaves the worker's default."""
+
+    @field_validator("job_id", "product_id", "variant_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        """Numeric ids from JavaScript producers arrive as numbers; they are ids all the same."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            return ids.id_text(value)
+        return value
+
+    @field_validator("job_id")
+    @classmethod
+    def _job_id(cls, value: str) -> str:
+        return ids.job_id(value)
+
+    @field_validator("shop")
+    @classmethod
+    def _shop(cls, value: str) -> str:
+        return ids.shop(value.strip())
+
+    @field_validator("product_id")
+    @classmethod
+    def _product_id(cls, value: str) -> str:
+        ids.shopify_number(value.strip())
+        return value.strip()
+
+    @field_validator("variant_id")
+    @classmethod
+    def _variant_id(cls, value: str | None) -> str | None:
+        """Optional: an empty one is no variant."""
+        if value is None or not value.strip():
+            return None
+        ids.shopify_number(value.strip())
+        return value.strip()
+
+    @field_validator("product_handle")
+    @classmethod
+    def _handle(cls, value: str | None) -> str | None:
+        return None if value is None else ids.product_handle(value)
+
+    @field_validator("image_urls", mode="before")
+    @classmethod
+    def _urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            raise ValueError("must be a list of URL strings, e.g. [\"https://cdn.shopify.com/...jpg\"], not a string")
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("is empty; list at least one product image URL")
+            for index, item in enumerate(value):
+                if not isinstance(item, str) or not item.strip():
+                    raise ValueError(f"item {index} is {shown(item)}; every item must be a non-empty URL string")
+            return [item.strip() for item in value]
+        return value
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata(cls, value: object) -> object:
+        return {} if value is None else value
+
+    @field_validator("requested_preset", mode="plain")
+    @classmethod
+    def _preset(cls, _given: object, info: ValidationInfo) -> Preset | None:
+        """The guide's payload has no quality field, so both places are accepted: a top-level keyword
+        is what `send_task(kwargs=...)` callers add, `metadata` is where the backend passes extras."""
+        metadata = info.data.get("metadata")
+        requested = info.data.get("quality")
+        if requested is None and isinstance(metadata, Mapping):
+            requested = metadata.get("quality")
+        return None if requested is None else _option(requested_preset, requested)
+
+    @field_validator("real_size", mode="plain")
+    @classmethod
+    def _size(cls, _given: object, info: ValidationInfo) -> RealSize | None:
+        return _option(size_from_metadata, info.data.get("metadata"))
+
+
+def _option(parse: Any, value: object) -> Any:
+    """``parse(value)``, its `PermanentJobError` turned into a `JOB_OPTION` validation error."""
+    try:
+        return parse(value)
+    except PermanentJobError as error:
+        raise PydanticCustomError(JOB_OPTION, "{reason}", {"reason": str(error)}) from None
