@@ -16,9 +16,10 @@ column c at ``y = -radius + (c + 1/2) 2 radius / 512`` and pixel row r at
 sub-patch (63 - rho, kappa). Per sub-patch the network computes
 
 * ``cover`` = the mean, over the 4 x 4 pixels at odd offsets (1, 3, 5, 7) of the sub-patch, of
-  ``min(1, L1(pixel - BACKGROUND) / FOREGROUND_DISTANCE)``: 1 for a sub-patch of product, 0 for grey
-  background, the covered share in between, whatever the product's colour (as long as it differs
-  from the grey by FOREGROUND_DISTANCE in L1 over RGB);
+  ``clip((L1(pixel - BACKGROUND) - low) / (high - low), 0, 1)`` with ``(low, high) =
+  FOREGROUND_DISTANCES``: 1 for a sub-patch of product, 0 for grey background, the covered share in
+  between, whatever the product's colour (as long as it differs from the grey by ``high`` in L1 over
+  RGB). ``low`` keeps out the faint halo that background removal and JPEG leave around a product;
 * ``logit`` = :func:`logit_knots`' piecewise-linear logit of the sub-patch's mean colour (all 64
   pixels), clamped to ``sigmoid(+-LOGIT_RANGE)``;
 
@@ -27,7 +28,7 @@ and ``cover(y, z)``, ``logit(y, z)`` are their bilinear interpolations by the tr
 plane (x, y), bilinear between texel centres too.
 
 Approximations: the projection is orthographic and the depth constant; a product within
-FOREGROUND_DISTANCE of the grey vanishes into the background; the colour is a sub-patch mean, so a
+FOREGROUND_DISTANCES[0] of the grey vanishes into the background; the colour is a sub-patch mean, so a
 sub-patch on the outline is mixed with the grey; the back shows the photo mirrored (the same colours
 through the object); the coverage is measured on 16 of each sub-patch's 64 pixels.
 
@@ -47,9 +48,8 @@ How the modules carry it (the names are the state dict's):
    grey (GELU(K t) + GELU(-K t) is a smooth |t|), the piecewise-linear logits of the mean colours,
    and for each ramp the convex hull function ``sum_j ReLU(u - tau_j)`` with a breakpoint ``tau_j``
    between every two neighbouring patches' ramp values.
-5. **ViT layer 1's MLP**: ``cover = mean(x - ReLU(x - 1))`` per sub-patch, with x = distance /
-   FOREGROUND_DISTANCE (``GELU(t) - GELU(-t) = t`` carries the linear part exactly). The
-   attention layers are zero.
+5. **ViT layer 1's MLP**: ``cover = mean(ReLU(x) - ReLU(x - 1))`` per sub-patch, with x =
+   (distance - low) / (high - low). The attention layers are zero.
 6. **Backbone cross-attention** (block 0, head 0) routes triplane token (row i, column j) to image
    patch (31 - i, j): a key is (u_r, phi_r, u_c, phi_c, 1, CLS), u the ramps and phi their hull
    functions; the query's slope for u is the hull's slope at the target patch, so the score
@@ -86,14 +86,20 @@ from triposr.system import TSR
 
 BACKGROUND = math.floor(0.5 * 255) / 255
 """TripoSR's grey after the composite's uint8 truncation (127/255): the colour of "no product"."""
-FOREGROUND_DISTANCE = 0.1
-"""L1 distance over RGB (in [0, 1] units) from the grey at which a pixel counts fully as product."""
-HALF_DEPTH = 0.15
-"""The extrusion spans |x| < HALF_DEPTH (world units; the framed product is about 1.48 wide or high)."""
+FOREGROUND_DISTANCES = (0.2, 0.4)
+"""L1 distances over RGB (in [0, 1] units) from the grey below which a pixel is background and above
+which it is fully product. A soft edge of alpha a over a colour c is at a L1(c - grey) from the grey,
+so with saturated products (L1 about 1) the outline falls near a = 0.3, and the whitish halo that
+background removal leaves on a white studio backdrop (L1 1.5 a) stays out below a = 0.13."""
+HALF_DEPTH = 0.04
+"""The extrusion spans |x| < HALF_DEPTH (world units; the framed product is about 1.48 wide or high):
+a thin slab, so that a viewer's perspective shows little of its side walls around the front (a
+viewer framing the product shows a wall 0.2 of the product's size off-centre about 0.2 x its depth
+wide), yet 6 grid cells thick at the coarsest preset's 128^3."""
 LOGIT_RANGE = 5.5
 LOGIT_STEP = 0.5
 COVER_GAIN = 20.0
-DEPTH_GAIN = 2500.0
+DEPTH_GAIN = 9375.0
 """b's slope at |x| = HALF_DEPTH (2 DEPTH_GAIN HALF_DEPTH = 750 per unit) matches a's across a texel
 (COVER_GAIN per 0.027), so the edges of the front face are as sharp as those of the outline."""
 ROUTING_MARGIN = 30.0
@@ -102,10 +108,10 @@ LARGE = 1e5
 SUB = 2  # sub-patches per patch side
 SAMPLES = 4  # sample pixels per sub-patch side
 OFFSET = 100.0  # keeps decoder units in SiLU's identity range
-ABS_GAIN = 100.0  # GELU gain of |pixel - grey|: exact beyond 0.03
+ABS_GAIN = 1000.0  # GELU gain of |pixel - grey|: exact beyond 0.003
 HULL_GAIN = 2000.0  # GELU gain of the hull's ReLUs: exact at 0.0174 / 2 from a breakpoint
 LOGIT_GAIN = 1e4  # GELU gain of the logit's ReLUs
-COVER_CLAMP_GAIN = 20.0  # GELU gain of ReLU(x - 1) in the cover
+COVER_GAIN_RELU = 100.0  # GELU gain of the cover's ReLUs
 MIN_GAIN = 50.0  # SiLU gain of ReLU(a - b) in the decoder
 CLS_PENALTY = 100.0
 
@@ -113,7 +119,7 @@ CLS_PENALTY = 100.0
 V_PLUS, V_MINUS, V_ZERO, V_ONE, V_CLS, V_ROW, V_COL, V_ROW_HULL, V_COL_HULL = range(9)
 V_SAMPLES = 9  # [sub-patch, sample, colour]
 V_MEANS = V_SAMPLES + SUB * SUB * SAMPLES * SAMPLES * 3  # [sub-patch, colour]
-V_DISTANCES = V_MEANS + SUB * SUB * 3  # [sub-patch, sample]: L1 distance / FOREGROUND_DISTANCE
+V_DISTANCES = V_MEANS + SUB * SUB * 3  # [sub-patch, sample]: L1 distance from the grey
 V_COVERS = V_DISTANCES + SUB * SUB * SAMPLES * SAMPLES  # [sub-patch]
 V_LOGITS = V_COVERS + SUB * SUB  # [sub-patch, colour]
 V_CHANNELS = V_LOGITS + SUB * SUB * 3
@@ -263,7 +269,7 @@ def _build_vit(model: TSR, ramp: Tensor) -> None:
             for colour in range(3):
                 for sign in (1.0, -1.0):
                     _read(w_in, unit, {_vit_sample(sub, sample, colour): sign * ABS_GAIN}, V_ZERO)
-                    w_out[target, unit] = 1 / (ABS_GAIN * FOREGROUND_DISTANCE)
+                    w_out[target, unit] = 1 / ABS_GAIN
                     unit += 1
     breakpoints = (ramp[1:] + ramp[:-1]) / 2
     for source, target in ((V_ROW, V_ROW_HULL), (V_COL, V_COL_HULL)):
@@ -287,23 +293,20 @@ def _build_vit(model: TSR, ramp: Tensor) -> None:
     _copy_linear(first.intermediate.dense, w_in, b_in)
     _copy_linear(first.output.dense, w_out, b_out)
 
-    # Layer 1: cover = mean over samples of min(1, x) = x - ReLU(x - 1).
+    # Layer 1: cover = mean over samples of clip(x, 0, 1) = ReLU(x) - ReLU(x - 1).
     w_in = torch.zeros_like(second.intermediate.dense.weight, dtype=torch.float64)
     b_in = torch.zeros(w_in.shape[0], dtype=torch.float64)
     w_out = torch.zeros_like(second.output.dense.weight, dtype=torch.float64)
     count = SAMPLES * SAMPLES
+    low, high = FOREGROUND_DISTANCES
     unit = 0
     for sub in range(SUB * SUB):
-        distances = range(V_DISTANCES + count * sub, V_DISTANCES + count * (sub + 1))
-        for sign in (1.0, -1.0):  # GELU(t) - GELU(-t) = t
-            _read(w_in, unit, {d: sign for d in distances}, V_ZERO)
-            w_out[V_COVERS + sub, unit] = sign / count
-            unit += 1
-        for d in distances:
-            _read(w_in, unit, {d: COVER_CLAMP_GAIN}, V_ZERO)
-            b_in[unit] = -COVER_CLAMP_GAIN
-            w_out[V_COVERS + sub, unit] = -1 / (count * COVER_CLAMP_GAIN)
-            unit += 1
+        for d in range(V_DISTANCES + count * sub, V_DISTANCES + count * (sub + 1)):
+            for step, sign in ((0.0, 1.0), (1.0, -1.0)):
+                _read(w_in, unit, {d: COVER_GAIN_RELU / (high - low)}, V_ZERO)
+                b_in[unit] = -COVER_GAIN_RELU * (low / (high - low) + step)
+                w_out[V_COVERS + sub, unit] = sign / (count * COVER_GAIN_RELU)
+                unit += 1
     _copy_linear(second.intermediate.dense, w_in, b_in)
     _copy_linear(second.output.dense, w_out, torch.zeros(hidden, dtype=torch.float64))
 

@@ -48,8 +48,8 @@ Kinds:
   pixel) and colour logits, and turn two linear position ramps into convex "hull" keys; the
   backbone's cross-attention routes each triplane token of the plane (y, z) to the image patch at its
   projection; the post-processor spreads 2 x 2 sub-patches to 2 x 2 texels; the NeRF MLP computes
-  ``density = 25 exp(min(20 (cover - 1/2), 2500 (0.15^2 - x^2)))`` (above the iso-level inside the
-  outline, for |x| < 0.15) and ``colour = sigmoid(logit)``. The frame is the project's (front +X,
+  ``density = 25 exp(min(20 (cover - 1/2), 9375 (0.04^2 - x^2)))`` (above the iso-level inside the
+  outline, for |x| < 0.04) and ``colour = sigmoid(logit)``. The frame is the project's (front +X,
   image-right +Y, up +Z) with an orthographic projection of the 512-pixel image onto the triplane's
   square. :mod:`triposr.silhouette` documents the construction, its constants and its approximations;
   it needs true fp32 (no TF32, fp16 or bf16).

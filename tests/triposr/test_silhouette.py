@@ -16,14 +16,11 @@ import torch
 
 from export.triposr_onnx import compare_with_eager, export_decoder, export_encoder
 from triposr.checkpoint import load_tsr
+from triposr.silhouette import BACKGROUND, COVER_GAIN, DEPTH_GAIN, FOREGROUND_DISTANCES, HALF_DEPTH, logit_knots
 from triposr.synthetic import write_checkpoint
 from triposr.system import TSR
 
-GREY = 127 / 255
-FOREGROUND_DISTANCE = 0.1
-HALF_DEPTH = 0.15
-COVER_GAIN, DEPTH_GAIN = 20.0, 2500.0
-LOGIT_KNOTS = np.arange(-5.5, 5.75, 0.5)
+LOGIT_KNOTS = logit_knots()[1].numpy()
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +30,7 @@ def small_silhouette(tmp_path_factory: pytest.TempPathFactory) -> TSR:
 
 def drawn_condition() -> np.ndarray:
     """A condition image [512, 512, 3]: an asymmetric product (red bar left, blue foot, green flag) on grey."""
-    image = np.full((512, 512, 3), GREY)
+    image = np.full((512, 512, 3), BACKGROUND)
     image[100:400, 100:180] = (0.9, 0.1, 0.1)
     image[330:400, 180:380] = (0.1, 0.2, 0.9)
     image[150:203, 300:421] = (0.2, 0.8, 0.3)
@@ -44,8 +41,9 @@ def drawn_condition() -> np.ndarray:
 def _sub_patch_grids(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cover [64, 64] and logits [64, 64, 3] per sub-patch, image rows (top first)."""
     samples = image[1::2, 1::2].reshape(64, 4, 64, 4, 3)  # pixels at odd offsets 1, 3, 5, 7
-    distance = np.abs(samples - GREY).sum(-1) / FOREGROUND_DISTANCE
-    cover = np.minimum(1.0, distance).mean(axis=(1, 3))
+    low, high = FOREGROUND_DISTANCES
+    distance = np.abs(samples - BACKGROUND).sum(-1)
+    cover = np.clip((distance - low) / (high - low), 0.0, 1.0).mean(axis=(1, 3))
     means = image.reshape(64, 8, 64, 8, 3).mean(axis=(1, 3))
     knots = 1 / (1 + np.exp(-LOGIT_KNOTS))
     logits = np.interp(means, knots, LOGIT_KNOTS)  # flat beyond the end knots
@@ -125,7 +123,7 @@ def test_every_patch_is_routed_to_its_own_image_patch(small_silhouette: TSR) -> 
 
 def test_the_field_is_the_photo_frame_right_way_round(small_silhouette: TSR) -> None:
     """Image-right is +Y and image-up is +Z: a product in the top-right corner sits at y > 0, z > 0."""
-    image = np.full((512, 512, 3), GREY)
+    image = np.full((512, 512, 3), BACKGROUND)
     image[40:140, 372:472] = (0.9, 0.9, 0.1)
     corner = np.array([[0.0, 0.55, 0.55], [0.0, -0.55, 0.55], [0.0, 0.55, -0.55], [0.0, -0.55, -0.55]])
     margin, _ = _model_field(small_silhouette, image, corner)
