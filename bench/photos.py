@@ -33,8 +33,8 @@ def _boot(draw: ImageDraw.ImageDraw, width: int, height: int) -> None:
 def _lamp(draw: ImageDraw.ImageDraw, width: int, height: int) -> None:
     """A desk lamp: blue base at the bottom left, an orange arm leaning right, a green shade top right."""
     draw.ellipse((0.15 * width, 0.80 * height, 0.55 * width, 0.92 * height), fill=BLUE)
-    draw.polygon([(0.30 * width, 0.86 * height), (0.38 * width, 0.86 * height), (0.66 * width, 0.30 * height),
-                  (0.58 * width, 0.26 * height)], fill=ORANGE)
+    draw.polygon([(0.26 * width, 0.86 * height), (0.42 * width, 0.86 * height), (0.70 * width, 0.32 * height),
+                  (0.56 * width, 0.24 * height)], fill=ORANGE)
     draw.polygon([(0.50 * width, 0.10 * height), (0.72 * width, 0.16 * height), (0.86 * width, 0.42 * height),
                   (0.52 * width, 0.34 * height)], fill=GREEN)
 
@@ -70,6 +70,14 @@ class DrawnPhoto:
     def mirrored(self) -> DrawnPhoto:
         """The same product flipped left-right: a negative control for orientation checks."""
         return DrawnPhoto(f"{self.name}-mirrored", ImageOps.mirror(self.rgba), self.format)
+
+    def upside_down(self) -> DrawnPhoto:
+        """The same product flipped top-bottom: a negative control for orientation checks."""
+        return DrawnPhoto(f"{self.name}-upside-down", ImageOps.flip(self.rgba), self.format)
+
+    def array(self) -> np.ndarray:
+        """The drawing as RGBA uint8 [H, W, 4]: the truth the asset is compared with."""
+        return np.asarray(self.rgba)
 
 
 def draw_photo(name: str, size: tuple[int, int], drawing: Drawing, format: str) -> DrawnPhoto:
