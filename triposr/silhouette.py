@@ -68,8 +68,12 @@ How the modules carry it (the names are the state dict's):
    the rest pass them on; the last gives ``raw = 1 + ln 25 + min(a, b)`` and the colour logits.
 
 Precision: the routing scores are differences of terms up to ~2e5 that must resolve a margin of 30,
-so the model needs true fp32 matrix products (ONNX Runtime and PyTorch on CPU, or a GPU with TF32
-disabled); TF32, fp16 or bf16 mix neighbouring patches.
+and ``LARGE`` exceeds fp16's range, so the model needs true fp32 arithmetic. It is valid for eager
+PyTorch fp32 on CPU, ONNX Runtime's CPU fp32 and OpenVINO fp32, i.e. the eager reference and the
+``portable`` and ``cpu`` repository flavours at the default ``--precision f32`` (the tests check
+eager, ONNX Runtime and the portable flavour). It is not valid for the ``gpu`` flavour (TensorRT FP16 encoder), ``--precision bf16``, or
+any GPU with TF32 matrix products enabled: measured on the drawn photo of the tests, PyTorch bf16 on
+CPU misroutes patches (covers wrong by up to 1.0) and fp16 overflows to NaN.
 """
 
 from __future__ import annotations
