@@ -20,8 +20,8 @@ sub-patch (63 - rho, kappa). Per sub-patch the network computes
   FOREGROUND_DISTANCES``: 1 for a sub-patch of product, 0 for grey background, the covered share in
   between, whatever the product's colour (as long as it differs from the grey by ``high`` in L1 over
   RGB). ``low`` keeps out the faint halo that background removal and JPEG leave around a product;
-* ``logit`` = :func:`logit_knots`' piecewise-linear logit of the sub-patch's mean colour (all 64
-  pixels), clamped to ``sigmoid(+-LOGIT_RANGE)``;
+* ``logit`` = the logit of the sub-patch's mean colour (all 64 pixels), linear between the knots of
+  :func:`logit_knots` and flat beyond them (colours clamped to ``sigmoid(+-LOGIT_RANGE)``);
 
 and ``cover(y, z)``, ``logit(y, z)`` are their bilinear interpolations by the triplane sampling
 (zero outside the texel centres' square, as ``grid_sample``'s zero padding). ``x^2`` comes from the
@@ -150,15 +150,6 @@ def logit_knots() -> tuple[Tensor, Tensor]:
     """Knots ``(colour, logit)`` of the piecewise-linear logit, evenly spaced in logit (float64)."""
     logits = torch.arange(-LOGIT_RANGE, LOGIT_RANGE + LOGIT_STEP / 2, LOGIT_STEP, dtype=torch.float64)
     return torch.sigmoid(logits), logits
-
-
-def piecewise_logit(colour: Tensor) -> Tensor:
-    """The logit the network computes for a mean colour: linear between knots, flat beyond them."""
-    knots, logits = logit_knots()
-    flat = colour.to(torch.float64).clamp(float(knots[0]), float(knots[-1]))
-    index = torch.searchsorted(knots, flat.reshape(-1).contiguous(), right=True).clamp(1, len(knots) - 1).reshape(flat.shape)
-    low, high = knots[index - 1], knots[index]
-    return logits[index - 1] + (flat - low) / (high - low) * (logits[index] - logits[index - 1])
 
 
 def _ramp_table(side: int) -> Tensor:
