@@ -67,13 +67,14 @@ How the modules carry it (the names are the state dict's):
    x^2), and ``OFFSET + logit``; the second forms ``OFFSET + a - ReLU(a - b) = OFFSET + min(a, b)``;
    the rest pass them on; the last gives ``raw = 1 + ln 25 + min(a, b)`` and the colour logits.
 
-Precision: the routing scores are differences of terms up to ~2e5 that must resolve a margin of 30,
+Precision: the routing scores are differences of terms up to ~1e5 that must resolve a margin of 30,
 and ``LARGE`` exceeds fp16's range, so the model needs true fp32 arithmetic. It is valid for eager
 PyTorch fp32 on CPU, ONNX Runtime's CPU fp32 and OpenVINO fp32, i.e. the eager reference and the
 ``portable`` and ``cpu`` repository flavours at the default ``--precision f32`` (the tests check
-eager, ONNX Runtime and the portable flavour). It is not valid for the ``gpu`` flavour (TensorRT FP16 encoder), ``--precision bf16``, or
-any GPU with TF32 matrix products enabled: measured on the drawn photo of the tests, PyTorch bf16 on
-CPU misroutes patches (covers wrong by up to 1.0) and fp16 overflows to NaN.
+eager, ONNX Runtime and the portable flavour). It is not valid for the ``gpu`` flavour (TensorRT
+FP16 encoder), ``--precision bf16``, or any GPU with TF32 matrix products enabled: measured on the
+drawn photo of the tests, PyTorch bf16 on CPU misroutes patches (covers wrong by up to 1.0) and
+fp16 overflows to NaN.
 """
 
 from __future__ import annotations
@@ -97,9 +98,9 @@ so with saturated products (L1 about 1) the outline falls near a = 0.3, and the 
 background removal leaves on a white studio backdrop (L1 1.5 a) stays out below a = 0.13."""
 HALF_DEPTH = 0.04
 """The extrusion spans |x| < HALF_DEPTH (world units; the framed product is about 1.48 wide or high):
-a thin slab, so that a viewer's perspective shows little of its side walls around the front (a
-viewer framing the product shows a wall 0.2 of the product's size off-centre about 0.2 x its depth
-wide), yet 6 grid cells thick at the coarsest preset's 128^3."""
+a thin slab, because a viewer looking at the product's centre also sees the side walls that face
+it (measured on model-viewer: a 0.3-deep slab cost the lamp photo 0.03 of IoU), yet about 6 grid
+cells thick at the coarsest preset's 128^3."""
 LOGIT_RANGE = 5.5
 LOGIT_STEP = 0.5
 COVER_GAIN = 20.0

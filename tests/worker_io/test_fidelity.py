@@ -23,11 +23,11 @@ from PIL import Image
 from pxr import Usd, UsdGeom
 from scipy.ndimage import binary_erosion
 
+from asset import usdz as usdz_layout
 from asset.glb import glb_summary, write_glb
 from asset.material import Material
 from asset.mesh_preparation import prepare_mesh
 from asset.real_size import RealSize
-from asset import usdz as usdz_layout
 from bench.fidelity import colour_difference, silhouette_iou
 from bench.photos import DrawnPhoto, drawn_photos
 from client_worker.pipeline.asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, Asset, AssetPipeline
