@@ -99,8 +99,8 @@ background removal leaves on a white studio backdrop (L1 1.5 a) stays out below 
 HALF_DEPTH = 0.04
 """The extrusion spans |x| < HALF_DEPTH (world units; the framed product is about 1.48 wide or high):
 a thin slab, because a viewer looking at the product's centre also sees the side walls that face
-it (measured on model-viewer: a 0.3-deep slab cost the lamp photo 0.03 of IoU), yet about 6 grid
-cells thick at the coarsest preset's 128^3."""
+it (on model-viewer screenshots most pixels outside the photo's outline lay along those walls),
+yet about 6 grid cells thick at the coarsest preset's 128^3."""
 LOGIT_RANGE = 5.5
 LOGIT_STEP = 0.5
 COVER_GAIN = 20.0
