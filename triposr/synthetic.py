@@ -9,7 +9,7 @@ described by a transformers-style ``vit/config.json`` beside them.
 Sizes: ``official`` has the hub architecture (549 tensors, 419,275,628 parameters); ``tiny`` reduces
 depth and width (same module tree) so tests run in seconds; ``small`` keeps the official 32 x 32
 plane tokens (64 texels a side) and 512-pixel input with narrow widths (a 320-wide, 2-layer ViT, one
-1-block backbone of 32 channels): the smallest size the ``silhouette`` kind fits, a 4 MB checkpoint
+1-block backbone of 32 channels): the smallest size the ``silhouette`` kind fits, a 9.5 MB checkpoint
 that exports in seconds.
 
 Kinds:
