@@ -48,24 +48,30 @@ _SUPERSAMPLING = 2
 _RENDER_LOCK = threading.Lock()
 
 
-def render_poster(mesh: PreparedMesh, size: int = DEFAULT_SIZE) -> bytes:
-    """A ``size`` × ``size`` RGBA PNG of the product, its background transparent."""
+def render_poster(
+    mesh: PreparedMesh, size: int = DEFAULT_SIZE, *, azimuth_deg: float = AZIMUTH_DEG, elevation_deg: float = ELEVATION_DEG
+) -> bytes:
+    """A ``size`` × ``size`` RGBA PNG of the product, its background transparent.
+
+    The view angles default to the poster's; 0, 0 is the straight front view that the fidelity
+    benchmark compares with the photo.
+    """
     if size < 16:
         raise ValueError(f"a poster is at least 16 pixels wide, got {size}")
     with _RENDER_LOCK:
-        rgba = _render(mesh, size * _SUPERSAMPLING)
+        rgba = _render(mesh, size * _SUPERSAMPLING, azimuth_deg, elevation_deg)
     image = Image.fromarray(rgba).reduce(_SUPERSAMPLING)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _render(mesh: PreparedMesh, pixels: int) -> np.ndarray:
+def _render(mesh: PreparedMesh, pixels: int, azimuth_deg: float, elevation_deg: float) -> np.ndarray:
     renderer = vtkRenderer()
     renderer.SetBackground(0.0, 0.0, 0.0)
     renderer.SetBackgroundAlpha(0.0)
     renderer.AddActor(_actor(mesh))
-    _place_camera(renderer, mesh)
+    _place_camera(renderer, mesh, azimuth_deg, elevation_deg)
     window = vtkOSOpenGLRenderWindow()
     window.SetOffScreenRendering(True)
     window.SetAlphaBitPlanes(True)
@@ -136,11 +142,11 @@ def _texture(texture: np.ndarray) -> vtkTexture:
     return result
 
 
-def _place_camera(renderer: vtkRenderer, mesh: PreparedMesh) -> None:
+def _place_camera(renderer: vtkRenderer, mesh: PreparedMesh, azimuth_deg: float, elevation_deg: float) -> None:
     low, high = mesh.positions.min(axis=0), mesh.positions.max(axis=0)
     centre = (low + high) / 2
     radius = float(np.linalg.norm(mesh.positions - centre, axis=1).max())
-    azimuth, elevation = math.radians(AZIMUTH_DEG), math.radians(ELEVATION_DEG)
+    azimuth, elevation = math.radians(azimuth_deg), math.radians(elevation_deg)
     direction = np.array([math.sin(azimuth) * math.cos(elevation), math.sin(elevation),
                           math.cos(azimuth) * math.cos(elevation)])
     distance = _MARGIN * radius / math.sin(math.radians(VIEW_ANGLE_DEG) / 2)

@@ -68,7 +68,7 @@ BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
 GLB_PRESET = PRESETS["balanced"]
 
 
-def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool, shapes: Shapes) -> Path:
+def portable_repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool, shapes: Shapes) -> Path:
     """The portable repository of ``checkpoint``: exported once, its configs and code refreshed every run."""
     from export.build import build_repository
 
@@ -195,7 +195,7 @@ def main() -> int:
     stand_in = args.u2net is None
     u2net = args.u2net or write_u2net_like(args.cache / "u2net-standin.onnx")
     model = load_tsr(str(checkpoint))
-    repository = _repository(args.cache, checkpoint, u2net, stand_in, model_shapes(model))
+    repository = portable_repository(args.cache, checkpoint, u2net, stand_in, model_shapes(model))
     buffer = io.BytesIO()
     synthetic_product_photo(size=(1024, 768)).save(buffer, "JPEG", quality=92)
     image = buffer.getvalue()

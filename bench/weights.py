@@ -6,7 +6,7 @@ from pathlib import Path
 
 
 def generated_weights(cache: Path, size: str, kind: str) -> Path:
-    """The ``size`` (official or tiny) TripoSR checkpoint of ``kind`` (analytic or random) in ``cache``."""
+    """The ``size`` TripoSR checkpoint of ``kind`` (see :mod:`triposr.synthetic`) in ``cache``."""
     from triposr.synthetic import write_checkpoint
 
     target = cache / f"triposr-{size}-{kind}"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from export.repository import FLAVOURS, write_configs
 from img2mesh.contract import INFERENCE_PRECISIONS, Shapes
-from triposr.synthetic import KINDS
+from triposr.synthetic import KINDS, SIZES
 
 PRECISION_HELP = (
     "precision of the encoder on the cpu and portable flavours, served by OpenVINO (default %(default)s; the "
@@ -87,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     weights = commands.add_parser("test-weights", help="write GENERATED checkpoints in the official formats (offline use)")
     weights.add_argument("--output", type=Path, required=True)
     weights.add_argument("--kind", choices=KINDS, default="analytic",
-                         help="analytic: a ball of one colour; two-color: red front, blue back; random: a noise field")
-    weights.add_argument("--size", choices=["tiny", "official"], default="tiny")
+                         help="analytic: a ball of one colour; two-color: red front, blue back; random: a noise field; "
+                         "silhouette: the photo's product extruded, in its colours (needs --size small or official)")
+    weights.add_argument("--size", choices=SIZES, default="tiny")
     weights.set_defaults(run=_test_weights)
 
     configs = commands.add_parser("configs", help="rewrite the configs of the official architecture only")

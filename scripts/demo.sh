@@ -8,9 +8,10 @@
 #   --no-setup      skip scripts/setup.sh on a machine it has already set up (the egress test runs
 #                   the demo where only loopback exists, tests/security/test_egress.py)
 #
-# --weights generated uses GENERATED TEST WEIGHTS in the official formats (no download): the GLB
-# then shows a known test object (a ball, red in front and blue behind, so the baked texture shows),
-# not the product. It is never chosen silently.
+# --weights generated uses GENERATED TEST WEIGHTS in the official formats (no download): the small
+# "silhouette" weights (triposr/silhouette.py), so the GLB shows the outline of the photo's product
+# extruded to a constant depth, in the photo's colours: the photo went through the pipeline, but it
+# is not a TripoSR reconstruction. It is never chosen silently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,12 +35,12 @@ esac
 ((setup)) && bash scripts/setup.sh
 py=.venv/bin/python
 repository=$work/repository-official
-[ "$weights" = generated ] && repository=$work/repository-generated-two-color
+[ "$weights" = generated ] && repository=$work/repository-generated-silhouette
 mkdir -p "$work"
 
 if [ ! -d "$repository/triposr_encoder" ]; then
   if [ "$weights" = generated ]; then
-    $py -m export test-weights --kind two-color --output "$work/test-weights"
+    $py -m export test-weights --kind silhouette --size small --output "$work/test-weights"
     $py -m export build --checkpoint "$work/test-weights/triposr" --u2net "$work/test-weights/u2net.onnx" \
       --u2net-unverified --flavour portable --output "$repository"
   else
@@ -67,7 +68,7 @@ for _ in $(seq 600); do
 done
 grep -q '^ready:' "$work/tritonserver.out" || { echo "tritonserver did not become ready"; cat "$work/tritonserver.out"; exit 1; }
 
-[ "$weights" = generated ] && echo "[demo] GENERATED TEST WEIGHTS: the model shows a test ball (red front, blue back), not the product"
+[ "$weights" = generated ] && echo "[demo] GENERATED TEST WEIGHTS: the model is the photo's outline extruded, in its colours, not a TripoSR reconstruction"
 summary=$($py -m client_worker generate "$image" -o "$out" --preset "$preset" --triton-url "127.0.0.1:$grpc")
 echo "$summary"
 $py -c 'import json, sys

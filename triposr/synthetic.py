@@ -7,7 +7,10 @@ one: ``config.yaml`` (same keys, including the ``${tokenizer.num_channels}`` int
 described by a transformers-style ``vit/config.json`` beside them.
 
 Sizes: ``official`` has the hub architecture (549 tensors, 419,275,628 parameters); ``tiny`` reduces
-depth and width (same module tree) so tests run in seconds.
+depth and width (same module tree) so tests run in seconds; ``small`` keeps the official 32 x 32
+plane tokens (64 texels a side) and 512-pixel input with narrow widths (a 320-wide, 2-layer ViT, one
+1-block backbone of 32 channels): the smallest size the ``silhouette`` kind fits, a 9.5 MB checkpoint
+that exports in seconds.
 
 Kinds:
 
@@ -38,6 +41,18 @@ Kinds:
   (x, y) also holds x in channel 1, two hidden units compute ``SiLU(K x + 1) − SiLU(K x)``, a step
   from 0 to 1 over about ``10 / K`` in x, carried through the later layers on top of OFFSET, and the
   colour logits move from ``logit(BACK_COLOR)`` to ``logit(FRONT_COLOR)`` with it.
+* ``silhouette``: the photo's product extruded along the viewing axis, in the photo's colours (sizes
+  ``small`` and ``official``). Unlike the kinds above, the image decides the field, and it travels
+  through every module: the patch embedding copies sample pixels and sub-patch mean colours into the
+  tokens; ViT MLPs turn them into a per-sub-patch foreground cover (colour-independent, saturated per
+  pixel) and colour logits, and turn two linear position ramps into convex "hull" keys; the
+  backbone's cross-attention routes each triplane token of the plane (y, z) to the image patch at its
+  projection; the post-processor spreads 2 x 2 sub-patches to 2 x 2 texels; the NeRF MLP computes
+  ``density = 25 exp(min(20 (cover - 1/2), 9375 (0.04^2 - x^2)))`` (above the iso-level inside the
+  outline, for |x| < 0.04) and ``colour = sigmoid(logit)``. The frame is the project's (front +X,
+  image-right +Y, up +Z) with an orthographic projection of the 512-pixel image onto the triplane's
+  square. :mod:`triposr.silhouette` documents the construction, its constants and its approximations;
+  it needs true fp32 (no TF32, fp16 or bf16).
 """
 
 from __future__ import annotations
@@ -55,11 +70,13 @@ from torch import Tensor, nn
 
 from triposr.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 from triposr.config import DINO_VITB16, ViTConfig, load_config
+from triposr.silhouette import make_silhouette
 from triposr.system import TSR
 
-Size = Literal["official", "tiny"]
-Kind = Literal["random", "analytic", "two-color"]
-KINDS: tuple[Kind, ...] = ("random", "analytic", "two-color")
+Size = Literal["official", "small", "tiny"]
+SIZES: tuple[Size, ...] = ("official", "small", "tiny")
+Kind = Literal["random", "analytic", "two-color", "silhouette"]
+KINDS: tuple[Kind, ...] = ("random", "analytic", "two-color", "silhouette")
 
 # The hub config.yaml's values (class defaults left implicit, as in the hub file).
 OFFICIAL_CONFIG: dict[str, Any] = {
@@ -91,7 +108,13 @@ OFFICIAL_CONFIG: dict[str, Any] = {
 }
 
 TINY_VIT = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+SMALL_VIT = ViTConfig(hidden_size=320, num_hidden_layers=2, num_attention_heads=4, intermediate_size=768)
+VIT_CONFIGS: dict[str, ViTConfig] = {"tiny": TINY_VIT, "small": SMALL_VIT}
 TINY_VIT_DIR = "vit"
+NARROW_SHAPES: dict[str, tuple[int, int, int, int]] = {"tiny": (16, 64, 2, 2), "small": (32, 32, 1, 1)}
+"""(plane_size, triplane channels, backbone heads, backbone blocks) of the narrow sizes. ``small`` keeps
+the official 32 x 32 plane tokens (64 texels a side, one per 8-pixel sub-patch): what the silhouette
+construction needs, at a fraction of the official export cost."""
 
 DEFAULT_COLOR = (0.8, 0.3, 0.2)
 FRONT_COLOR = (0.9, 0.1, 0.1)
@@ -104,18 +127,20 @@ ISO_LEVEL = 25.0
 
 
 def yaml_config(size: Size) -> dict[str, Any]:
-    """The ``config.yaml`` content for ``size``; ``tiny`` keeps the image size, radius and activations."""
+    """The ``config.yaml`` content for ``size``; ``small`` and ``tiny`` keep the image size, radius and activations."""
     config = copy.deepcopy(OFFICIAL_CONFIG)
     if size == "official":
         return config
-    if size != "tiny":
-        raise ValueError(f"size must be 'official' or 'tiny', got {size!r}")
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
+    plane_size, channels, heads, layers = NARROW_SHAPES[size]
     config["image_tokenizer"] = {"pretrained_model_name_or_path": TINY_VIT_DIR}
-    config["tokenizer"] = {"plane_size": 16, "num_channels": 64}
+    config["tokenizer"] = {"plane_size": plane_size, "num_channels": channels}
     config["backbone"].update(
-        num_attention_heads=2, attention_head_dim=32, num_layers=2, cross_attention_dim=TINY_VIT.hidden_size
+        num_attention_heads=heads, attention_head_dim=32, num_layers=layers,
+        cross_attention_dim=VIT_CONFIGS[size].hidden_size,
     )
-    config["post_processor"] = {"in_channels": 64, "out_channels": 8}
+    config["post_processor"] = {"in_channels": channels, "out_channels": 8}
     config["decoder"] = {"in_channels": 24, "n_neurons": 16, "n_hidden_layers": 3, "activation": "silu"}
     return config
 
@@ -232,9 +257,9 @@ def write_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     data = yaml_config(size)
-    if size == "tiny":
+    if size in VIT_CONFIGS:
         (directory / TINY_VIT_DIR).mkdir(exist_ok=True)
-        (directory / TINY_VIT_DIR / "config.json").write_text(json.dumps(TINY_VIT.to_json_dict(), indent=2))
+        (directory / TINY_VIT_DIR / "config.json").write_text(json.dumps(VIT_CONFIGS[size].to_json_dict(), indent=2))
     (directory / CONFIG_NAME).write_text(yaml.safe_dump(data, sort_keys=False))
     config = load_config(directory / CONFIG_NAME)
     torch.manual_seed(seed)
@@ -244,6 +269,8 @@ def write_checkpoint(
         _make_analytic(model, radius, color)
     elif kind == "two-color":
         _make_analytic(model, radius, color, (FRONT_COLOR, BACK_COLOR))
+    elif kind == "silhouette":
+        make_silhouette(model)
     torch.save(model.state_dict(), directory / WEIGHTS_NAME)
     return directory
 
@@ -253,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m triposr.synthetic", description="Write a TripoSR checkpoint in the official format."
     )
     parser.add_argument("directory", type=Path)
-    parser.add_argument("--size", choices=["official", "tiny"], default="tiny")
+    parser.add_argument("--size", choices=SIZES, default="tiny")
     parser.add_argument("--kind", choices=KINDS, default="random")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--radius", type=float, default=0.5, help="ball radius of the analytic field")

@@ -105,7 +105,7 @@ class AssetPipeline:
                 image, resolution=resolution, target_faces=preset.target_faces, texture_size=preset.texture_size
             )
         async with timed_stage("encoding", timings, listener):
-            prepared, files = await asyncio.to_thread(_write_files, mesh, preset, real_size, timings)
+            prepared, files = await asyncio.to_thread(write_files, mesh, preset, real_size, timings)
         model = next(file for file in files if file.role == MODEL_FILE)
         summary = glb.glb_summary(model.data)
         width, height, depth = (round(float(extent), 4) for extent in prepared.extent_m)
@@ -131,7 +131,7 @@ class AssetPipeline:
         return Asset(files=files, details=details)
 
 
-def _write_files(
+def write_files(
     mesh: MeshResult, preset: Preset, size: RealSize, timings_ms: dict[str, float]
 ) -> tuple[PreparedMesh, tuple[AssetFile, ...]]:
     """Prepare the mesh once and write every file from it, timing each step (parts of ``encoding``)."""

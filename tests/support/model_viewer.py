@@ -59,7 +59,7 @@ _PAGE = """<!doctype html>
 <style>html, body {{ margin: 0; }}
 model-viewer {{ width: {size}px; height: {size}px; --poster-color: transparent; }}</style>
 </head><body>
-<model-viewer src="/{name}.glb" camera-orbit="0deg 90deg auto" interaction-prompt="none"
+<model-viewer src="/{name}.glb" camera-orbit="{azimuth} 90deg auto" interaction-prompt="none"
   shadow-intensity="0" loading="eager" reveal="auto"><div slot="progress-bar"></div></model-viewer>
 </body></html>
 """
@@ -134,11 +134,14 @@ class ModelViewer:
         self.server.server_close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def screenshots(self, glbs: Mapping[str, bytes]) -> dict[str, np.ndarray]:
-        """Each GLB (by a name of letters, digits and '-') shown from the front: RGBA images."""
+    def screenshots(self, glbs: Mapping[str, bytes], azimuth: str = "0deg") -> dict[str, np.ndarray]:
+        """Each GLB (by a name of letters, digits and '-') shown from the front: RGBA images.
+
+        ``azimuth`` turns the camera about the up axis: "180deg" shows the back.
+        """
         for name, glb in glbs.items():
             (self.folder / f"{name}.glb").write_bytes(glb)
-            (self.folder / f"{name}.html").write_text(_PAGE.format(size=VIEWPORT, name=name))
+            (self.folder / f"{name}.html").write_text(_PAGE.format(size=VIEWPORT, name=name, azimuth=azimuth))
         with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile, \
                 tempfile.TemporaryDirectory(prefix="screenshots-") as out:
             driver = _DRIVER % {"size": VIEWPORT, "timeout": LOAD_TIMEOUT_MS}

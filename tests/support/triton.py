@@ -6,7 +6,9 @@ code path), in the portable flavour the local ``tritonserver`` can serve:
 - ``analytic_repository``: the tiny architecture with analytic weights whose surface is a sphere
   of known radius and colour — every photo yields the same, checkable mesh;
 - ``random_repository``: tiny random weights, for parity with the eager reference;
-- ``two_color_repository``: the analytic ball, red in front (x > 0) and blue behind, for textures.
+- ``two_color_repository``: the analytic ball, red in front (x > 0) and blue behind, for textures;
+- ``silhouette_repository``: the small ``silhouette`` weights, the photo's product extruded in its
+  colours, for fidelity checks from photo to asset.
 
 ``triton_server`` serves the analytic repository for the whole session; ``start_triton`` starts
 further servers (explicit model control, a private copy of a repository) for tests that stop,
@@ -35,6 +37,7 @@ class GeneratedWeights:
     analytic: Path
     random: Path
     two_color: Path
+    silhouette: Path
     u2net: Path
 
 
@@ -50,6 +53,7 @@ def test_weights(tmp_path_factory: pytest.TempPathFactory) -> GeneratedWeights:
         ),
         random=write_checkpoint(root / "random", size="tiny", kind="random", seed=7),
         two_color=write_checkpoint(root / "two-color", size="tiny", kind="two-color", radius=ANALYTIC_RADIUS),
+        silhouette=write_checkpoint(root / "silhouette", size="small", kind="silhouette"),
         u2net=write_u2net_like(root / "u2net.onnx"),
     )
 
@@ -75,6 +79,18 @@ def random_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest.T
 @pytest.fixture(scope="session")
 def two_color_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_portable_repository(test_weights.two_color, test_weights.u2net, tmp_path_factory.mktemp("repo") / "two-color")
+
+
+@pytest.fixture(scope="session")
+def silhouette_repository(test_weights: GeneratedWeights, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_portable_repository(test_weights.silhouette, test_weights.u2net, tmp_path_factory.mktemp("repo") / "silhouette")
+
+
+@pytest.fixture(scope="session")
+def silhouette_triton_server(silhouette_repository: Path) -> Iterator[LocalTriton]:
+    """A tritonserver serving the small silhouette weights (the photo's product, extruded)."""
+    with LocalTriton(silhouette_repository) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Triton against the eager PyTorch reference, same weights and image (tiny random checkpoint)."""
+"""Triton against the eager PyTorch reference, same weights and image (tiny random and small silhouette checkpoints)."""
 
 import io
 
@@ -11,9 +11,10 @@ from export.u2net_synthetic import synthetic_product_photo
 from img2mesh.background_removal import u2net_mask
 from img2mesh.contract import IMAGE_PREPROCESS, REMBG, U2NET_INPUT
 from img2mesh.parameters import MeshParameters
-from tests.triton.conftest import image_input, infer_mesh
+from bench.photos import drawn_photos
+from tests.triton.conftest import EnsembleResult, image_input, infer_mesh
 from triposr.checkpoint import load_tsr
-from triposr.reference import ReferencePipeline
+from triposr.reference import Mesh, ReferencePipeline
 
 RESOLUTION = 48
 
@@ -32,15 +33,28 @@ def test_triton_mesh_equals_the_eager_reference(random_triton_server, reference:
     actual = infer_mesh(grpcclient.InferenceServerClient(random_triton_server.grpc_url), product_jpeg,
                         resolution=RESOLUTION, threshold=threshold)
 
+    _assert_same_mesh(actual, expected, f"threshold {threshold:.4g}")
+
+
+def _assert_same_mesh(actual: EnsembleResult, expected: Mesh, label: str) -> None:
     diagonal = float(np.linalg.norm(expected.vertices.max(0) - expected.vertices.min(0)))
     assert actual.vertices.shape == expected.vertices.shape and actual.faces.shape == expected.faces.shape
     distance = float(np.abs(actual.vertices - expected.vertices).max()) if len(expected.vertices) else 0.0
-    print(f"\nparity at {RESOLUTION}³, threshold {threshold:.4g}: {len(expected.vertices)} vertices, "
+    print(f"\nparity at {RESOLUTION}³, {label}: {len(expected.vertices)} vertices, "
           f"{len(expected.faces)} faces, max vertex distance {distance:.3g} = {distance / diagonal:.3g} of the diagonal, "
           f"max colour difference {int(np.abs(actual.colors.astype(int) - expected.vertex_colors).max())}/255")
     np.testing.assert_array_equal(actual.faces, expected.faces)
     assert distance <= 1e-4 * diagonal
     assert np.abs(actual.colors.astype(int) - expected.vertex_colors.astype(int)).max() <= 1
+
+
+def test_silhouette_mesh_equals_the_eager_reference(silhouette_triton_server, test_weights) -> None:
+    """The photo-conditioned weights at the official threshold: same mesh and colours from a drawn photo."""
+    reference = ReferencePipeline(load_tsr(str(test_weights.silhouette)), test_weights.u2net)
+    photo = drawn_photos()[0].encoded()
+    expected = reference.run(photo, MeshParameters(resolution=RESOLUTION))
+    actual = infer_mesh(grpcclient.InferenceServerClient(silhouette_triton_server.grpc_url), photo, resolution=RESOLUTION)
+    _assert_same_mesh(actual, expected, "silhouette, threshold 25")
 
 
 def test_background_removal_matches_rembg(random_triton_server, test_weights, tmp_path, monkeypatch) -> None:
