@@ -47,7 +47,7 @@ from asset.poster import render_poster
 from asset.usdz import write_usdz
 from client_worker.pipeline.presets import PRESETS, Preset
 from img2mesh import texture_baking
-from img2mesh.contract import THRESHOLD
+from img2mesh.contract import MESHER, THRESHOLD
 from img2mesh.mesh_extraction import colors_to_uint8, extract_surface
 
 BAKE_STEPS = ("decimate", "unwrap", "rasterize", "texel_points", "pad")
@@ -225,14 +225,13 @@ def main() -> int:
     names = [preset.name for preset in presets]
     print("\n| where | step | " + " | ".join(f"{name} CPU ms | {name} wall ms" for name in names) + " |")
     print("|---|---|" + "---:|---:|" * len(names))
-    for where, steps in (("mesher", MESHER_STEPS), ("worker", WRITER_STEPS)):
+    for where, steps, total in ((MESHER, MESHER_STEPS, MESHER), ("worker", WRITER_STEPS, "writers")):
         for step in steps:
             cells = " | ".join(f"{report['presets'][n]['steps'][step]['cpu_ms']:,.0f} | "
                                f"{report['presets'][n]['steps'][step]['wall_ms']:,.0f}" for n in names)
             print(f"| {where} | {step.replace('_', ' ')} | {cells} |")
-        prefix = "mesher" if where == "mesher" else "writers"
-        cells = " | ".join(f"**{report['presets'][n][prefix + '_cpu_ms']:,.0f}** | "
-                           f"{report['presets'][n][prefix + '_wall_ms']:,.0f}" for n in names)
+        cells = " | ".join(f"**{report['presets'][n][total + '_cpu_ms']:,.0f}** | "
+                           f"{report['presets'][n][total + '_wall_ms']:,.0f}" for n in names)
         print(f"| {where} | **total** | {cells} |")
     for name in names:
         sizes = report["presets"][name]["bytes"]
