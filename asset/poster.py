@@ -78,6 +78,7 @@ def _render(mesh: PreparedMesh, pixels: int) -> np.ndarray:
         capture.SetInput(window)
         capture.SetInputBufferTypeToRGBA()
         capture.ReadFrontBufferOff()
+        capture.ShouldRerenderOff()  # the frame just rendered; the filter would render it a second time
         capture.Update()
         rgba = vtk_to_numpy(capture.GetOutput().GetPointData().GetScalars()).reshape(pixels, pixels, 4)
     finally:
