@@ -34,27 +34,31 @@ def texel_pairs(uvs: np.ndarray, faces: np.ndarray, size: int, *, strict: bool =
     corners = uvs[faces].astype(np.float64) * size  # [F, 3, 2] in texel units
     first, second = corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]
     orientation = np.sign(first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0])
-    # Edge k runs from corner k to corner k + 1; a point is inside when a·x + b·y + c ≥ 0 for all three.
-    start, end = corners, np.roll(corners, -1, axis=1)
-    a = -(end[..., 1] - start[..., 1]) * orientation[:, None]
-    b = (end[..., 0] - start[..., 0]) * orientation[:, None]
-    c = -(a * start[..., 0] + b * start[..., 1])
     top = np.clip(np.ceil(corners[..., 1].min(axis=1) - 0.5), 0, size).astype(np.int64)
     bottom = np.clip(np.floor(corners[..., 1].max(axis=1) - 0.5), -1, size - 1).astype(np.int64)
     rows = np.where(orientation != 0, np.maximum(bottom - top + 1, 0), 0)  # no area: no centre inside
     triangle = np.repeat(np.arange(len(faces)), rows)
     row = top[triangle] + np.arange(len(triangle)) - np.repeat(np.cumsum(rows) - rows, rows)
-    # Along the row y = row + ½ each edge bounds x from one side (a > 0: from the left).
-    a, reach = a[triangle], b[triangle] * (row[:, None] + 0.5) + c[triangle]
+    y = row + 0.5
+    # Along a row, each edge that is not horizontal bounds the inside from the left or the right at
+    # x = slope·y + offset (horizontal edges lie on the rows' range, which the corners bound).
+    left, right = np.full(len(row), -np.inf), np.full(len(row), np.inf)
+    for start, end in ((0, 1), (1, 2), (2, 0)):
+        dx, dy = corners[:, end, 0] - corners[:, start, 0], corners[:, end, 1] - corners[:, start, 1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = np.where(dy != 0, dx / dy, 0.0)
+        offset = corners[:, start, 0] - slope * corners[:, start, 1]
+        # A centre is inside when orientation · cross(edge, centre − start) ≥ 0; along a row that
+        # is a bound on x, from the left where orientation · dy < 0 and from the right where > 0.
+        bounds_left = (dy * orientation) < 0
+        bounds_right = (dy * orientation) > 0
+        bound = slope[triangle] * y + offset[triangle]
+        np.maximum(left, np.where(bounds_left[triangle], bound, -np.inf), out=left)
+        np.minimum(right, np.where(bounds_right[triangle], bound, np.inf), out=right)
     margin = STRICT_MARGIN if strict else -EDGE_TOLERANCE
-    with np.errstate(divide="ignore", invalid="ignore"):
-        bound = -reach / a
-    left = np.where(a > 0, bound, -np.inf).max(axis=1) + margin
-    right = np.where(a < 0, bound, np.inf).min(axis=1) - margin
-    level = np.where(a == 0, reach >= margin, True).all(axis=1)  # an edge along the row: which side
-    first_column = np.clip(np.ceil(left - 0.5), 0, size).astype(np.int64)
-    last_column = np.clip(np.floor(right - 0.5), -1, size - 1).astype(np.int64)
-    runs = np.where(level, np.maximum(last_column - first_column + 1, 0), 0)
+    first_column = np.clip(np.ceil(left + margin - 0.5), 0, size).astype(np.int64)
+    last_column = np.clip(np.floor(right - margin - 0.5), -1, size - 1).astype(np.int64)
+    runs = np.maximum(last_column - first_column + 1, 0)
     run = np.repeat(np.arange(len(runs)), runs)
     column = first_column[run] + np.arange(len(run)) - np.repeat(np.cumsum(runs) - runs, runs)
     return row[run] * size + column, triangle[run]
@@ -80,23 +84,32 @@ def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray
     free = owners[centroid_texels] < 0
     owners[centroid_texels[free]] = np.flatnonzero(missed)[free]
     covered = np.flatnonzero(owners >= 0)
-    rows, columns = np.divmod(covered, size)
-    centres = np.stack([columns + 0.5, rows + 0.5], axis=1) / size
     weights = np.zeros((size * size, 3), dtype=np.float32)
-    weights[covered] = barycentric(centres, uvs[faces[owners[covered]]].astype(np.float64))
+    weights[covered] = _barycentric(uvs, faces, size, covered, owners[covered])
     return owners.reshape(size, size), weights.reshape(size, size, 3)
 
 
-def barycentric(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """Barycentric coordinates [N, 3] of 2D ``points`` in triangles ``corners`` [N, 3, 2], clipped to
-    the triangle (a centre on an edge, or a centroid texel's centre, is up to a texel outside it;
-    a triangle without area gives its centroid)."""
+def _barycentric(uvs: np.ndarray, faces: np.ndarray, size: int, texels: np.ndarray,
+                 triangles: np.ndarray) -> np.ndarray:
+    """Barycentric coordinates FP32 [N, 3] of the ``texels``' centres in their ``triangles``, clipped into
+    the triangle (a centre on an edge, or a centroid texel's centre, is up to a texel outside it; a
+    triangle without area gives its centroid)."""
+    corners = uvs[faces].astype(np.float64) * size
     origin = corners[:, 0]
-    first, second, point = corners[:, 1] - origin, corners[:, 2] - origin, points - origin
+    first, second = corners[:, 1] - origin, corners[:, 2] - origin
     determinant = first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0]
     flat = determinant == 0
-    inverse = 1.0 / np.where(flat, 1.0, determinant)
-    beta = np.where(flat, 1 / 3, (point[:, 0] * second[:, 1] - point[:, 1] * second[:, 0]) * inverse)
-    gamma = np.where(flat, 1 / 3, (point[:, 1] * first[:, 0] - point[:, 0] * first[:, 1]) * inverse)
-    weights = np.clip(np.stack([1 - beta - gamma, beta, gamma], axis=1), 0.0, 1.0)
+    inverse = np.where(flat, 0.0, 1.0 / np.where(flat, 1.0, determinant))
+    # β and γ are affine in the centre (x, y): per triangle, x·gx + y·gy + g0.
+    beta = (second[:, 1] * inverse, -second[:, 0] * inverse)
+    gamma = (-first[:, 1] * inverse, first[:, 0] * inverse)
+    beta_0 = np.where(flat, 1 / 3, -(origin[:, 0] * beta[0] + origin[:, 1] * beta[1]))
+    gamma_0 = np.where(flat, 1 / 3, -(origin[:, 0] * gamma[0] + origin[:, 1] * gamma[1]))
+    rows, columns = np.divmod(texels, size)
+    x, y = (columns + 0.5).astype(np.float32), (rows + 0.5).astype(np.float32)
+    weights = np.empty((len(texels), 3), dtype=np.float32)
+    weights[:, 1] = x * beta[0][triangles] + y * beta[1][triangles] + beta_0[triangles]
+    weights[:, 2] = x * gamma[0][triangles] + y * gamma[1][triangles] + gamma_0[triangles]
+    weights[:, 0] = 1 - weights[:, 1] - weights[:, 2]
+    np.maximum(weights, 0, out=weights)
     return weights / weights.sum(axis=1, keepdims=True)

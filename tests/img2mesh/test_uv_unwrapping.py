@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from img2mesh import texture_baking
-from img2mesh.atlas_rasterization import barycentric, overlapping_triangles, rasterize, texel_pairs
+from img2mesh.atlas_rasterization import overlapping_triangles, rasterize, texel_pairs
 from img2mesh.mesh_extraction import extract_surface
 from img2mesh.uv_unwrapping import CHART_PADDING, unwrap
 
@@ -126,13 +126,6 @@ def test_a_ramp_that_winds_around_its_direction_is_cut_until_nothing_overlaps() 
     assert len(atlas_faces) == len(faces)
     assert len(overlapping_triangles(uvs, atlas_faces, 256)) == 0
     assert len(np.unique(_uv_islands(atlas_faces, len(uvs)))) >= 2
-
-
-def test_barycentric_coordinates_of_a_point_outside_are_clipped_into_the_triangle() -> None:
-    corners = np.array([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
-    np.testing.assert_allclose(barycentric(np.array([[0.25, 0.25]]), corners), [[0.5, 0.25, 0.25]])
-    inside = barycentric(np.array([[-0.1, 0.5]]), corners)
-    assert (inside >= 0).all() and np.isclose(inside.sum(), 1)
 
 
 def _uv_islands(faces: np.ndarray, vertex_count: int) -> np.ndarray:
