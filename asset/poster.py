@@ -46,6 +46,9 @@ _SUPERSAMPLING = 2
 # One OSMesa context at a time: VTK's OpenGL state is per window but the worker renders from
 # several threads, and a poster takes well under a second.
 _RENDER_LOCK = threading.Lock()
+_window: vtkOSOpenGLRenderWindow | None = None
+"""The process's one off-screen window, made on the first poster and kept (under the lock): a new
+OSMesa context compiles its shaders again, which cost as much as rendering a poster."""
 
 
 def render_poster(mesh: PreparedMesh, size: int = DEFAULT_SIZE) -> bytes:
@@ -66,10 +69,7 @@ def _render(mesh: PreparedMesh, pixels: int) -> np.ndarray:
     renderer.SetBackgroundAlpha(0.0)
     renderer.AddActor(_actor(mesh))
     _place_camera(renderer, mesh)
-    window = vtkOSOpenGLRenderWindow()
-    window.SetOffScreenRendering(True)
-    window.SetAlphaBitPlanes(True)
-    window.SetMultiSamples(0)
+    window = _shared_window()
     window.SetSize(pixels, pixels)
     window.AddRenderer(renderer)
     try:
@@ -82,8 +82,19 @@ def _render(mesh: PreparedMesh, pixels: int) -> np.ndarray:
         capture.Update()
         rgba = vtk_to_numpy(capture.GetOutput().GetPointData().GetScalars()).reshape(pixels, pixels, 4)
     finally:
-        window.Finalize()
+        window.RemoveRenderer(renderer)
     return np.ascontiguousarray(rgba[::-1])  # VTK's first row is the bottom one
+
+
+def _shared_window() -> vtkOSOpenGLRenderWindow:
+    """The process's off-screen window (the caller holds ``_RENDER_LOCK``)."""
+    global _window
+    if _window is None:
+        _window = vtkOSOpenGLRenderWindow()
+        _window.SetOffScreenRendering(True)
+        _window.SetAlphaBitPlanes(True)
+        _window.SetMultiSamples(0)
+    return _window
 
 
 def _actor(mesh: PreparedMesh) -> vtkActor:
