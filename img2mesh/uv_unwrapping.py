@@ -86,8 +86,10 @@ def _directions(positions: np.ndarray, triangles: np.ndarray, normals: np.ndarra
     for corner in range(3):
         np.add.at(vertex_normals, triangles[:, corner], normals * areas[:, None])
     smoothed = vertex_normals[triangles].sum(axis=1)
-    direction = np.argmax(smoothed @ _DIRECTIONS.T, axis=1)
-    own = np.argmax(normals @ _DIRECTIONS.T, axis=1)
+    # The components along +x, +y, +z, −x, −y, −z (``_DIRECTIONS``' order), without a matrix
+    # product: numpy would hand that to a BLAS thread pool, which fights parallel mesher instances.
+    direction = np.argmax(np.concatenate([smoothed, -smoothed], axis=1), axis=1)
+    own = np.argmax(np.concatenate([normals, -normals], axis=1), axis=1)
     tilted = (normals * _DIRECTIONS[direction]).sum(axis=1) < MIN_TILT
     direction[tilted] = own[tilted]
     return direction
