@@ -82,10 +82,9 @@ def _face_normals(positions: np.ndarray, triangles: np.ndarray) -> tuple[np.ndar
 
 def _directions(positions: np.ndarray, triangles: np.ndarray, normals: np.ndarray, areas: np.ndarray) -> np.ndarray:
     """Index into ``_DIRECTIONS`` of each face: its smoothed normal's, unless its own faces that way too little."""
-    vertex_normals = np.zeros_like(positions)
-    for corner in range(3):
-        np.add.at(vertex_normals, triangles[:, corner], normals * areas[:, None])
-    smoothed = vertex_normals[triangles].sum(axis=1)
+    weighted = np.repeat(normals * areas[:, None], 3, axis=0)  # one row per corner, as triangles.ravel()
+    vertex_normals = _sums(triangles.reshape(-1), weighted, len(positions))
+    smoothed = vertex_normals[triangles[:, 0]] + vertex_normals[triangles[:, 1]] + vertex_normals[triangles[:, 2]]
     # The components along +x, +y, +z, −x, −y, −z (``_DIRECTIONS``' order), without a matrix
     # product: numpy would hand that to a BLAS thread pool, which fights parallel mesher instances.
     direction = np.argmax(np.concatenate([smoothed, -smoothed], axis=1), axis=1)
@@ -107,6 +106,11 @@ def _edge_neighbours(triangles: np.ndarray) -> np.ndarray:
     return np.stack([face[:-1][same], face[1:][same]], axis=1)
 
 
+def _sums(labels: np.ndarray, values: np.ndarray, count: int) -> np.ndarray:
+    """Per label, the sum of the rows of ``values`` [N, K] that carry it: ``[count, K]``."""
+    return np.stack([np.bincount(labels, weights=values[:, k], minlength=count) for k in range(values.shape[1])], 1)
+
+
 def _components(count: int, pairs: np.ndarray) -> np.ndarray:
     """Connected component label of each of ``count`` faces joined by ``pairs``."""
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(count, count))
@@ -117,17 +121,16 @@ def _flatten(positions: np.ndarray, triangles: np.ndarray, normals: np.ndarray, 
              charts: np.ndarray, direction: np.ndarray) -> np.ndarray:
     """Each face's corners in its chart's plane ``[F, 3, 2]``, in surface units, principal axis along u."""
     chart_count = int(charts.max()) + 1
-    mean_normal = np.zeros((chart_count, 3))
-    np.add.at(mean_normal, charts, normals * areas[:, None])
+    mean_normal = _sums(charts, normals * areas[:, None], chart_count)
     length = np.linalg.norm(mean_normal, axis=1, keepdims=True)
     chart_direction = np.zeros(chart_count, dtype=np.int64)
     chart_direction[charts] = direction  # one direction per chart: charts never cross directions
     axis = _DIRECTIONS[chart_direction]
     plane = np.where(length > 0, mean_normal / np.maximum(length, 1e-300), axis)
     # A chart whose mean normal leaves a face too tilted is projected along its direction instead.
-    tilt = np.full(chart_count, np.inf)
-    np.minimum.at(tilt, charts, (normals * plane[charts]).sum(axis=1))
-    plane[tilt < MIN_TILT] = axis[tilt < MIN_TILT]
+    tilted = (normals * plane[charts]).sum(axis=1) < MIN_TILT
+    too_tilted = np.bincount(charts, weights=tilted, minlength=chart_count) > 0
+    plane[too_tilted] = axis[too_tilted]
     helper = np.where(np.abs(plane[:, [0]]) < 0.9, [[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]])
     tangent = np.cross(helper, plane)
     tangent /= np.linalg.norm(tangent, axis=1, keepdims=True)
@@ -142,8 +145,7 @@ def _principal(flat: np.ndarray, charts: np.ndarray, areas: np.ndarray, chart_co
     """Each chart turned so that its principal axis (of the area-weighted face centroids) runs along u."""
     centroid = flat.mean(axis=1)
     weight = np.bincount(charts, weights=areas, minlength=chart_count) + 1e-300
-    mean = np.stack([np.bincount(charts, weights=areas * centroid[:, k], minlength=chart_count) for k in (0, 1)], 1)
-    mean /= weight[:, None]
+    mean = _sums(charts, areas[:, None] * centroid, chart_count) / weight[:, None]
     offset = centroid - mean[charts]
     sxx, syy, sxy = (np.bincount(charts, weights=areas * a * b, minlength=chart_count)
                      for a, b in ((offset[:, 0], offset[:, 0]), (offset[:, 1], offset[:, 1]),
@@ -157,11 +159,10 @@ def _principal(flat: np.ndarray, charts: np.ndarray, areas: np.ndarray, chart_co
 
 def _pack(flat: np.ndarray, charts: np.ndarray, size: int) -> np.ndarray:
     """The charts' corners ``[F, 3, 2]`` placed in the ``size``² atlas, as UVs in [0, 1]."""
-    chart_count = int(charts.max()) + 1
-    low = np.full((chart_count, 2), np.inf)
-    high = np.full((chart_count, 2), -np.inf)
-    np.minimum.at(low, charts, flat.min(axis=1))
-    np.maximum.at(high, charts, flat.max(axis=1))
+    order = np.argsort(charts, kind="stable")
+    starts = np.flatnonzero(np.diff(charts[order], prepend=-1))  # every label 0 … C−1 has faces
+    low = np.minimum.reduceat(np.minimum(np.minimum(flat[:, 0], flat[:, 1]), flat[:, 2])[order], starts)
+    high = np.maximum.reduceat(np.maximum(np.maximum(flat[:, 0], flat[:, 1]), flat[:, 2])[order], starts)
     extent = high - low
     # Lying flat makes the shelves' heights fit their charts better; a quarter turn keeps orientation.
     standing = extent[:, 1] > extent[:, 0]
@@ -179,7 +180,8 @@ def _largest_scale(extent: np.ndarray, size: int) -> tuple[float, np.ndarray]:
     area = float((extent[:, 0] * extent[:, 1]).sum()) + 1e-300
     low, high = 0.0, size / np.sqrt(area)  # no packing beats the boxes' total area
     best = _shelves(extent, low, size)
-    assert best is not None
+    if best is None:
+        raise ValueError(f"{len(extent)} charts do not fit a {size}² atlas even as points with their padding")
     for _ in range(16):
         middle = (low + high) / 2
         placed = _shelves(extent, middle, size)
