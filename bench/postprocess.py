@@ -187,7 +187,8 @@ def measure(preset: Preset, rounds: int) -> dict:
     return {
         "mesher_cpu_ms": total(MESHER_STEPS, "cpu_ms"), "mesher_wall_ms": total(MESHER_STEPS, "wall_ms"),
         "writers_cpu_ms": total(WRITER_STEPS, "cpu_ms"), "writers_wall_ms": total(WRITER_STEPS, "wall_ms"),
-        "steps": steps, "surface_faces": surface_faces, "faces": int(len(baked.faces)), "texture_size": int(baked.texture.shape[0]),
+        "steps": steps, "surface_faces": surface_faces, "faces": int(len(baked.faces)),
+        "texture_size": int(baked.texture.shape[0]),
         "bytes": sizes,
     }
 

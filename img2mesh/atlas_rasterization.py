@@ -25,7 +25,8 @@ STRICT_MARGIN = 1e-6
 triangles that both hold such a centre overlap in the atlas."""
 
 
-def texel_pairs(uvs: np.ndarray, faces: np.ndarray, size: int, *, strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def texel_pairs(uvs: np.ndarray, faces: np.ndarray, size: int, *,
+                strict: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(flat texel indices, triangle indices)`` of every texel centre inside a triangle of the ``size``² atlas.
 
     ``uvs`` are in [0, 1] (glTF's convention); ``strict`` keeps only centres at least

@@ -64,8 +64,8 @@ def test_every_covered_texel_shows_a_point_of_its_own_triangle(atlas) -> None:  
     assert offset.max() <= 1.0
     assert np.mean(offset.max(axis=1) < 1e-3) > 0.99
     _, points = texture_baking.texel_points(positions, faces, owners, weights)
-    np.testing.assert_allclose(points, np.einsum("nk,nkd->nd", texel_weights, positions[faces[owners.reshape(-1)[covered]]]),
-                               atol=1e-5)
+    corners = positions[faces[owners.reshape(-1)[covered]]]
+    np.testing.assert_allclose(points, np.einsum("nk,nkd->nd", texel_weights, corners), atol=1e-5)
 
 
 def test_charts_do_not_overlap_and_keep_their_padding(atlas) -> None:  # type: ignore[no-untyped-def]
@@ -107,7 +107,8 @@ def test_padding_gives_texels_next_to_a_chart_its_colour(atlas) -> None:  # type
     padded = texture_baking.pad(colours.reshape(SIZE, SIZE, 3), owners >= 0)
     covered = owners >= 0
     np.testing.assert_array_equal(padded[covered], colours.reshape(SIZE, SIZE, 3)[covered])
-    ring = ~covered & (np.roll(covered, 1, 0) | np.roll(covered, -1, 0) | np.roll(covered, 1, 1) | np.roll(covered, -1, 1))
+    beside = np.roll(covered, 1, 0) | np.roll(covered, -1, 0) | np.roll(covered, 1, 1) | np.roll(covered, -1, 1)
+    ring = ~covered & beside
     for row, column in zip(*np.nonzero(ring)):
         neighbours = [(row + dr, column + dc) for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))
                       if 0 <= row + dr < SIZE and 0 <= column + dc < SIZE and covered[row + dr, column + dc]]
