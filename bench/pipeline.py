@@ -68,7 +68,7 @@ BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
 GLB_PRESET = PRESETS["balanced"]
 
 
-def _repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool, shapes: Shapes) -> Path:
+def portable_repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool, shapes: Shapes) -> Path:
     """The portable repository of ``checkpoint``: exported once, its configs and code refreshed every run."""
     from export.build import build_repository
 
@@ -87,7 +87,7 @@ def _glb_ms(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
     return (time.perf_counter() - started) * 1000.0
 
 
-def _compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
+def compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
     """Total compute time so far per model, from Triton's statistics API."""
     stats = client.get_inference_statistics(as_json=True)
     totals: dict[str, float] = {}
@@ -112,11 +112,11 @@ def _infer(client: grpcclient.InferenceServerClient, image: bytes, parameters: M
 
 
 def _triton_run(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters) -> dict:
-    before = _compute_ms(client)
+    before = compute_ms(client)
     started = time.perf_counter()
     result = _infer(client, image, parameters)
     triton_ms = (time.perf_counter() - started) * 1000.0
-    after = _compute_ms(client)
+    after = compute_ms(client)
     info = json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0])
     vertices, faces = result.as_numpy(VERTICES)[0], result.as_numpy(FACES)[0]
     spent = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}
@@ -195,7 +195,7 @@ def main() -> int:
     stand_in = args.u2net is None
     u2net = args.u2net or write_u2net_like(args.cache / "u2net-standin.onnx")
     model = load_tsr(str(checkpoint))
-    repository = _repository(args.cache, checkpoint, u2net, stand_in, model_shapes(model))
+    repository = portable_repository(args.cache, checkpoint, u2net, stand_in, model_shapes(model))
     buffer = io.BytesIO()
     synthetic_product_photo(size=(1024, 768)).save(buffer, "JPEG", quality=92)
     image = buffer.getvalue()

@@ -25,11 +25,17 @@ Each step reports the process's CPU time (all its threads: a library's worker th
 the wall time; figures are medians over ``--rounds`` after one warm-up round. ``--jobs N`` then
 runs N mesher jobs at once in N processes, as N mesher instances would, and reports jobs per
 second against one job at a time.
+
+``--triton`` also sends each preset's jobs through a real local ``tritonserver`` (the portable
+repository of tiny analytic weights, so the decoder's compute stays small) and reports what the
+mesher's BLS calls to the decoder add to the decoder's own compute: the time the mesher spends in
+them (``MESH_INFO``) minus the decoder's compute (Triton's statistics), per job and per call.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import statistics
 import time
@@ -37,6 +43,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -47,7 +54,7 @@ from asset.poster import render_poster
 from asset.usdz import write_usdz
 from client_worker.pipeline.presets import PRESETS, Preset
 from img2mesh import texture_baking
-from img2mesh.contract import MESHER, THRESHOLD
+from img2mesh.contract import DECODER, ENSEMBLE, IMAGE, MESH_INFO, MESHER, THRESHOLD
 from img2mesh.mesh_extraction import colors_to_uint8, extract_surface
 
 BAKE_STEPS = ("decimate", "unwrap", "rasterize", "texel_points", "pad")
@@ -206,6 +213,50 @@ def jobs_per_second(preset: Preset, in_flight: int, jobs: int) -> float:
         return jobs / (time.perf_counter() - started)
 
 
+def bls_overhead(presets: list[Preset], rounds: int, cache: Path) -> dict[str, dict[str, float]]:
+    """Per preset, medians over ``rounds`` jobs after a warm-up: the mesher's decoder calls, its time in
+    them, the decoder's compute, and the difference (what BLS adds), in total and per call."""
+    import tritonclient.grpc as grpcclient
+
+    from bench.pipeline import compute_ms, portable_repository
+    from bench.weights import generated_weights
+    from export.build import model_shapes
+    from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
+    from local_triton import LocalTriton
+    from triposr.checkpoint import load_tsr
+
+    cache.mkdir(parents=True, exist_ok=True)
+    checkpoint = generated_weights(cache, "tiny", "analytic")
+    u2net = write_u2net_like(cache / "u2net-standin.onnx")
+    repository = portable_repository(cache, checkpoint, u2net, True, model_shapes(load_tsr(str(checkpoint))))
+    buffer = io.BytesIO()
+    synthetic_product_photo().save(buffer, "JPEG", quality=92)
+    image = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
+    image.set_data_from_numpy(np.array([[buffer.getvalue()]], dtype=np.object_))
+    report = {}
+    with LocalTriton(repository) as server:
+        client = grpcclient.InferenceServerClient(server.grpc_url)
+        for preset in presets:
+            jobs = []
+            for _ in range(rounds + 1):
+                before = compute_ms(client)
+                result = client.infer(
+                    ENSEMBLE, [image], outputs=[grpcclient.InferRequestedOutput(MESH_INFO)], client_timeout=3600,
+                    parameters={"resolution": preset.resolution, "target_faces": preset.target_faces,
+                                "texture_size": preset.texture_size},
+                )
+                decoder_compute = compute_ms(client).get(DECODER, 0.0) - before.get(DECODER, 0.0)
+                info = json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0])
+                in_calls = float(info["timings_ms"]["decoder"])
+                jobs.append({"calls": info["decoder_calls"], "in_calls_ms": in_calls,
+                             "decoder_compute_ms": decoder_compute, "bls_overhead_ms": in_calls - decoder_compute})
+            jobs = jobs[1:]
+            row = {name: round(statistics.median(job[name] for job in jobs), 1) for name in jobs[0]}
+            row["bls_overhead_ms_per_call"] = round(row["bls_overhead_ms"] / max(row["calls"], 1), 2)
+            report[preset.name] = row
+    return report
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.postprocess", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -213,6 +264,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per preset after one warm-up (median)")
     parser.add_argument("--jobs", type=int, default=0,
                         help="also measure mesher throughput with this many jobs in flight against one (0: skip)")
+    parser.add_argument("--triton", action="store_true",
+                        help="also measure the mesher's BLS overhead through a local tritonserver (tiny weights)")
+    parser.add_argument("--cache", type=Path, default=Path("build/bench"),
+                        help="where --triton keeps its generated weights and repository")
     parser.add_argument("--json", action="store_true", help="also print one JSON line with every figure")
     args = parser.parse_args()
 
@@ -247,6 +302,13 @@ def main() -> int:
                                 f"jobs_per_s_{args.jobs}": round(many, 3), "speedup": round(many / one, 2)}
         print(f"mesher throughput ({preset.name}): {one:.2f} jobs/s one at a time, {many:.2f} jobs/s with "
               f"{args.jobs} in flight ({many / one:.2f}×)")
+    if args.triton:
+        report["bls"] = bls_overhead(presets, args.rounds, args.cache)
+        print("\n| preset | decoder calls | in the calls (ms) | decoder compute (ms) | BLS adds (ms) | per call (ms) |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, row in report["bls"].items():
+            print(f"| {name} | {row['calls']:.0f} | {row['in_calls_ms']:,.1f} | {row['decoder_compute_ms']:,.1f} | "
+                  f"{row['bls_overhead_ms']:,.1f} | {row['bls_overhead_ms_per_call']:.2f} |")
     if args.json:
         print(json.dumps(report))
     return 0
