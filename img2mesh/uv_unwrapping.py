@@ -49,7 +49,12 @@ _DIRECTIONS = np.concatenate([np.eye(3), -np.eye(3)])
 
 
 def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The mesh's atlas for a ``size``² texture: ``(original vertex of each new vertex, new faces, uvs in [0, 1])``."""
+    """The mesh's atlas for a ``size``² texture: ``(original vertex of each new vertex, new faces, uvs in [0, 1])``.
+
+    Raises:
+        ValueError: more charts than the atlas holds even as bare padding squares (thousands of
+            specks, as a noise field gives; a product has tens to hundreds of charts).
+    """
     positions = np.asarray(vertices, dtype=np.float64)
     triangles = np.asarray(faces, dtype=np.int64)
     normals, areas = _face_normals(positions, triangles)
