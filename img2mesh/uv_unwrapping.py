@@ -15,7 +15,8 @@ unwraps by projection instead (its ``uv_unwrapper``), and so does this module:
    its principal axis runs along u, and lies flat (wider than tall).
 4. **Packing.** All charts share one scale (texels per unit of surface, as xatlas'
    ``texels_per_unit``), the largest at which shelf packing of their boxes, tallest first with
-   ``CHART_PADDING`` texels around each, fits the square.
+   ``CHART_PADDING`` texels around each, fits the square. (A product has tens to hundreds of
+   charts; a noise field's thousands of specks that could not all have boxes get one texel each.)
 5. **Overlaps.** A chart can still cover itself (a surface that winds around its direction, like a
    ramp, or a decimated mesh folding at a sharp rim); texel centres that lie strictly inside two
    triangles of the packed atlas show it. Those triangles leave their charts, each becoming a
@@ -52,8 +53,7 @@ def unwrap(vertices: np.ndarray, faces: np.ndarray, size: int) -> tuple[np.ndarr
     """The mesh's atlas for a ``size``² texture: ``(original vertex of each new vertex, new faces, uvs in [0, 1])``.
 
     Raises:
-        ValueError: more charts than the atlas holds even as bare padding squares (thousands of
-            specks, as a noise field gives; a product has tens to hundreds of charts).
+        ValueError: more charts than the atlas has texels (see ``_specks``).
     """
     positions = np.asarray(vertices, dtype=np.float64)
     triangles = np.asarray(faces, dtype=np.int64)
@@ -172,24 +172,61 @@ def _pack(flat: np.ndarray, charts: np.ndarray, size: int) -> np.ndarray:
     # Lying flat makes the shelves' heights fit their charts better; a quarter turn keeps orientation.
     standing = extent[:, 1] > extent[:, 0]
     extent[standing] = extent[standing][:, ::-1]
-    scale, corners = _largest_scale(extent, size)
+    specks = _specks(extent, size)
+    speck_rows = -(-int(specks.sum()) // size)
+    corners = np.zeros((len(extent), 2))
+    scale, corners[~specks] = _largest_scale(extent[~specks], size, size - speck_rows)
     local = flat - low[charts][:, None]
     turned = standing[charts]
     local[turned] = np.stack([extent[charts[turned], 0][:, None] - local[turned][..., 1], local[turned][..., 0]], 2)
     placed = local * scale + corners[charts][:, None] + CHART_PADDING
+    # A speck shrinks to the centre of its own texel in the rows below the shelves.
+    cell = np.divmod(np.arange(int(specks.sum())), size)
+    speck_texel = np.zeros((len(extent), 2))
+    speck_texel[specks] = np.stack([cell[1], size - speck_rows + cell[0]], axis=1) + 0.5
+    placed[specks[charts]] = speck_texel[charts[specks[charts]]][:, None]
     return np.clip(placed / size, 0.0, 1.0)
 
 
-def _largest_scale(extent: np.ndarray, size: int) -> tuple[float, np.ndarray]:
-    """The largest texels-per-unit scale at which the boxes shelf-pack into the square, and each box's corner."""
+def _specks(extent: np.ndarray, size: int) -> np.ndarray:
+    """Which charts to pack as single texels: none while every chart fits the square with its padding.
+
+    Thousands of specks (a noise field's floaters) would not fit even as bare padding squares; then
+    the largest charts keep their boxes (half as many as could just fit, to leave them room to
+    grow) and every other chart becomes one texel, without padding: it is smaller than a texel
+    anyway, and its texel shows its centroid.
+
+    Raises:
+        ValueError: more specks than the square has texels.
+    """
+    specks = np.zeros(len(extent), dtype=bool)
+    if _shelves(extent, 0.0, size, size) is not None:
+        return specks
+    largest_first = np.argsort(-(extent[:, 0] * extent[:, 1]), kind="stable")
+    fewest, most = 0, len(extent)
+    while fewest < most:  # the most boxes that fit above the specks' rows
+        kept = (fewest + most + 1) // 2
+        rows = -(-(len(extent) - kept) // size)
+        if rows < size and _shelves(extent[largest_first[:kept]], 0.0, size, size - rows) is not None:
+            fewest = kept
+        else:
+            most = kept - 1
+    specks[largest_first[fewest // 2 :]] = True
+    if -(-int(specks.sum()) // size) >= size:
+        raise ValueError(f"{len(extent)} charts do not fit a {size}² atlas even as single texels")
+    return specks
+
+
+def _largest_scale(extent: np.ndarray, size: int, height: int) -> tuple[float, np.ndarray]:
+    """The largest texels-per-unit scale at which the boxes shelf-pack into ``size`` × ``height`` texels,
+    and each box's corner (the boxes fit at scale 0: ``_specks`` made sure)."""
     area = float((extent[:, 0] * extent[:, 1]).sum()) + 1e-300
     low, high = 0.0, size / np.sqrt(area)  # no packing beats the boxes' total area
-    best = _shelves(extent, low, size)
-    if best is None:
-        raise ValueError(f"{len(extent)} charts do not fit a {size}² atlas even as points with their padding")
+    best = _shelves(extent, low, size, height)
+    assert best is not None, "_specks leaves only boxes that fit"
     for _ in range(16):
         middle = (low + high) / 2
-        placed = _shelves(extent, middle, size)
+        placed = _shelves(extent, middle, size, height)
         if placed is None:
             high = middle
         else:
@@ -197,22 +234,23 @@ def _largest_scale(extent: np.ndarray, size: int) -> tuple[float, np.ndarray]:
     return low, best
 
 
-def _shelves(extent: np.ndarray, scale: float, size: int) -> np.ndarray | None:
-    """Each box's lower corner in texels, shelf-packed tallest first at ``scale``; None if they do not fit."""
+def _shelves(extent: np.ndarray, scale: float, size: int, height: int) -> np.ndarray | None:
+    """Each box's lower corner in texels, shelf-packed tallest first at ``scale`` into ``size`` × ``height``
+    texels; None if they do not fit."""
     boxes = np.ceil(extent * scale).astype(np.int64) + 2 * CHART_PADDING
-    if (boxes > size).any():
+    if (boxes[:, 0] > size).any() or (boxes[:, 1] > height).any():
         return None
     order = np.argsort(-boxes[:, 1], kind="stable")
     corners = np.zeros((len(boxes), 2))
     x = y = shelf_height = 0
     for index in order.tolist():
-        width, height = boxes[index]
-        if x + width > size:
+        box_width, box_height = boxes[index]
+        if x + box_width > size:
             x, y, shelf_height = 0, y + shelf_height, 0
         if shelf_height == 0:
-            shelf_height = int(height)
-        if y + shelf_height > size:
+            shelf_height = int(box_height)
+        if y + shelf_height > height:
             return None
         corners[index] = (x, y)
-        x += int(width)
+        x += int(box_width)
     return corners

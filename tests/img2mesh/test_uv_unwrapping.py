@@ -129,6 +129,23 @@ def test_a_ramp_that_winds_around_its_direction_is_cut_until_nothing_overlaps() 
     assert len(np.unique(_uv_islands(atlas_faces, len(uvs)))) >= 2
 
 
+def test_thousands_of_specks_that_cannot_all_have_boxes_get_a_texel_each() -> None:
+    # 3,000 tetrahedra a fifth of a texel wide (a noise field's floaters): ~12,000 charts, where a
+    # 128² atlas holds ~1,000 boxes with their padding.
+    rng = np.random.default_rng(5)
+    corners = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=np.float64) * 0.001
+    vertices = (rng.uniform(-0.8, 0.8, size=(3000, 1, 3)) + corners).reshape(-1, 3)
+    faces = (np.arange(3000)[:, None, None] * 4 + np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])).reshape(-1, 3)
+    mapping, atlas_faces, uvs = unwrap(vertices.astype(np.float32), faces.astype(np.int32), 128)
+    assert len(atlas_faces) == len(faces) and (0 <= uvs).all() and (uvs <= 1).all()
+    assert len(overlapping_triangles(uvs, atlas_faces, 128)) == 0
+    owners, _ = rasterize(uvs, atlas_faces, 128)
+    texel = np.clip((uvs[atlas_faces].mean(axis=1) * 128).astype(int), 0, 127)
+    owner = owners[texel[:, 1], texel[:, 0]]
+    tetrahedron = mapping[atlas_faces[:, 0]] // 4
+    assert (owner >= 0).all() and (tetrahedron[owner] == tetrahedron).all()
+
+
 def _uv_islands(faces: np.ndarray, vertex_count: int) -> np.ndarray:
     """The island (connected through shared atlas vertices) of each atlas vertex."""
     from scipy.sparse import coo_matrix
