@@ -46,10 +46,14 @@ _SUPERSAMPLING = 2
 # One OSMesa context at a time: VTK's OpenGL state is per window but the worker renders from
 # several threads, and a poster takes well under a second.
 _RENDER_LOCK = threading.Lock()
+_window: vtkOSOpenGLRenderWindow | None = None
+"""The process's one off-screen window, made on the first poster and kept (under the lock): a new
+OSMesa context compiles its shaders again, which cost as much as rendering a poster."""
 
 
 def render_poster(
-    mesh: PreparedMesh, size: int = DEFAULT_SIZE, *, azimuth_deg: float = AZIMUTH_DEG, elevation_deg: float = ELEVATION_DEG
+    mesh: PreparedMesh, size: int = DEFAULT_SIZE, *,
+    azimuth_deg: float = AZIMUTH_DEG, elevation_deg: float = ELEVATION_DEG,
 ) -> bytes:
     """A ``size`` × ``size`` RGBA PNG of the product, its background transparent.
 
@@ -72,10 +76,7 @@ def _render(mesh: PreparedMesh, pixels: int, azimuth_deg: float, elevation_deg: 
     renderer.SetBackgroundAlpha(0.0)
     renderer.AddActor(_actor(mesh))
     _place_camera(renderer, mesh, azimuth_deg, elevation_deg)
-    window = vtkOSOpenGLRenderWindow()
-    window.SetOffScreenRendering(True)
-    window.SetAlphaBitPlanes(True)
-    window.SetMultiSamples(0)
+    window = _shared_window()
     window.SetSize(pixels, pixels)
     window.AddRenderer(renderer)
     try:
@@ -84,11 +85,23 @@ def _render(mesh: PreparedMesh, pixels: int, azimuth_deg: float, elevation_deg: 
         capture.SetInput(window)
         capture.SetInputBufferTypeToRGBA()
         capture.ReadFrontBufferOff()
+        capture.ShouldRerenderOff()  # the frame just rendered; the filter would render it a second time
         capture.Update()
         rgba = vtk_to_numpy(capture.GetOutput().GetPointData().GetScalars()).reshape(pixels, pixels, 4)
     finally:
-        window.Finalize()
+        window.RemoveRenderer(renderer)
     return np.ascontiguousarray(rgba[::-1])  # VTK's first row is the bottom one
+
+
+def _shared_window() -> vtkOSOpenGLRenderWindow:
+    """The process's off-screen window (the caller holds ``_RENDER_LOCK``)."""
+    global _window
+    if _window is None:
+        _window = vtkOSOpenGLRenderWindow()
+        _window.SetOffScreenRendering(True)
+        _window.SetAlphaBitPlanes(True)
+        _window.SetMultiSamples(0)
+    return _window
 
 
 def _actor(mesh: PreparedMesh) -> vtkActor:

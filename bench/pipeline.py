@@ -87,7 +87,7 @@ def _glb_ms(vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray,
     return (time.perf_counter() - started) * 1000.0
 
 
-def _compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
+def compute_ms(client: grpcclient.InferenceServerClient) -> dict[str, float]:
     """Total compute time so far per model, from Triton's statistics API."""
     stats = client.get_inference_statistics(as_json=True)
     totals: dict[str, float] = {}
@@ -112,11 +112,11 @@ def _infer(client: grpcclient.InferenceServerClient, image: bytes, parameters: M
 
 
 def _triton_run(client: grpcclient.InferenceServerClient, image: bytes, parameters: MeshParameters) -> dict:
-    before = _compute_ms(client)
+    before = compute_ms(client)
     started = time.perf_counter()
     result = _infer(client, image, parameters)
     triton_ms = (time.perf_counter() - started) * 1000.0
-    after = _compute_ms(client)
+    after = compute_ms(client)
     info = json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0])
     vertices, faces = result.as_numpy(VERTICES)[0], result.as_numpy(FACES)[0]
     spent = {name: after.get(name, 0.0) - before.get(name, 0.0) for name in after}

@@ -6,16 +6,16 @@ instead, whatever the triangle budget, and it is what AR Quick Look shows (docs/
 "Product models for the web and AR"). The steps, all on the mesh in TripoSR's world frame:
 
 1. **Decimate** to the triangle budget with quadric error metrics (``fast-simplification``).
-2. **Unwrap** with xatlas into one square atlas. Charts are kept small (``CHART_BOUNDARY``): xatlas'
-   time goes into flattening large charts, and small ones also pack tighter.
-3. **Rasterise** every triangle into the atlas (Pillow draws the triangle's index into a 32-bit
-   image), so each texel knows a triangle; its centre's barycentric coordinates give the surface
-   point it shows. Pillow also fills texels the outline only touches, and a later triangle wins
-   a shared texel: a centre outside the triangle it got is moved to the closest point of that
-   triangle (less than a texel away in the atlas, on the same surface).
+2. **Unwrap** into one square atlas by projecting charts along the six axis directions and
+   packing them (``img2mesh.uv_unwrapping``): its cost follows the mesh, and the few large charts
+   keep each side of the product together in the atlas, so filtering and mipmaps blend a chart
+   with itself rather than with charts from elsewhere on the product.
+3. **Rasterise** the atlas (``img2mesh.atlas_rasterization``, vectorised numpy): each texel
+   whose centre lies in a triangle shows the surface point under that centre (its barycentric
+   coordinates), and a triangle too small to hold a centre shows its centroid in its own texel.
 4. **Query** the decoder's colour at those points (the caller's ``color_at``).
-5. **Pad**: every texel no triangle covers takes the colour of the nearest covered texel, so
-   bilinear filtering and mipmaps never blend a chart with the empty space or another chart.
+5. **Pad**: every texel no triangle covers takes the colour of the nearest covered texel (taxicab
+   distance), so bilinear filtering and mipmaps never blend a chart with the empty space.
 
 UVs follow glTF: ``(0, 0)`` is the top-left corner of the texture image, u to the right, v down;
 texel (row, column) covers ``v·S ∈ [row, row + 1)``, ``u·S ∈ [column, column + 1)``.
@@ -27,18 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import xatlas
 from fast_simplification import simplify
-from PIL import Image, ImageDraw
-from scipy.ndimage import distance_transform_edt
+from scipy.ndimage import distance_transform_cdt
 
+from img2mesh.atlas_rasterization import rasterize
 from img2mesh.mesh_extraction import colors_to_uint8
-
-CHART_BOUNDARY = 0.5
-"""Longest chart boundary, in TripoSR units (the object spans about 1.5): charts this small unwrap
-in seconds at 60 000 triangles; the default, unbounded charts take several times longer."""
-CHART_PADDING = 2
-"""Texels xatlas keeps between charts; the padding step fills them with the chart's own colour."""
+from img2mesh.uv_unwrapping import unwrap
 
 ColorField = Callable[[np.ndarray], np.ndarray]
 """World points FP32 [N, 3] → sRGB colour in [0, 1], FP32 [N, 3]."""
@@ -64,93 +58,21 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tupl
     return positions.astype(np.float32), triangles.astype(np.int32)
 
 
-def unwrap(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """xatlas' atlas of the mesh: ``(original vertex of each new vertex, new faces, uvs in [0, 1])``.
-
-    xatlas leaves faces whose area is below its epsilon out of every chart (their UVs stay at
-    (0, 0), where they would show another chart's texel). Decimation leaves a few such slivers,
-    far smaller than a texel; they are dropped, with the vertices only they used.
-    """
-    atlas = xatlas.Atlas()
-    atlas.add_mesh(np.asarray(vertices, dtype=np.float32), np.asarray(faces, dtype=np.uint32))
-    charts = xatlas.ChartOptions()
-    charts.max_boundary_length = CHART_BOUNDARY
-    charts.max_iterations = 0
-    packing = xatlas.PackOptions()
-    packing.padding = CHART_PADDING
-    packing.bilinear = True
-    atlas.generate(charts, packing)
-    mapping, new_faces, uvs = atlas[0]
-    corners = uvs[new_faces].astype(np.float64)
-    uv_area = np.abs(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]))
-    charted = new_faces[uv_area > 0]
-    used, remapped = np.unique(charted, return_inverse=True)
-    return mapping[used].astype(np.int64), remapped.reshape(-1, 3).astype(np.int32), uvs[used].astype(np.float32)
-
-
-def rasterize(uvs: np.ndarray, faces: np.ndarray, size: int) -> np.ndarray:
-    """``INT32 [size, size]``: the face index each texel shows, −1 where no face covers it."""
-    image = Image.new("I", (size, size), 0)
-    draw = ImageDraw.Draw(image)
-    corners = (uvs[faces] * size).astype(np.float64)
-    for index, triangle in enumerate(corners):
-        draw.polygon([(x, y) for x, y in triangle], fill=index + 1)
-    return np.asarray(image, dtype=np.int32) - 1
-
-
-def texel_points(vertices: np.ndarray, faces: np.ndarray, uvs: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The world point at the centre of every covered texel: ``(flat texel indices, points FP32 [N, 3])``.
-
-    A centre outside its triangle is moved to the triangle's closest point first.
-    """
-    size = owners.shape[0]
+def texel_points(vertices: np.ndarray, faces: np.ndarray, owners: np.ndarray,
+                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The surface point every covered texel shows: ``(flat texel indices, points FP32 [N, 3])``,
+    from ``rasterize``'s owners and barycentric weights."""
     flat = np.flatnonzero(owners >= 0)
-    rows, columns = np.divmod(flat, size)
-    centres = np.stack([(columns + 0.5) / size, (rows + 0.5) / size], axis=1).astype(np.float64)
-    triangle = faces[owners.reshape(-1)[flat]]
-    corners = uvs[triangle].astype(np.float64)
-    weights = _barycentric(centres, corners)
-    outside = weights.min(axis=1) < 0
-    weights[outside] = _barycentric(_closest_points(centres[outside], corners[outside]), corners[outside])
-    weights = np.clip(weights, 0.0, 1.0)
-    weights /= weights.sum(axis=1, keepdims=True)
-    points = np.einsum("nk,nkd->nd", weights, vertices[triangle])
+    corners = vertices[faces[owners.reshape(-1)[flat]]].astype(np.float32)
+    points = np.einsum("nk,nkd->nd", weights.reshape(-1, 3)[flat], corners)
     return flat, points.astype(np.float32)
-
-
-def _barycentric(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """Barycentric coordinates [N, 3] of 2D ``points`` in triangles ``corners`` [N, 3, 2] (thirds if flat)."""
-    a, b, c = corners[:, 0], corners[:, 1], corners[:, 2]
-    v0, v1, v2 = b - a, c - a, points - a
-    d00, d01, d11 = (v0 * v0).sum(1), (v0 * v1).sum(1), (v1 * v1).sum(1)
-    d20, d21 = (v2 * v0).sum(1), (v2 * v1).sum(1)
-    denominator = d00 * d11 - d01 * d01
-    flat = np.abs(denominator) <= 1e-20
-    safe = np.where(flat, 1.0, denominator)
-    beta = np.where(flat, 1 / 3, (d11 * d20 - d01 * d21) / safe)
-    gamma = np.where(flat, 1 / 3, (d00 * d21 - d01 * d20) / safe)
-    return np.stack([1 - beta - gamma, beta, gamma], axis=1)
-
-
-def _closest_points(points: np.ndarray, corners: np.ndarray) -> np.ndarray:
-    """The closest point of each triangle's edges to each 2D point (for points outside their triangle)."""
-    best = np.empty_like(points)
-    best_distance = np.full(len(points), np.inf)
-    for start, end in ((0, 1), (1, 2), (2, 0)):
-        a, b = corners[:, start], corners[:, end]
-        edge = b - a
-        length = np.maximum((edge * edge).sum(1), 1e-30)
-        t = np.clip(((points - a) * edge).sum(1) / length, 0.0, 1.0)
-        candidate = a + t[:, None] * edge
-        distance = ((candidate - points) ** 2).sum(1)
-        nearer = distance < best_distance
-        best[nearer], best_distance[nearer] = candidate[nearer], distance[nearer]
-    return best
 
 
 def pad(texture: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """Every texel outside ``covered`` takes the colour of the nearest covered texel."""
-    _, (rows, columns) = distance_transform_edt(~covered, return_indices=True)
+    # Taxicab rather than Euclidean distance: a third of the cost, and a padding texel only has to
+    # take a colour from its own chart's edge, which the nearest texel by either distance is.
+    rows, columns = distance_transform_cdt(~covered, metric="taxicab", return_distances=False, return_indices=True)
     return texture[rows, columns]
 
 
@@ -159,10 +81,10 @@ def bake(
 ) -> BakedMesh:
     """The mesh decimated to ``target_faces``, unwrapped, and its colour baked into a ``texture_size``² texture."""
     positions, triangles = decimate(vertices, faces, target_faces)
-    mapping, atlas_faces, uvs = unwrap(positions, triangles)
+    mapping, atlas_faces, uvs = unwrap(positions, triangles, texture_size)
     atlas_vertices = positions[mapping]
-    owners = rasterize(uvs, atlas_faces, texture_size)
-    flat, points = texel_points(atlas_vertices, atlas_faces, uvs, owners)
+    owners, weights = rasterize(uvs, atlas_faces, texture_size)
+    flat, points = texel_points(atlas_vertices, atlas_faces, owners, weights)
     texture = np.zeros((texture_size * texture_size, 3), dtype=np.uint8)
     texture[flat] = colors_to_uint8(color_at(points))
     texture = pad(texture.reshape(texture_size, texture_size, 3), owners >= 0)

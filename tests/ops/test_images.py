@@ -81,8 +81,8 @@ def imports(files: list[Path]) -> tuple[set[str], set[str]]:
 
 
 def distribution_of(module: str) -> str | None:
-    """The distribution that installs ``module``; a lone extension module (xatlas's
-    ``xatlas.cpython-*.so``) is not in ``packages_distributions()`` but is named like its distribution."""
+    """The distribution that installs ``module``; a lone extension module (a single
+    ``name.cpython-*.so``) is not in ``packages_distributions()`` but is named like its distribution."""
     if module in IMPORT_TO_DIST:
         return IMPORT_TO_DIST[module][0]
     try:

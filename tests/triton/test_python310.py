@@ -2,8 +2,8 @@
 
 A real 3.10 interpreter (pyenv's, on our machines) gets a fresh venv with exactly what the Triton
 image installs (docker/requirements/triton.txt: numpy<2, Pillow, scikit-image); the img2mesh steps
-then run end to end in it, the band extraction gives the dense mesh with that scikit-image, and
-every model.py compiles. Without a 3.10 interpreter the test is skipped, saying so.
+then run end to end in it, the band extraction gives the dense mesh with that scikit-image, the
+texture baking (unwrap, rasterisation, padding) bakes a texture, and every model.py compiles. Without a 3.10 interpreter the test is skipped, saying so.
 """
 
 import glob
@@ -41,6 +41,10 @@ ball = lambda p: (25.0 * np.exp(10.0 * (0.25 - (p ** 2).sum(axis=1)))).astype(np
 band, dense = extract_surface(ball, 96, 25.0), extract_surface(ball, 96, 25.0, extraction="dense")
 assert np.array_equal(band.faces, dense.faces) and np.array_equal(band.vertices, dense.vertices)
 assert band.points_evaluated < 0.5 * 96 ** 3
+from img2mesh.texture_baking import bake
+baked = bake(band.vertices, band.faces, lambda p: np.clip(p + 0.5, 0, 1).astype(np.float32), target_faces=2000,
+             texture_size=256)
+assert baked.texture.shape == (256, 256, 3) and len(baked.uvs) == len(baked.vertices) and len(baked.faces) > 1500
 MeshParameters.from_request({"resolution": "64"})
 for path in sys.argv[1:]:
     py_compile.compile(path, doraise=True)

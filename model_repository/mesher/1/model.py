@@ -6,7 +6,8 @@ points, which go to the decoder through BLS in chunks of at most ``chunk_size`` 
 only. Marching cubes runs here. With a ``texture_size``, ``img2mesh.texture_baking`` decimates the
 mesh to ``target_faces``, unwraps it and asks the decoder for the colour of every texel; without
 one, a ``target_faces`` decimates it. The decoder is then asked for the colours of the final
-vertices. Every BLS call asks for ``DECODER_VERSION``, the version of the encoder that made the
+vertices. ``MESH_INFO`` reports the number of decoder calls and the time spent in them
+(``timings_ms.decoder``, inside the other steps' times). Every BLS call asks for ``DECODER_VERSION``, the version of the encoder that made the
 scene codes, so one job never mixes versions while ops roll from one to the next. Cancellation is
 checked between chunks, so a client that gave up stops the work.
 """
@@ -64,6 +65,9 @@ class TritonPythonModel:
         scene_codes = input_array(pb_utils, request, MESHER_SCENE_CODES)
         version = int(input_array(pb_utils, request, DECODER_VERSION).reshape(-1)[0])
         decoder_versions = set()
+        # Time inside the decoder's BLS calls: the decoder's own compute plus what BLS adds (queueing,
+        # copies, the round trip); bench.postprocess --triton sets it against the decoder's compute.
+        bls = {"calls": 0, "ms": 0.0}
 
         def query(wanted):
             def at(points):
@@ -71,7 +75,10 @@ class TritonPythonModel:
                 for chunk in iter_chunks(points, self.chunk_size):
                     if request.is_cancelled():
                         raise RequestCancelled()
+                    started = time.perf_counter()
                     outputs = self._decode(scene_codes, chunk, version, wanted)
+                    bls["calls"] += 1
+                    bls["ms"] += (time.perf_counter() - started) * 1000.0
                     decoder_versions.add(int(outputs[VERSION].reshape(-1)[0]))
                     values.append(outputs[wanted][0].copy())
                 return np.concatenate(values)
@@ -99,6 +106,7 @@ class TritonPythonModel:
         started = time.perf_counter()
         colors = query(COLOR)(vertices)
         timings["colors"] = _elapsed_ms(started)
+        timings["decoder"] = round(bls["ms"], 2)
 
         info = {
             "resolution": parameters.resolution,
@@ -111,6 +119,7 @@ class TritonPythonModel:
             "vertex_count": int(len(vertices)),
             "face_count": int(len(faces)),
             "decoder_version": decoder_versions.pop(),
+            "decoder_calls": bls["calls"],
             "timings_ms": timings,
         }
         return [
