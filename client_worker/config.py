@@ -22,12 +22,14 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from asset.real_size import MAX_SIZE_M, MIN_SIZE_M
-from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS
+from client_worker.jobs.keys import RedisKeys
+from client_worker.pipeline.presets import PRESETS
+from img2mesh.contract import ENSEMBLE, MAX_IMAGE_PIXELS, RESOLUTION
 
 HOST_NAME_MAX_CHARS = 253
 """RFC 1035's limit on a host name."""
@@ -84,8 +86,9 @@ class Settings(BaseSettings):
     priority_separator: str = Field(default="\x06\x16", min_length=1)
     task_name: str = "generate_3d_model"
     key_prefix: str = "img2mesh"
-    rejected_list: str = "img2mesh:rejected"
-    dead_letter_list: str = "img2mesh:dead"
+    # Empty: the lists RedisKeys names under KEY_PREFIX.
+    rejected_list: str = Field(default="", validate_default=True)
+    dead_letter_list: str = Field(default="", validate_default=True)
     worker_name: str = Field(default_factory=socket.gethostname, min_length=1)
     concurrency: int = Field(default=4, ge=1, le=64)
     max_attempts: int = Field(default=5, ge=1, le=50)
@@ -121,8 +124,8 @@ class Settings(BaseSettings):
     triton_ready_timeout_s: float = Field(default=120.0, ge=0)
 
     # --- presets and mesh ------------------------------------------------------------------
-    default_preset: Literal["fast", "balanced", "quality"] = "balanced"
-    max_resolution: int = Field(default=320, ge=16, le=320)
+    default_preset: Literal[tuple(PRESETS)] = "balanced"  # type: ignore[valid-type]
+    max_resolution: int = Field(default=RESOLUTION.maximum, ge=RESOLUTION.minimum, le=RESOLUTION.maximum)
     # Real size of a product whose job gives none (metadata.size): its largest side, in metres.
     default_largest_side_m: float = Field(default=0.3, ge=MIN_SIZE_M, le=MAX_SIZE_M)
 
@@ -140,6 +143,8 @@ class Settings(BaseSettings):
     storage_backend: Literal["supabase", "local"] = "supabase"
     local_storage_dir: str | None = None
     local_storage_public_url: str | None = None
+    # A key names one job's output and is never reused for other content, so CDNs and browsers
+    # may cache it for a year.
     storage_cache_control_s: int = Field(default=31_536_000, ge=0)
 
     # --- webhooks --------------------------------------------------------------------------
@@ -163,6 +168,14 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """`WEBHOOK_SECRET=` in a .env file means "no secret", not an empty HMAC key."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rejected_list", "dead_letter_list")
+    @classmethod
+    def _list_name(cls, value: str, info: ValidationInfo) -> str:
+        if value:
+            return value
+        keys = RedisKeys(info.data.get("key_prefix") or cls.default("key_prefix"))
+        return keys.rejected() if info.field_name == "rejected_list" else keys.dead_letters()
 
     @field_validator("redis_url", "result_backend_url")
     @classmethod
@@ -269,6 +282,11 @@ class Settings(BaseSettings):
         if self.retry_max_delay_s < self.retry_base_delay_s:
             raise ValueError("RETRY_MAX_DELAY_S must be at least RETRY_BASE_DELAY_S")
         return self
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """The default of setting ``name``: the one home of each default the option objects share."""
+        return cls.model_fields[name].get_default(call_default_factory=True)
 
     @classmethod
     def credential_urls(cls) -> list[str]:

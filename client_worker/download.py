@@ -26,7 +26,6 @@ import httpx
 
 from client_worker.config import Settings
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
-from img2mesh.contract import MAX_IMAGE_PIXELS
 from img2mesh.errors import InvalidInput
 from img2mesh.image_decoding import MIME_TYPES, accepted_format, inspect_image, refusal
 
@@ -49,18 +48,18 @@ class DownloadLimits:
     public hosts are only contacted on ports 80 and 443.
     """
 
-    connect_timeout_s: float = 5.0
-    read_timeout_s: float = 15.0
+    connect_timeout_s: float = Settings.default("download_connect_timeout_s")
+    read_timeout_s: float = Settings.default("download_read_timeout_s")
     #: Cap on the whole download of one URL, redirects included: a server that drips one byte
     #: every few seconds never trips the read timeout.
-    total_timeout_s: float = 60.0
-    max_bytes: int = 25 * 1024 * 1024
-    max_redirects: int = 5
-    max_pixels: int = MAX_IMAGE_PIXELS
+    total_timeout_s: float = Settings.default("download_total_timeout_s")
+    max_bytes: int = Settings.default("download_max_bytes")
+    max_redirects: int = Settings.default("download_max_redirects")
+    max_pixels: int = Settings.default("download_max_pixels")
     #: How many of a job's URLs are tried, how long each may be, and how long all of them may take.
-    max_urls: int = 10
-    max_url_length: int = 2048
-    job_timeout_s: float = 120.0
+    max_urls: int = Settings.default("image_urls_max")
+    max_url_length: int = Settings.default("image_url_max_length")
+    job_timeout_s: float = Settings.default("download_job_timeout_s")
     allowed_networks: tuple[IPNetwork, ...] = field(default_factory=tuple)
     allowed_hosts: frozenset[str] = frozenset()
 

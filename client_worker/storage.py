@@ -24,10 +24,6 @@ from client_worker.config import Settings
 from client_worker.errors import PermanentJobError, TransientJobError
 from client_worker.jobs import ids
 
-#: A key names one job's output and is never reused for other content, so CDNs and browsers may
-#: cache it for a year.
-DEFAULT_CACHE_CONTROL_SECONDS = 31_536_000
-
 
 class Storage(Protocol):
     """Stores one file under ``key`` (overwriting) and returns the URL it is publicly served at."""
@@ -123,7 +119,7 @@ class SupabaseStorage:
         service_role_key: str,
         bucket: str,
         *,
-        cache_control_seconds: int = DEFAULT_CACHE_CONTROL_SECONDS,
+        cache_control_seconds: int = Settings.default("storage_cache_control_s"),
         timeout_s: float = 60.0,
     ) -> None:
         self._url = url

@@ -58,6 +58,14 @@ class RedisKeys:
         return f"{self.prefix}:outbox:due"
 
 
+    def rejected(self) -> str:
+        """List of the messages that are no job for this worker (`REJECTED_LIST` by default)."""
+        return f"{self.prefix}:rejected"
+
+    def dead_letters(self) -> str:
+        """List of the jobs that failed for good (`DEAD_LETTER_LIST` by default)."""
+        return f"{self.prefix}:dead"
+
     def celery_results(self) -> str:
         """Hash task_id -> Celery result meta (JSON) still to be written to the result backend."""
         return f"{self.prefix}:celery-results"

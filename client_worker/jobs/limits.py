@@ -34,9 +34,9 @@ class LimitExceeded(ValueError):
 class MessageLimits:
     """The ``MESSAGE_MAX_*`` settings."""
 
-    max_bytes: int = 1024 * 1024
-    max_decompressed_bytes: int = 4 * 1024 * 1024
-    max_depth: int = 64
+    max_bytes: int = Settings.default("message_max_bytes")
+    max_decompressed_bytes: int = Settings.default("message_max_decompressed_bytes")
+    max_depth: int = Settings.default("message_max_depth")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MessageLimits:
