@@ -180,17 +180,6 @@ def start_worker() -> Iterator[Callable[..., WorkerThread]]:
         worker.stop()
 
 
-def wait_until(predicate: Callable[[], object], timeout_s: float = 30, what: str = "condition") -> object:
-    """Poll until `predicate()` is truthy and return its value."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
-
-
 # --- "exactly one final state": what the fault-injection and soak tests check -----------------
 
 

@@ -16,9 +16,7 @@ import redis
 
 from client_worker.config import Settings
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import wait_until
-from tests.worker.test_end_to_end import final, guide_job
-from tests.worker.test_resilience import REPOSITORY_ROOT, start_worker_process
+from tests.support.worker_jobs import REPOSITORY_ROOT, final, guide_job, start_worker_process, wait_until
 
 
 def test_the_readme_demo(tmp_path: Path) -> None:

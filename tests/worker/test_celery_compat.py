@@ -22,9 +22,8 @@ from client_worker.config import Settings
 from tests.support.image_server import ImageServer
 from tests.support.node_celery import NodeCelery
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import WorkerThread, by_name, wait_until
-from tests.worker.test_end_to_end import final, statuses
-from tests.worker.test_resilience import settings_environment
+from tests.support.worker_jobs import final, settings_environment, statuses, wait_until
+from tests.worker.conftest import WorkerThread, by_name
 
 TASK = "generate_3d_model"
 

@@ -17,9 +17,8 @@ from local_triton import LocalTriton
 from tests.support.gltf_validator import GltfValidator
 from tests.support.image_server import ImageServer, Route
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import E2E_RESOLUTION, WorkerThread, by_name, wait_until
-from tests.worker.test_end_to_end import final, guide_job, statuses
-from tests.worker.test_resilience import REPOSITORY_ROOT, settings_environment
+from tests.support.worker_jobs import REPOSITORY_ROOT, final, guide_job, settings_environment, statuses, wait_until
+from tests.worker.conftest import E2E_RESOLUTION, WorkerThread, by_name
 
 
 def cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

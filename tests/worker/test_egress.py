@@ -19,7 +19,7 @@ import pytest
 
 from img2mesh.telemetry import TELEMETRY_OFF
 from tests.support.egress import run_offline
-from tests.worker.test_resilience import REPOSITORY_ROOT
+from tests.support.worker_jobs import REPOSITORY_ROOT
 
 SCENARIO = Path(__file__).with_name("egress_scenario.py")
 

@@ -21,38 +21,8 @@ from tests.support.gltf_validator import GltfValidator
 from tests.support.image_server import ImageServer, Route, png_declaring
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import WorkerThread, by_name, wait_until
-
-
-def guide_job(job_id: str, image_urls: object, **extra: object) -> dict[str, object]:
-    """The guide's "Manually Queue a Test Job" message, verbatim apart from ids and URLs."""
-    return {
-        "task": "generate_3d_model",
-        "id": str(uuid.uuid4()),
-        "args": [],
-        "kwargs": {
-            "job_id": job_id,
-            "shop": "test-shop.myshopify.com",
-            "product_id": "gid://shopify/Product/123",
-            "product_handle": "test-product",
-            "image_urls": image_urls,
-            "metadata": {},
-            **extra,
-        },
-    }
-
-
-def statuses(receiver: WebhookReceiver, job_id: str) -> list[str]:
-    return [body["status"] for body in receiver.accepted(job_id)]
-
-
-def final(receiver: WebhookReceiver, job_id: str, timeout_s: float = 60) -> dict[str, object]:
-    """The job's terminal webhook body, once it arrived."""
-    def terminal() -> dict[str, object] | None:
-        done = [b for b in receiver.accepted(job_id) if b["status"] in ("completed", "failed")]
-        return done[-1] if done else None
-
-    return wait_until(terminal, timeout_s, f"a final webhook for {job_id}")  # type: ignore[return-value]
+from tests.support.worker_jobs import final, guide_job, statuses, wait_until
+from tests.worker.conftest import WorkerThread, by_name
 
 
 def test_guide_snippet_ends_with_a_glb_in_storage(

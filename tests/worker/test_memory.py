@@ -15,9 +15,8 @@ from PIL import Image
 from client_worker.config import Settings
 from tests.support.image_server import ImageServer, Route
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import by_name, wait_until
-from tests.worker.test_end_to_end import final, guide_job
-from tests.worker.test_resilience import start_worker_process
+from tests.support.worker_jobs import final, guide_job, start_worker_process, wait_until
+from tests.worker.conftest import by_name
 
 
 def memory_mib(pid: int) -> dict[str, float]:

@@ -29,8 +29,8 @@ from client_worker.storage import SupabaseStorage
 from tests.support.image_server import ImageServer, Route
 from tests.support.redis_server import RedisServer
 from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.worker_jobs import guide_job
 from tests.worker.conftest import WorkerThread, assert_nothing_left, by_name, wait_for_ledger
-from tests.worker.test_end_to_end import guide_job
 
 
 class Outage:

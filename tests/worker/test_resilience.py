@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,31 +17,8 @@ from local_triton import LocalTriton
 from tests.support.image_server import ImageServer, Route
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import WorkerThread, by_name, wait_until
-from tests.worker.test_end_to_end import final, guide_job, statuses
-
-REPOSITORY_ROOT = Path(__file__).resolve().parents[2]
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """The environment that makes `python -m client_worker run` load exactly these settings."""
-    env = {key: value for key, value in os.environ.items() if not key.isupper() or key in ("PATH", "HOME", "LANG")}
-    for name, value in settings.model_dump().items():
-        if value is None:
-            continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[name.upper()] = json.dumps(value) if isinstance(value, list) else str(value)
-    env["PYTHONPATH"] = str(REPOSITORY_ROOT)
-    return env
-
-
-def start_worker_process(settings: Settings, cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "client_worker", "run"], env=settings_environment(settings), cwd=cwd,
-        stdout=subprocess.DEVNULL, stderr=open(cwd / "worker.log", "ab"),  # noqa: SIM115
-    )
-
+from tests.support.worker_jobs import final, guide_job, settings_environment, start_worker_process, statuses, wait_until
+from tests.worker.conftest import WorkerThread, by_name
 
 def test_worker_killed_mid_job_another_completes_it_exactly_once(
     e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread], product_photo: bytes,

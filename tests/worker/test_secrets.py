@@ -27,9 +27,8 @@ from tests.support.image_server import ImageServer
 from tests.support.redis_server import RedisServer
 from tests.support.supabase_server import SupabaseStorageServer
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import by_name, wait_until
-from tests.worker.test_end_to_end import final, guide_job
-from tests.worker.test_resilience import REPOSITORY_ROOT, settings_environment, start_worker_process
+from tests.support.worker_jobs import REPOSITORY_ROOT, final, guide_job, settings_environment, start_worker_process, wait_until
+from tests.worker.conftest import by_name
 
 MARKERS = {
     "redis password": "redis-pw-3f9a1c",

@@ -16,9 +16,8 @@ import redis
 from client_worker.config import Settings
 from tests.support.image_server import ImageServer, Route
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.worker.conftest import assert_nothing_left, by_name, wait_for_ledger, wait_until
-from tests.worker.test_end_to_end import guide_job
-from tests.worker.test_resilience import start_worker_process
+from tests.support.worker_jobs import guide_job, start_worker_process, wait_until
+from tests.worker.conftest import assert_nothing_left, by_name, wait_for_ledger
 
 JOBS = 30
 KILLS = 6
