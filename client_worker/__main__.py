@@ -185,7 +185,7 @@ async def _healthcheck(settings: Settings) -> int:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
-    from client_worker.jobs.priorities import PriorityLists, printable, stranded_messages
+    from client_worker.jobs.priorities import PriorityLists, stranded_messages
 
     keys = RedisKeys(settings.key_prefix)
     redis = Redis.from_url(settings.redis_url, socket_timeout=5)
@@ -205,7 +205,7 @@ async def _healthcheck(settings: Settings) -> int:
     report: dict[str, object] = {"healthy": True, "workers": alive}
     if stranded.lists:
         # Still healthy: a restart cannot fix a setting, and the worker serves the lists it reads.
-        report["stranded_messages"] = {printable(name): count for name, count in stranded.lists.items()}
+        report["stranded_messages"] = stranded.shown()
         report["advice"] = stranded.advice(settings)
     print(json.dumps(report))
     return 0

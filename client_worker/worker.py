@@ -36,7 +36,6 @@ from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
-from client_worker.jobs.priorities import PriorityLists, printable
 from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import AssetPipeline
@@ -73,7 +72,7 @@ class Worker:
                                   settings.status_text_max_chars, Redaction.of(settings))
         backend = Redis.from_url(settings.result_backend_url) if settings.result_backend_url else None
         self.results = CeleryResults(self.redis, self.queue.keys, backend, settings.result_expires_s)
-        canvas = CeleryCanvas(PriorityLists.from_settings(settings), settings.queue_name)
+        canvas = CeleryCanvas(self.queue.priorities, settings.queue_name)
         self._redis_run_id: str | None = None
         self._stranded_lists: set[str] = set()
         self.inference = TritonMeshClient(
@@ -196,8 +195,7 @@ class Worker:
             return
         self._stranded_lists = set(stranded.lists)
         if stranded.lists:
-            log.error(stranded.advice(self.settings), extra={"stranded": {printable(name): count for name, count
-                                                                          in stranded.lists.items()}})
+            log.error(stranded.advice(self.settings), extra={"stranded": stranded.shown()})
         else:
             log.info("no message waits in a priority list this worker does not read")
 

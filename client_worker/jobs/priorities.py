@@ -69,17 +69,20 @@ class Stranded:
     steps: list[int]
 
     @classmethod
-    def found(cls, lists: PriorityLists, queue: str, lengths: dict[str, int]) -> Stranded:
-        """From the lengths of `lists.unread(queue)`: which hold messages, and what to set."""
-        unread = lists.unread(queue)
-        full = {name: length for name, length in lengths.items() if length}
+    def found(cls, lists: PriorityLists, unread: dict[str, tuple[str, int]], lengths: list[int]) -> Stranded:
+        """From the lengths of the `unread` lists, in their order: which hold messages, and what to set."""
+        full = {name: length for name, length in zip(unread, lengths) if length}
         separators = sorted({unread[name][0] for name in full})
         steps = sorted({0, *lists.steps, *(unread[name][1] for name in full)})
         return cls(full, separators, steps)
 
+    def shown(self) -> dict[str, int]:
+        """The lists and their counts in name order, the names `printable`."""
+        return {printable(name): count for name, count in sorted(self.lists.items())}
+
     def advice(self, settings: Settings) -> str:
         """What an operator reads: the lists, their counts and the setting to change."""
-        shown = ", ".join(f"{printable(name)} ({count})" for name, count in sorted(self.lists.items()))
+        shown = ", ".join(f"{name} ({count})" for name, count in self.shown().items())
         wanted = [f"PRIORITY_STEPS={','.join(map(str, self.steps))}"]
         if self.separators != [settings.priority_separator]:
             wanted.append(f"PRIORITY_SEPARATOR={' or '.join(printable(sep) for sep in self.separators)}")
@@ -91,14 +94,14 @@ class Stranded:
 
 async def stranded_messages(redis: Redis, lists: PriorityLists, queue: str) -> Stranded:
     """Read the lengths of every list of ``queue`` that ``lists`` does not read (one round trip)."""
-    names = list(lists.unread(queue))
+    unread = lists.unread(queue)
     async with redis.pipeline(transaction=False) as pipe:
-        for name in names:
+        for name in unread:
             pipe.llen(name)
         lengths = await pipe.execute()
-    return Stranded.found(lists, queue, dict(zip(names, lengths)))
+    return Stranded.found(lists, unread, lengths)
 
 
 def printable(name: str) -> str:
-    r"""A list name as the environment and logs write it: control characters as ``."""
+    r"""A list name as the environment and logs write it: control characters as `\x06`."""
     return name.encode("unicode_escape").decode("ascii")
