@@ -19,13 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from client_worker.config import Settings
-from client_worker.download import DownloadLimits, download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
+from client_worker.photo_choice import PhotoChoice, PhotoRefused
 from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
 from client_worker.pipeline.presets import Preset, get_preset
 from client_worker.storage import Storage, storage_stem
@@ -33,20 +31,24 @@ from img2mesh.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-PROGRESS = {"downloading": 5, "inference": 20, "encoding": 75, "uploading": 90}
+PROGRESS = {"downloading": 5, "checking": 12, "inference": 20, "encoding": 75, "uploading": 90}
 """Percent reported when each stage starts (inference dominates the time)."""
 
-_STAGE_OF_STEP = {"download": "downloading", "inference": "inference", "encoding": "encoding", "upload": "uploading"}
+_STAGE_OF_STEP = {"download": "downloading", "check": "checking", "inference": "inference", "encoding": "encoding",
+                  "upload": "uploading"}
 """The stage a job is in while a step runs: steps name the timings, stages the progress webhooks."""
 
 
 class StageFailure(Exception):
-    """A job error together with the stage it happened in; `error` is permanent or transient."""
+    """A job error together with the stage it happened in; `error` is permanent or transient.
 
-    def __init__(self, stage: str, error: JobError) -> None:
+    `details` is what the failed webhook's metadata reports besides (the photo choice's report)."""
+
+    def __init__(self, stage: str, error: JobError, details: dict[str, Any] | None = None) -> None:
         super().__init__(str(error))
         self.stage = stage
         self.error = error
+        self.details = details or {}
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class _Attempt:
     token: str
     stage: str = "intake"
     ms: dict[str, float] = field(default_factory=dict)
+    photos: dict[str, Any] = field(default_factory=dict)
+    """The photo choice's report, once it has one (for the failed webhook too)."""
 
     async def started(self, step: str) -> None:
         self.stage = _STAGE_OF_STEP[step]
@@ -112,20 +116,19 @@ class JobProcessor:
         self,
         settings: Settings,
         pipeline: AssetPipeline,
+        photo_choice: PhotoChoice,
         storage: Storage,
         records: AttemptRecords,
         metrics: Metrics,
-        http: httpx.AsyncClient,
         source_errors: tuple[type[Exception], ...] = (),
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.photo_choice = photo_choice
         self.storage = storage
         self.records = records
         self.metrics = metrics
-        self.http = http
         self.source_errors = source_errors
-        self.download_limits = DownloadLimits.from_settings(settings)
 
     async def process(self, job: Job, attempt: int, token: str) -> Completed:
         """Process one attempt (run ``token``); raises `StageFailure` naming the stage and the kind
@@ -137,9 +140,9 @@ class JobProcessor:
             async with deadline:
                 completed = await self._process(run)
         except JobError as error:
-            raise StageFailure(run.stage, error) from error
+            raise StageFailure(run.stage, error, run.photos) from error
         except InvalidInput as error:
-            raise StageFailure(run.stage, PermanentJobError(str(error))) from error
+            raise StageFailure(run.stage, PermanentJobError(str(error)), run.photos) from error
         except self.source_errors:
             raise
         except Exception as error:  # a bug or an unmapped library error: retry; the log has the details
@@ -149,7 +152,7 @@ class JobProcessor:
             else:
                 log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
                 message = f"an internal error of the worker stopped the job at the {run.stage} stage"
-            raise StageFailure(run.stage, TransientJobError(message)) from error
+            raise StageFailure(run.stage, TransientJobError(message), run.photos) from error
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed
 
@@ -176,10 +179,14 @@ class JobProcessor:
         return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
     async def _make_asset(self, run: _Attempt, preset: Preset) -> Asset:
-        async with timed_stage("download", run.ms, run):
-            image = await download_first_image(run.job.image_urls, self.download_limits, self.http)
-        made = await self.pipeline.make(image.data, preset, run, size=run.job.real_size)
-        asset = Asset(made.files, {**made.details, "image_url": image.url,
+        try:
+            photo = await self.photo_choice.choose(run.job.image_urls, run, run.ms)
+        except PhotoRefused as refused:
+            run.photos = refused.report
+            raise
+        run.photos = photo.report
+        made = await self.pipeline.make(photo.data, preset, run, size=run.job.real_size)
+        asset = Asset(made.files, {**made.details, "image_url": photo.url, **photo.report,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         await self.records.keep(run.job.job_id, asset)
         return asset

@@ -220,7 +220,7 @@ class MessageRouter:
                 self.on_triton_unavailable()
             await self._retry(raw, job_id, token, attempt, failure, decision)
         else:
-            await self._fail(raw, message, job_id, token, attempt, decision, failure.stage)
+            await self._fail(raw, message, job_id, token, attempt, decision, failure.stage, failure.details)
 
     async def _retry(
         self, raw: bytes, job_id: str, token: str, attempt: int, failure: StageFailure, retry: Retry
@@ -239,11 +239,13 @@ class MessageRouter:
         log.warning("job will be retried", extra={"job_id": job_id, **metadata, "counted": retry.counted})
 
     async def _fail(
-        self, raw: bytes, message: TaskMessage, job_id: str, token: str, attempts: int, failure: GiveUp, stage: str
+        self, raw: bytes, message: TaskMessage, job_id: str, token: str, attempts: int, failure: GiveUp, stage: str,
+        details: dict[str, object] | None = None,
     ) -> None:
+        """``details``: what the failed attempt reports besides (the photo choice's report)."""
         text = self.status.reportable(failure.message)
         event = StatusEvent(job_id, "failed", error_message=text,
-                            metadata={"attempts": attempts, "stage": stage, "kind": failure.kind})
+                            metadata={**(details or {}), "attempts": attempts, "stage": stage, "kind": failure.kind})
         writes = combined(
             self.status.writes(event),
             self.results.failure([*_result_ids(message), *self.canvas.chained_task_ids(message)], text,

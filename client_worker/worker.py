@@ -40,6 +40,7 @@ from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
+from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import JobProcessor
 from client_worker.redaction import Redaction, loggable_settings
 from client_worker.retry_policy import RetryPolicy
@@ -86,7 +87,8 @@ class Worker:
         pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution,
                                  default_size=RealSize(settings.default_largest_side_m))
         self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks)
-        processor = JobProcessor(settings, pipeline, self.storage, self.records, self.metrics, self.http,
+        photo_choice = PhotoChoice.from_settings(settings, self.inference, self.http)
+        processor = JobProcessor(settings, pipeline, photo_choice, self.storage, self.records, self.metrics,
                                  source_errors=(RedisError,))
         retries = RetryPolicy(settings.max_attempts, Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s))
         self.router = MessageRouter(

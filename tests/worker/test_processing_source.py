@@ -19,6 +19,7 @@ from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import Asset, AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
+from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import Completed, JobProcessor, KeptFiles, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
 from client_worker.storage import LocalStorage
@@ -68,10 +69,11 @@ async def source(make_settings: Callable[..., Settings], triton_server: LocalTri
     client = TritonMeshClient(triton_server.grpc_url, timeout_s=120)
     http = httpx.AsyncClient(trust_env=False)
     pipeline = AssetPipeline(client, max_resolution=E2E_RESOLUTION, default_size=RealSize(0.3))
+    photo_choice = PhotoChoice.from_settings(settings, client, http)
 
     def make(storage: LocalStorage) -> tuple[JobProcessor, MemoryRecords]:
         records = MemoryRecords()
-        return JobProcessor(settings, pipeline, storage, records, Metrics(), http), records
+        return JobProcessor(settings, pipeline, photo_choice, storage, records, Metrics()), records
 
     yield make
     await http.aclose()
@@ -107,7 +109,7 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert completed.model_url == "https://cdn.test/models/shop.myshopify.com/products/1/memory-ok.glb"
     assert (tmp_path / "store/shop.myshopify.com/products/1/memory-ok.glb").read_bytes()[:4] == b"glTF"
     assert [stage for job_id, stage in records.stages if job_id == "memory-ok"] == [
-        "downloading", "inference", "encoding", "uploading"]
+        "downloading", "checking", "inference", "encoding", "uploading"]
 
     failed, retries = await run_until_settled(processor, job("memory-404", by_name(image_server.url("/none.jpg"))))
     assert isinstance(failed, GiveUp) and failed.kind == "permanent" and "HTTP 404" in failed.message
@@ -118,5 +120,5 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert isinstance(retried, Completed) and len(retries) == 1 and retries[0].counted
     assert retried.metadata["attempts"] == 2
     # The second attempt reused the first one's files: no second download or inference.
-    assert [stage for _, stage in flaky_records.stages] == ["downloading", "inference", "encoding", "uploading",
-                                                           "uploading"]
+    assert [stage for _, stage in flaky_records.stages] == ["downloading", "checking", "inference", "encoding",
+                                                           "uploading", "uploading"]
