@@ -40,10 +40,11 @@ REPORT_KEY = "photo_choice"
 
 @dataclass(frozen=True)
 class CheckedPhoto:
-    """One candidate: its image and measures, or why it has none (``failure``: download or Triton)."""
+    """One candidate (``url``: its URL or file): its encoded image and measures, or why it has none
+    (``failure``: its download, or Triton refused it)."""
 
     url: str
-    image: DownloadedImage | None
+    data: bytes | None
     measures: PhotoMeasures | None
     failure: JobError | None = None
 
@@ -88,6 +89,24 @@ def ranked(photos: Sequence[CheckedPhoto]) -> list[CheckedPhoto]:
     measured = [photo for photo in photos if photo.measures is not None]
     return sorted(measured, key=lambda photo: (len(photo.measures.problems), -photo.measures.object_side_px,
                                                photo.measures.undecided_share))
+
+
+def chosen_photo(photos: Sequence[CheckedPhoto], mode: PhotoCheckMode) -> CheckedPhoto | None:
+    """The photo ``mode`` meshes among ``photos`` (checked or, with ``off``, only loaded), or None."""
+    if mode == "off":
+        return next((photo for photo in photos if photo.data is not None), None)
+    best = ranked(photos)
+    if not best or (mode == "strict" and not best[0].usable):
+        return None
+    return best[0]
+
+
+def report(photos: Sequence[CheckedPhoto], mode: PhotoCheckMode, chosen: CheckedPhoto | None) -> dict[str, Any]:
+    """The photo choice as the webhooks' metadata reports it (docs/webhooks.md, "Photo choice")."""
+    described: dict[str, Any] = {"mode": mode, "candidates": [photo.report() for photo in photos]}
+    if chosen is not None:
+        described["chosen"] = chosen.url
+    return {REPORT_KEY: described}
 
 
 def refusal(photos: Sequence[CheckedPhoto], unchecked: int) -> str:
@@ -138,24 +157,25 @@ class PhotoChoice:
         failures = [(url, got) for url, got in zip(candidates, downloads) if isinstance(got, JobError)]
         if len(failures) == len(candidates):
             raise no_usable_image(urls, candidates, failures, self.limits, (self.candidates, "PHOTO_CANDIDATES"))
+        loaded = [got.data if isinstance(got, DownloadedImage) else got for got in downloads]
         async with timed_stage("check", timings_ms, listener):
-            photos = await asyncio.gather(*(self._checked(url, got) for url, got in zip(candidates, downloads)))
-        report = {REPORT_KEY: {"mode": self.mode, "candidates": [photo.report() for photo in photos]}}
-        best = ranked(photos)
-        if not best or (self.mode == "strict" and not best[0].usable):
+            photos = await self.check_all(list(zip(candidates, loaded)))
+        chosen = chosen_photo(photos, self.mode)
+        if chosen is None or chosen.data is None:
             message = refusal(photos, len(urls) - len(photos))
             if any(isinstance(photo.failure, TransientJobError) for photo in photos):
                 raise TransientJobError(message)  # a candidate that could not be fetched now may be the usable one
-            raise PhotoRefused(message, report)
-        chosen = best[0]
-        assert chosen.image is not None  # measured photos were downloaded
-        report[REPORT_KEY]["chosen"] = chosen.url
-        return ChosenPhoto(chosen.url, chosen.image.data, report)
+            raise PhotoRefused(message, report(photos, self.mode, None))
+        return ChosenPhoto(chosen.url, chosen.data, report(photos, self.mode, chosen))
 
-    async def _checked(self, url: str, got: DownloadedImage | JobError) -> CheckedPhoto:
+    async def check_all(self, photos: Sequence[tuple[str, bytes | JobError]]) -> list[CheckedPhoto]:
+        """Check every loaded photo at once (Triton batches them); a failure to load stays the photo's."""
+        return list(await asyncio.gather(*(self._checked(name, got) for name, got in photos)))
+
+    async def _checked(self, name: str, got: bytes | JobError) -> CheckedPhoto:
         if isinstance(got, JobError):
-            return CheckedPhoto(url, None, None, got)
+            return CheckedPhoto(name, None, None, got)
         try:
-            return CheckedPhoto(url, got, await check_photo(self.triton, got.data))
+            return CheckedPhoto(name, got, await check_photo(self.triton, got))
         except PermanentJobError as refused:  # Triton refused this photo only
-            return CheckedPhoto(url, got, None, refused)
+            return CheckedPhoto(name, got, None, refused)
