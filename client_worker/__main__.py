@@ -108,13 +108,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from img2mesh.errors import InvalidInput
 
     preset = get_preset(args.preset or settings.default_preset)
-    client = TritonMeshClient(
-        args.triton_url or settings.triton_url,
-        settings.triton_model_name,
-        args.model_version if args.model_version is not None else settings.triton_model_version,
-        settings.triton_timeout_s,
-        weights_version=settings.triton_weights_version,
-    )
+    client = TritonMeshClient.from_settings(settings, url=args.triton_url, model_version=args.model_version)
     pipeline = AssetPipeline(client, max_resolution=settings.max_resolution,
                              default_size=RealSize(settings.default_largest_side_m))
     started = time.perf_counter()

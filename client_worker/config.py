@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     triton_url: str = "localhost:8001"
     triton_model_name: str = ENSEMBLE
     triton_model_version: str = ""
-    # TripoSR weights version (the exporter's number, returned as MODEL_VERSION) a job must be
+    # TripoSR weights version (the exporter's number, returned as WEIGHTS_VERSION) a job must be
     # made with; empty follows whatever version ops rolled Triton to.
     triton_weights_version: str = ""
     triton_timeout_s: float = Field(default=300.0, gt=0)

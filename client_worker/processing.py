@@ -28,22 +28,16 @@ from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
 from client_worker.pipeline.presets import Preset, get_preset
+from client_worker.pipeline.stages import PROGRESS, Stage
 from client_worker.storage import Storage, storage_stem
 from img2mesh.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-PROGRESS = {"downloading": 5, "inference": 20, "encoding": 75, "uploading": 90}
-"""Percent reported when each stage starts (inference dominates the time)."""
-
-_STAGE_OF_STEP = {"download": "downloading", "inference": "inference", "encoding": "encoding", "upload": "uploading"}
-"""The stage a job is in while a step runs: steps name the timings, stages the progress webhooks."""
-
-
 class StageFailure(Exception):
     """A job error together with the stage it happened in; `error` is permanent or transient."""
 
-    def __init__(self, stage: str, error: JobError) -> None:
+    def __init__(self, stage: Stage, error: JobError) -> None:
         super().__init__(str(error))
         self.stage = stage
         self.error = error
@@ -83,26 +77,26 @@ class Completed:
 
 @dataclass
 class _Attempt:
-    """One attempt of a job: its current stage (for the failure report) and step timings.
+    """One attempt of a job: its current stage (for the failure report) and stage timings.
 
-    It is the pipeline core's stage listener: each step start is reported to the backend as
-    progress, each step's duration goes to the metrics.
+    It is the pipeline core's stage listener: each stage's start is reported to the backend as
+    progress, its duration goes to the metrics.
     """
 
     processor: JobProcessor
     job: Job
     attempt: int
     token: str
-    stage: str = "intake"
+    stage: Stage = Stage.INTAKE
     ms: dict[str, float] = field(default_factory=dict)
 
-    async def started(self, step: str) -> None:
-        self.stage = _STAGE_OF_STEP[step]
+    async def started(self, stage: Stage) -> None:
+        self.stage = stage
         metadata = {"stage": self.stage, "progress": PROGRESS[self.stage], "attempt": self.attempt}
         await self.processor.records.progress(self.job.job_id, self.token, metadata)
 
-    def finished(self, step: str, seconds: float) -> None:
-        self.processor.metrics.stage_seconds.labels(step).observe(seconds)
+    def finished(self, stage: Stage, seconds: float) -> None:
+        self.processor.metrics.stage_seconds.labels(stage).observe(seconds)
 
 
 class JobProcessor:
@@ -165,7 +159,7 @@ class JobProcessor:
             asset, urls = await self._make_asset(run, preset), {}
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
-            async with timed_stage("upload", run.ms, run):
+            async with timed_stage(Stage.UPLOAD, run.ms, run):
                 for file in pending:
                     urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
                     await self.records.keep_url(job.job_id, file.role, urls[file.role])
@@ -176,7 +170,7 @@ class JobProcessor:
         return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
     async def _make_asset(self, run: _Attempt, preset: Preset) -> Asset:
-        async with timed_stage("download", run.ms, run):
+        async with timed_stage(Stage.DOWNLOAD, run.ms, run):
             image = await download_first_image(run.job.image_urls, self.download_limits, self.http)
         made = await self.pipeline.make(image.data, preset, run, size=run.job.real_size)
         asset = Asset(made.files, {**made.details, "image_url": image.url,

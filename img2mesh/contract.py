@@ -51,8 +51,9 @@ UVS = "UVS"
 TEXTURE = "TEXTURE"
 """The baked base-colour texture, sRGB uint8 [S, S, 3]; empty ([0, 0, 3]) when none was asked for."""
 MESH_INFO = "MESH_INFO"
-MODEL_VERSION = "MODEL_VERSION"
-"""The ensemble's copy of the encoder's ``version``: which TripoSR weights made the mesh."""
+WEIGHTS_VERSION = "WEIGHTS_VERSION"
+"""The ensemble's copy of the encoder's ``version``: which TripoSR weights made the mesh (the
+exporter's version number; the ensemble's own version is another thing, see docs/architecture.md)."""
 
 MESH_OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, UVS, TEXTURE, MESH_INFO)
 """What the mesher returns and the ensemble passes through, in this order."""
@@ -134,7 +135,7 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
             (TensorSpec(MESHER_SCENE_CODES, "FP32", codes), TensorSpec(DECODER_VERSION, "INT64", (1,))),
             mesh,
         ),
-        ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(MODEL_VERSION, "INT64", (1,)))),
+        ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(WEIGHTS_VERSION, "INT64", (1,)))),
     )
     return {spec.name: spec for spec in specs}
 

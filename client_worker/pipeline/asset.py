@@ -24,6 +24,7 @@ from asset.mesh_preparation import PreparedMesh, prepare_mesh
 from asset.real_size import RealSize
 from client_worker.pipeline.inference import MeshResult, TritonMeshClient
 from client_worker.pipeline.presets import Preset
+from client_worker.pipeline.stages import Stage
 
 MODEL_FILE = "model"
 """The role of the GLB, the file the webhook's ``modelUrl`` points at."""
@@ -57,13 +58,13 @@ class Asset:
 class StageListener(Protocol):
     """Told when each stage of a job starts and how long it took (progress webhooks, metrics)."""
 
-    async def started(self, stage: str) -> None: ...
+    async def started(self, stage: Stage) -> None: ...
 
-    def finished(self, stage: str, seconds: float) -> None: ...
+    def finished(self, stage: Stage, seconds: float) -> None: ...
 
 
 @asynccontextmanager
-async def timed_stage(name: str, timings_ms: dict[str, float], listener: StageListener | None) -> AsyncIterator[None]:
+async def timed_stage(name: Stage, timings_ms: dict[str, float], listener: StageListener | None) -> AsyncIterator[None]:
     """Run one stage: announce it, then record its duration (also when it fails)."""
     if listener is not None:
         await listener.started(name)
@@ -100,11 +101,11 @@ class AssetPipeline:
         resolution = min(preset.resolution, self.max_resolution)
         real_size = size or self.default_size
         timings: dict[str, float] = {}
-        async with timed_stage("inference", timings, listener):
+        async with timed_stage(Stage.INFERENCE, timings, listener):
             mesh = await self.inference.image_to_mesh(
                 image, resolution=resolution, target_faces=preset.target_faces, texture_size=preset.texture_size
             )
-        async with timed_stage("encoding", timings, listener):
+        async with timed_stage(Stage.ENCODING, timings, listener):
             prepared, files = await asyncio.to_thread(write_files, mesh, preset, real_size, timings)
         model = next(file for file in files if file.role == MODEL_FILE)
         summary = glb.glb_summary(model.data)

@@ -22,6 +22,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
+from client_worker.config import Settings
 from client_worker.errors import PermanentJobError, TransientJobError
 from img2mesh.contract import (
     ENSEMBLE,
@@ -30,7 +31,6 @@ from img2mesh.contract import (
     IMAGE,
     MESH_INFO,
     MESH_OUTPUTS,
-    MODEL_VERSION,
     RESOLUTION,
     TARGET_FACES,
     TEXTURE,
@@ -39,12 +39,13 @@ from img2mesh.contract import (
     UVS,
     VERTEX_COLORS,
     VERTICES,
+    WEIGHTS_VERSION,
 )
 
 OUTPUTS = MESH_OUTPUTS
-WEIGHTS_VERSION = MODEL_VERSION
-"""Optional output: the version of the TripoSR weights that ran (the ensemble's own version is
-always the ensemble's; its steps follow the latest weights, so this is the one worth reporting)."""
+"""Always asked for; `WEIGHTS_VERSION` too when the served model has it (a repository exported before
+it was named so lacks it): the ensemble's own version is always the ensemble's and its steps follow
+the latest weights, so the weights' version is the one worth reporting."""
 _PERMANENT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
 _ENSEMBLE_PREFIX = re.compile(r"^(?:in ensemble '[^']*', )+")
 """Triton's prefix on an ensemble step's error: where it failed, not what was wrong."""
@@ -104,7 +105,7 @@ class TritonMeshClient:
     """An asyncio gRPC client of one mesh model; safe to share between concurrent jobs."""
 
     def __init__(self, url: str, model_name: str = ENSEMBLE, model_version: str = "",
-                 timeout_s: float = 300.0, weights_version: str = "") -> None:
+                 timeout_s: float = Settings.default("triton_timeout_s"), weights_version: str = "") -> None:
         self.url = url
         self.model_name = model_name
         self.model_version = model_version
@@ -112,6 +113,18 @@ class TritonMeshClient:
         self.timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
         self._outputs: list[str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, url: str | None = None, model_version: str | None = None
+                      ) -> TritonMeshClient:
+        """The client the settings describe (``TRITON_*``); ``url`` and ``model_version`` override theirs."""
+        return cls(
+            url or settings.triton_url,
+            settings.triton_model_name,
+            settings.triton_model_version if model_version is None else model_version,
+            settings.triton_timeout_s,
+            weights_version=settings.triton_weights_version,
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -178,7 +191,7 @@ class TritonMeshClient:
         return self._mesh(result)
 
     async def _output_names(self) -> list[str]:
-        """OUTPUTS, plus MODEL_VERSION when the served model has it (read once from its metadata)."""
+        """OUTPUTS, plus WEIGHTS_VERSION when the served model has it (read once from its metadata)."""
         if self._outputs is None:
             metadata = await self._client.get_model_metadata(
                 self.model_name, self.model_version, client_timeout=_PROBE_TIMEOUT_S

@@ -107,7 +107,7 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert completed.model_url == "https://cdn.test/models/shop.myshopify.com/products/1/memory-ok.glb"
     assert (tmp_path / "store/shop.myshopify.com/products/1/memory-ok.glb").read_bytes()[:4] == b"glTF"
     assert [stage for job_id, stage in records.stages if job_id == "memory-ok"] == [
-        "downloading", "inference", "encoding", "uploading"]
+        "download", "inference", "encoding", "upload"]
 
     failed, retries = await run_until_settled(processor, job("memory-404", by_name(image_server.url("/none.jpg"))))
     assert isinstance(failed, GiveUp) and failed.kind == "permanent" and "HTTP 404" in failed.message
@@ -118,5 +118,5 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert isinstance(retried, Completed) and len(retries) == 1 and retries[0].counted
     assert retried.metadata["attempts"] == 2
     # The second attempt reused the first one's files: no second download or inference.
-    assert [stage for _, stage in flaky_records.stages] == ["downloading", "inference", "encoding", "uploading",
-                                                           "uploading"]
+    assert [stage for _, stage in flaky_records.stages] == ["download", "inference", "encoding", "upload",
+                                                           "upload"]
