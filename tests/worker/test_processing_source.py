@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from asset.real_size import RealSize
+from client_worker.asset_cache import CachedAsset, CacheError
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.errors import TransientJobError
@@ -49,6 +50,24 @@ class MemoryRecords:
         self.urls.setdefault(job_id, {})[role] = url
 
 
+@dataclass
+class MemoryCache:
+    """`asset_cache.AssetCache` in a dict; ``broken`` makes every call fail as an unreachable store would."""
+
+    entries: dict[str, CachedAsset] = field(default_factory=dict)
+    broken: bool = False
+
+    async def find(self, address: str) -> CachedAsset | None:
+        if self.broken:
+            raise CacheError("the cache's store is unreachable")
+        return self.entries.get(address)
+
+    async def remember(self, address: str, cached: CachedAsset) -> None:
+        if self.broken:
+            raise CacheError("the cache's store is unreachable")
+        self.entries[address] = cached
+
+
 class StorageDownOnce(LocalStorage):
     """Local storage whose first upload fails as an outage would."""
 
@@ -63,15 +82,15 @@ class StorageDownOnce(LocalStorage):
 
 @pytest.fixture
 async def source(make_settings: Callable[..., Settings], triton_server: LocalTriton,
-                 tmp_path: Path) -> AsyncIterator[Callable[[LocalStorage], tuple[JobProcessor, MemoryRecords]]]:
+                 tmp_path: Path) -> AsyncIterator[Callable[..., tuple[JobProcessor, MemoryRecords]]]:
     settings = make_settings(download_allowlist=["localhost"], max_resolution=E2E_RESOLUTION)
     client = TritonMeshClient(triton_server.grpc_url, timeout_s=120)
     http = httpx.AsyncClient(trust_env=False)
     pipeline = AssetPipeline(client, max_resolution=E2E_RESOLUTION, default_size=RealSize(0.3))
 
-    def make(storage: LocalStorage) -> tuple[JobProcessor, MemoryRecords]:
+    def make(storage: LocalStorage, cache: MemoryCache | None = None) -> tuple[JobProcessor, MemoryRecords]:
         records = MemoryRecords()
-        return JobProcessor(settings, pipeline, storage, records, Metrics(), http), records
+        return JobProcessor(settings, pipeline, storage, records, cache or MemoryCache(), Metrics(), http), records
 
     yield make
     await http.aclose()
@@ -98,7 +117,7 @@ def job(job_id: str, url: str) -> Job:
 
 
 async def test_an_in_memory_source_completes_fails_and_retries_jobs(
-    source: Callable[[LocalStorage], tuple[JobProcessor, MemoryRecords]], photo_url: str, image_server: ImageServer,
+    source: Callable[..., tuple[JobProcessor, MemoryRecords]], photo_url: str, image_server: ImageServer,
     tmp_path: Path,
 ) -> None:
     processor, records = source(LocalStorage(tmp_path / "store", "https://cdn.test/models"))
@@ -120,3 +139,30 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     # The second attempt reused the first one's files: no second download or inference.
     assert [stage for _, stage in flaky_records.stages] == ["downloading", "inference", "encoding", "uploading",
                                                            "uploading"]
+
+
+async def test_a_second_job_of_the_photo_copies_the_files_and_a_broken_cache_only_costs_a_model_run(
+    source: Callable[..., tuple[JobProcessor, MemoryRecords]], photo_url: str, tmp_path: Path,
+) -> None:
+    cache = MemoryCache()
+    processor, records = source(LocalStorage(tmp_path / "store", "https://cdn.test/models"), cache)
+    first, _ = await run_until_settled(processor, job("made", photo_url))
+    second, _ = await run_until_settled(processor, job("copied", photo_url))
+    assert isinstance(first, Completed) and isinstance(second, Completed)
+    (address,) = cache.entries
+    assert first.metadata["cache"] == {"hit": False, "address": address, "models": first.metadata["cache"]["models"]}
+    assert first.metadata["cache"]["models"]["triposr_encoder"] == int(first.metadata["weights_version"])
+    assert second.metadata["cache"] == {"hit": True, "address": address, "source_job_id": "made"}
+    assert [stage for job_id, stage in records.stages if job_id == "copied"] == ["downloading", "uploading"]
+    assert {key: second.metadata[key] for key in ("face_count", "file_sizes_bytes", "mesh_info")} == {
+        key: first.metadata[key] for key in ("face_count", "file_sizes_bytes", "mesh_info")}
+    assert set(second.metadata["timings_ms"]) == {"download", "copy", "total"}
+    stored = tmp_path / "store/shop.myshopify.com/products/1"
+    for extension in (".glb", ".usdz", ".png"):
+        assert (stored / f"copied{extension}").read_bytes() == (stored / f"made{extension}").read_bytes()
+
+    cache.broken = True
+    third, _ = await run_until_settled(processor, job("uncached", photo_url))
+    assert isinstance(third, Completed) and third.metadata["cache"]["hit"] is False
+    assert [stage for job_id, stage in records.stages if job_id == "uncached"] == [
+        "downloading", "inference", "encoding", "uploading"]
