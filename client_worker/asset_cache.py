@@ -112,8 +112,9 @@ class AssetReuse:
     async def remember(self, asset: Asset, stem: str, job_id: str) -> None:
         """Offer the files ``job_id`` made and stored under ``stem`` to later jobs of their address.
 
-        Only files made by the TripoSR version the address names are offered: files of a roll that
-        happened between the address and the run (docs/runbook.md, "Model versions") are not.
+        Only files made by the TripoSR version the address names are offered: not those of a job
+        that a roll (docs/runbook.md, "Model versions: export, roll forward, roll back") switched
+        between its address and its run.
         """
         cache = asset.details.get(CACHE)
         if not self.enabled or cache is None or cache["hit"]:

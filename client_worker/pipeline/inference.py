@@ -181,8 +181,9 @@ class TritonMeshClient:
         """The version of the model and of each step of its ensemble that a request sent now runs.
 
         A step that names no version (-1, as every step of ``image_to_mesh`` does) runs the latest
-        version that is ready, which is what a model version roll changes (docs/runbook.md, "Model
-        versions"); the mesher calls the decoder of the encoder's version, so the encoder's covers it.
+        version that is ready, which is what a model version roll changes
+        (docs/runbook.md, "Model versions: export, roll forward, roll back"); the mesher calls the
+        decoder of the encoder's version, so the encoder's covers it.
 
         Raises:
             TritonUnavailable: Triton is down, or a model has no ready version.
