@@ -92,18 +92,20 @@ class AssetReuse:
         if cached is None:
             self._count("miss")
             return None
-        urls = {}
+        urls: dict[str, str] = {}
         try:
             async with timed_stage("copy", timings_ms, listener):
                 for role, extension in cached.extensions.items():
                     urls[role] = await self.storage.copy(cached.stem + extension, stem + extension)
         except JobError as error:
-            log.warning("copying a cached asset failed; running the model", extra={"error": str(error)})
+            log.warning("copying a cached asset failed; running the model", extra={"stem": stem, "error": str(error)})
             self._count("copy_failed")
             return None
         self._count("hit")
-        details = {**cached.details, CACHE: {"hit": True, "address": address.value, "source_job_id": cached.source_job_id}}
-        return Copies(details, urls)
+        log.info("copied the files of an earlier job instead of running the model",
+                 extra={"stem": stem, "source_job_id": cached.source_job_id})
+        hit = {"hit": True, "address": address.value, "source_job_id": cached.source_job_id}
+        return Copies({**cached.details, CACHE: hit}, urls)
 
     def made(self, address: ContentAddress) -> dict[str, Any]:
         """What the `CACHE` key of the details of an asset made for ``address`` says."""
@@ -116,7 +118,7 @@ class AssetReuse:
         that a roll (docs/runbook.md, "Model versions: export, roll forward, roll back") switched
         between its address and its run.
         """
-        cache = asset.details.get(CACHE)
+        cache = asset.details.get(CACHE)  # None: files kept by an attempt of a release without the cache
         if not self.enabled or cache is None or cache["hit"]:
             return
         encoder, served = cache["models"].get(ENCODER), asset.details["weights_version"]

@@ -211,7 +211,8 @@ async def test_copy_of_a_missing_or_over_an_existing_object_is_permanent_and_out
 async def test_local_storage_copies_and_says_when_the_source_is_gone(tmp_path: Path) -> None:
     storage = LocalStorage(tmp_path, "https://models.example.com")
     await storage.upload("s/products/1/a.glb", GLB, CONTENT_TYPE)
-    assert await storage.copy("s/products/1/a.glb", "s/products/2/b.glb") == "https://models.example.com/s/products/2/b.glb"
+    url = await storage.copy("s/products/1/a.glb", "s/products/2/b.glb")
+    assert url == "https://models.example.com/s/products/2/b.glb"
     assert (tmp_path / "s/products/2/b.glb").read_bytes() == GLB
     with pytest.raises(PermanentJobError, match="no file 's/products/1/gone.glb'"):
         await storage.copy("s/products/1/gone.glb", "s/products/2/c.glb")
