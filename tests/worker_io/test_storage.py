@@ -190,16 +190,17 @@ async def test_copy_stores_the_same_bytes_and_headers_under_the_new_key(
     assert copy_request.headers["authorization"] == f"Bearer {supabase_storage.service_role_key}"
 
 
-async def test_copy_of_a_missing_or_over_an_existing_object_is_permanent_and_outages_transient(
+async def test_copy_overwrites_like_an_upload_a_missing_source_is_permanent_and_outages_transient(
     storage: SupabaseStorage, supabase_storage: SupabaseStorageFixture
 ) -> None:
     with pytest.raises(PermanentJobError, match=r"did not copy 's/products/1/gone.glb' .* status 404"):
         await storage.copy("s/products/1/gone.glb", "s/products/1/j.glb")
     await storage.upload("s/products/1/a.glb", GLB, CONTENT_TYPE)
-    await storage.upload("s/products/1/b.glb", b"other", CONTENT_TYPE)
-    with pytest.raises(PermanentJobError, match="status 409"):
-        await storage.copy("s/products/1/a.glb", "s/products/1/b.glb")
-    assert supabase_storage.objects["s/products/1/b.glb"].data == b"other"
+    await storage.upload("s/products/1/b.glb", b"an earlier attempt's", CONTENT_TYPE)
+    await storage.copy("s/products/1/a.glb", "s/products/1/b.glb")
+    assert supabase_storage.objects["s/products/1/b.glb"].data == GLB
+    refused, copied = supabase_storage.server.requests[-2:]  # 409, then the copy after the removal
+    assert refused.path == copied.path == "/storage/v1/object/copy"
     supabase_storage.server.fail_next(503, {"statusCode": "503", "code": "SlowDown", "error": "x", "message": "y"},
                                       keys_ending="c.glb")
     with pytest.raises(TransientJobError, match="status 503"):
