@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from asset.real_size import RealSize
-from client_worker.asset_cache import CachedAsset, CacheError
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
 from client_worker.errors import TransientJobError
@@ -25,6 +24,7 @@ from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
 from client_worker.storage import LocalStorage
 from local_triton import LocalTriton
 from tests.support.image_server import ImageServer
+from tests.support.worker_jobs import MemoryCache
 from tests.worker.conftest import E2E_RESOLUTION, by_name
 
 
@@ -48,24 +48,6 @@ class MemoryRecords:
 
     async def keep_url(self, job_id: str, role: str, url: str) -> None:
         self.urls.setdefault(job_id, {})[role] = url
-
-
-@dataclass
-class MemoryCache:
-    """`asset_cache.AssetCache` in a dict; ``broken`` makes every call fail as an unreachable store would."""
-
-    entries: dict[str, CachedAsset] = field(default_factory=dict)
-    broken: bool = False
-
-    async def find(self, address: str) -> CachedAsset | None:
-        if self.broken:
-            raise CacheError("the cache's store is unreachable")
-        return self.entries.get(address)
-
-    async def remember(self, address: str, cached: CachedAsset) -> None:
-        if self.broken:
-            raise CacheError("the cache's store is unreachable")
-        self.entries[address] = cached
 
 
 class StorageDownOnce(LocalStorage):
