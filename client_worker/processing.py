@@ -6,7 +6,9 @@ from: it reports progress and keeps what it made through `AttemptRecords`, which
 implements (the Redis queue's is ``client_worker.attempt_records``). The expensive results survive
 a failed attempt: the finished files, and each URL once uploaded, are kept there, so a retry after
 a storage outage uploads the same bytes again instead of re-running the model, and a retry after a
-crash following the uploads does not upload at all. An error of the source itself
+crash following the uploads does not upload at all. A photo whose asset was already made (same
+content address: ``client_worker.asset_cache``) gets copies of those files instead of a model run,
+and an asset this job made is offered to later jobs once stored. An error of the source itself
 (``source_errors``, e.g. Redis unreachable) is not a failure of the job: it propagates to the
 caller, which gives the attempt back. The whole attempt has a deadline (``JOB_TIMEOUT_S``).
 """
@@ -21,6 +23,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from client_worker.asset_cache import CACHE, AssetCache, AssetReuse
 from client_worker.config import Settings
 from client_worker.download import DownloadLimits, download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
@@ -108,6 +111,7 @@ class JobProcessor:
         pipeline: AssetPipeline,
         storage: Storage,
         records: AttemptRecords,
+        cache: AssetCache,
         metrics: Metrics,
         http: httpx.AsyncClient,
         source_errors: tuple[type[Exception], ...] = (),
@@ -120,6 +124,7 @@ class JobProcessor:
         self.http = http
         self.source_errors = source_errors
         self.download_limits = DownloadLimits.from_settings(settings)
+        self.reuse = AssetReuse(cache, storage, metrics, enabled=settings.asset_cache_ttl_s > 0)
 
     async def process(self, job: Job, attempt: int, token: str) -> Completed:
         """Process one attempt (run ``token``); raises `StageFailure` naming the stage and the kind
@@ -156,24 +161,34 @@ class JobProcessor:
             asset, urls = kept.asset, dict(kept.urls)
             log.info("reusing the files of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
         else:
-            asset, urls = await self._make_asset(run, preset), {}
+            asset, urls = await self._make_asset(run, preset, stem)
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
             async with timed_stage(Stage.UPLOAD, run.ms, run):
                 for file in pending:
                     urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
                     await self.records.keep_url(job.job_id, file.role, urls[file.role])
+        await self.reuse.remember(asset, stem, job.job_id)
         details = asset.details
         other_urls = {f"{role}_url": url for role, url in urls.items() if role != MODEL_FILE}
         metadata = {**details, **other_urls, "attempts": run.attempt,
                     "timings_ms": {**details["timings_ms"], **run.ms}}
         return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
-    async def _make_asset(self, run: _Attempt, preset: Preset) -> Asset:
+    async def _make_asset(self, run: _Attempt, preset: Preset, stem: str) -> tuple[Asset, dict[str, str]]:
+        """The job's asset and the URLs of its files stored so far: copies of a cached asset's files
+        (then the asset holds no files, all are stored), or files just made (none stored yet)."""
         async with timed_stage(Stage.DOWNLOAD, run.ms, run):
             image = await download_first_image(run.job.image_urls, self.download_limits, self.http)
+        cache: dict[str, Any] = {}
+        if self.reuse.enabled:  # the address asks Triton for its model versions: not when the cache is off
+            address = await self.pipeline.address(image.data, preset, size=run.job.real_size)
+            copies = await self.reuse.copies(address, stem, run.ms, run)
+            if copies is not None:
+                return Asset((), {**copies.details, "image_url": image.url, "timings_ms": dict(run.ms)}), copies.urls
+            cache = {CACHE: self.reuse.made(address)}
         made = await self.pipeline.make(image.data, preset, run, size=run.job.real_size)
-        asset = Asset(made.files, {**made.details, "image_url": image.url,
+        asset = Asset(made.files, {**made.details, "image_url": image.url, **cache,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         await self.records.keep(run.job.job_id, asset)
-        return asset
+        return asset, {}

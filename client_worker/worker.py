@@ -42,6 +42,7 @@ from client_worker.pipeline.asset import AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.processing import JobProcessor
 from client_worker.redaction import Redaction, loggable_settings
+from client_worker.redis_asset_cache import RedisAssetCache
 from client_worker.retry_policy import RetryPolicy
 from client_worker.consumer import Consumer
 from client_worker.status.celery_results import CeleryResults
@@ -80,7 +81,8 @@ class Worker:
         pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution,
                                  default_size=RealSize(settings.default_largest_side_m))
         self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks)
-        processor = JobProcessor(settings, pipeline, self.storage, self.records, self.metrics, self.http,
+        cache = RedisAssetCache(self.redis, self.queue.keys, settings.asset_cache_ttl_s)
+        processor = JobProcessor(settings, pipeline, self.storage, self.records, cache, self.metrics, self.http,
                                  source_errors=(RedisError,))
         retries = RetryPolicy(settings.max_attempts, Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s))
         self.consumer = Consumer(

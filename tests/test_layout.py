@@ -62,9 +62,11 @@ def test_every_import_is_allowed_by_the_table() -> None:
     assert not problems, "\n".join(problems)
 
 
-SOURCE_NEUTRAL = [ROOT / "client_worker" / "processing.py", *(ROOT / "client_worker" / "pipeline").rglob("*.py")]
+SOURCE_NEUTRAL = [ROOT / "client_worker" / "processing.py", ROOT / "client_worker" / "asset_cache.py",
+                  *(ROOT / "client_worker" / "pipeline").rglob("*.py")]
 JOB_SOURCE = ("redis", "client_worker.jobs.queue", "client_worker.jobs.keys", "client_worker.status",
-              "client_worker.attempt_records", "client_worker.consumer", "client_worker.worker")
+              "client_worker.attempt_records", "client_worker.redis_asset_cache", "client_worker.consumer",
+              "client_worker.worker")
 
 
 def test_processing_and_the_pipeline_know_no_job_source() -> None:

@@ -190,6 +190,41 @@ class TritonMeshClient:
             raise await self._mapped(error) from None
         return self._mesh(result)
 
+    async def served_versions(self) -> dict[str, int]:
+        """The version of the model and of each step of its ensemble that a request sent now runs.
+
+        A step that names no version (-1, as every step of ``image_to_mesh`` does) runs the latest
+        version that is ready, which is what a model version roll changes
+        (docs/runbook.md, "Model versions: export, roll forward, roll back"); the mesher calls the
+        decoder of the encoder's version, so the encoder's covers it.
+
+        Raises:
+            TritonUnavailable: Triton is down, or a model has no ready version.
+            TransientJobError: Triton failed to answer.
+        """
+        try:
+            config = await self._client.get_model_config(
+                self.model_name, self.model_version, as_json=True, client_timeout=_PROBE_TIMEOUT_S
+            )
+            index = await self._client.get_model_repository_index(as_json=True, client_timeout=_PROBE_TIMEOUT_S)
+        except InferenceServerException as error:
+            raise await self._mapped(error) from None
+        ready: dict[str, list[int]] = {}
+        for entry in index.get("models", []):
+            if entry.get("state") == "READY" and entry.get("version"):
+                ready.setdefault(entry["name"], []).append(int(entry["version"]))
+        steps = config["config"].get("ensemble_scheduling", {}).get("step", [])
+        wanted = {self.model_name: int(self.model_version or -1)}
+        wanted.update({step["model_name"]: int(step.get("model_version", -1)) for step in steps})
+        versions = {}
+        for name, version in wanted.items():
+            if version == -1:
+                if not ready.get(name):
+                    raise TritonUnavailable(f"model {name!r} has no ready version on Triton at {self.url}")
+                version = max(ready[name])
+            versions[name] = version
+        return versions
+
     async def _output_names(self) -> list[str]:
         """OUTPUTS, plus WEIGHTS_VERSION when the served model has it (read once from its metadata)."""
         if self._outputs is None:

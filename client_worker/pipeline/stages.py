@@ -17,7 +17,9 @@ class Stage(StrEnum):
     INFERENCE = "inference"
     ENCODING = "encoding"
     UPLOAD = "upload"
+    COPY = "copy"
+    """Instead of inference, encoding and upload: copies of an earlier job's files (the asset cache)."""
 
 
-PROGRESS: dict[Stage, int] = {Stage.DOWNLOAD: 5, Stage.INFERENCE: 20, Stage.ENCODING: 75, Stage.UPLOAD: 90}
+PROGRESS: dict[Stage, int] = {Stage.DOWNLOAD: 5, Stage.INFERENCE: 20, Stage.ENCODING: 75, Stage.UPLOAD: 90, Stage.COPY: 90}
 """Percent reported when each stage starts (inference dominates the time)."""
