@@ -122,13 +122,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from img2mesh.errors import InvalidInput
 
     preset = get_preset(args.preset or settings.default_preset)
-    client = TritonMeshClient(
-        args.triton_url or settings.triton_url,
-        settings.triton_model_name,
-        args.model_version if args.model_version is not None else settings.triton_model_version,
-        settings.triton_timeout_s,
-        weights_version=settings.triton_weights_version,
-    )
+    client = TritonMeshClient.from_settings(settings, url=args.triton_url, model_version=args.model_version)
     pipeline = AssetPipeline(client, max_resolution=settings.max_resolution,
                              default_size=RealSize(settings.default_largest_side_m))
     started = time.perf_counter()
@@ -170,7 +164,7 @@ async def _check_photos(settings: Settings, args: argparse.Namespace) -> int:
     from client_worker.photo_choice import PhotoChoice, chosen_photo, report
     from client_worker.pipeline.inference import TritonMeshClient
 
-    client = TritonMeshClient(args.triton_url or settings.triton_url, timeout_s=settings.triton_timeout_s)
+    client = TritonMeshClient.from_settings(settings, url=args.triton_url)
     urls = [photo for photo in args.photos if photo.startswith(("http://", "https://"))]
     try:
         async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:

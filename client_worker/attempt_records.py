@@ -4,7 +4,7 @@ Progress is a status event (``status.store``) written only while the attempt's r
 current one (``jobs.queue``), then delivered as a webhook in the background. The finished files
 (and, once uploaded, their URLs) are kept in a hash under the job id for `ARTIFACT_TTL_S`, so a
 retry after a storage outage uploads the same bytes again instead of re-running the model, and a
-retry after a crash following the uploads does not upload at all; the router drops the hash in
+retry after a crash following the uploads does not upload at all; the consumer drops the hash in
 the transaction that acknowledges the job as completed (`forget`).
 """
 

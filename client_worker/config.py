@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     triton_url: str = "localhost:8001"
     triton_model_name: str = ENSEMBLE
     triton_model_version: str = ""
-    # TripoSR weights version (the exporter's number, returned as MODEL_VERSION) a job must be
+    # TripoSR weights version (the exporter's number, returned as WEIGHTS_VERSION) a job must be
     # made with; empty follows whatever version ops rolled Triton to.
     triton_weights_version: str = ""
     triton_timeout_s: float = Field(default=300.0, gt=0)
@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     # A key names one job's output and is never reused for other content, so CDNs and browsers
     # may cache it for a year.
     storage_cache_control_s: int = Field(default=31_536_000, ge=0)
+    # How long a finished asset is offered to later jobs of the same photo, preset, size, model and
+    # writer versions (client_worker/asset_cache.py); 0 turns the cache off.
+    asset_cache_ttl_s: int = Field(default=30 * 24 * 3600, ge=0)
 
     # --- webhooks --------------------------------------------------------------------------
     webhook_secret: SecretStr | None = None

@@ -52,6 +52,12 @@ class Metrics:
             "img2mesh_worker_webhooks", "Webhook delivery attempts by result: delivered, failed, rejected.",
             ["result"], registry=self.registry,
         )
+        self.asset_cache = Counter(
+            "img2mesh_worker_asset_cache",
+            "Asset cache lookups and writes by result: hit (files copied, no model run), miss, copy_failed (fell "
+            "back to a model run), error (the cache could not be read or written).",
+            ["result"], registry=self.registry,
+        )
         self.recovered = Counter(
             "img2mesh_worker_recovered_messages", "Messages moved back from dead workers' processing lists.",
             registry=self.registry,

@@ -32,6 +32,7 @@ from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from client_worker.pipeline.asset import StageListener, timed_stage
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.pipeline.photo_check import check_photo
+from client_worker.pipeline.stages import Stage
 from img2mesh.photo_measures import PhotoMeasures
 
 REPORT_KEY = "photo_choice"
@@ -140,7 +141,7 @@ class PhotoChoice:
         return cls(settings.photo_check, settings.photo_candidates, triton, DownloadLimits.from_settings(settings), http)
 
     async def choose(self, urls: Sequence[str], listener: StageListener, timings_ms: dict[str, float]) -> ChosenPhoto:
-        """The photo to mesh among ``urls``; times and announces the ``download`` and ``check`` steps.
+        """The photo to mesh among ``urls``; times and announces the ``download`` and ``check`` stages.
 
         Raises:
             PhotoRefused: ``strict`` and no candidate is usable.
@@ -148,17 +149,17 @@ class PhotoChoice:
                 or Triton failed (``TritonUnavailable`` when it is down).
         """
         if self.mode == "off" or not urls:  # without URLs, download_first_image's error says so
-            async with timed_stage("download", timings_ms, listener):
+            async with timed_stage(Stage.DOWNLOAD, timings_ms, listener):
                 image = await download_first_image(urls, self.limits, self.http)
             return ChosenPhoto(image.url, image.data, {REPORT_KEY: {"mode": self.mode}})
         candidates = list(urls[: self.candidates])
-        async with timed_stage("download", timings_ms, listener):
+        async with timed_stage(Stage.DOWNLOAD, timings_ms, listener):
             downloads = await download_each(candidates, self.limits, self.http)
         failures = [(url, got) for url, got in zip(candidates, downloads) if isinstance(got, JobError)]
         if len(failures) == len(candidates):
             raise no_usable_image(urls, candidates, failures, self.limits, (self.candidates, "PHOTO_CANDIDATES"))
         loaded = [got.data if isinstance(got, DownloadedImage) else got for got in downloads]
-        async with timed_stage("check", timings_ms, listener):
+        async with timed_stage(Stage.CHECK, timings_ms, listener):
             photos = await self.check_all(list(zip(candidates, loaded)))
         chosen = chosen_photo(photos, self.mode)
         if chosen is None or chosen.data is None:

@@ -6,7 +6,10 @@ from: it reports progress and keeps what it made through `AttemptRecords`, which
 implements (the Redis queue's is ``client_worker.attempt_records``). The expensive results survive
 a failed attempt: the finished files, and each URL once uploaded, are kept there, so a retry after
 a storage outage uploads the same bytes again instead of re-running the model, and a retry after a
-crash following the uploads does not upload at all. An error of the source itself
+crash following the uploads does not upload at all. The photo is the best of the job's candidates
+(``client_worker.photo_choice``). A photo whose asset was already made (same
+content address: ``client_worker.asset_cache``) gets copies of those files instead of a model run,
+and an asset this job made is offered to later jobs once stored. An error of the source itself
 (``source_errors``, e.g. Redis unreachable) is not a failure of the job: it propagates to the
 caller, which gives the attempt back. The whole attempt has a deadline (``JOB_TIMEOUT_S``).
 """
@@ -19,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from client_worker.asset_cache import CACHE, AssetCache, AssetReuse
 from client_worker.config import Settings
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from client_worker.jobs.job import Job
@@ -26,17 +30,11 @@ from client_worker.metrics import Metrics
 from client_worker.photo_choice import PhotoChoice, PhotoRefused
 from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
 from client_worker.pipeline.presets import Preset, get_preset
+from client_worker.pipeline.stages import PROGRESS, Stage
 from client_worker.storage import Storage, storage_stem
 from img2mesh.errors import InvalidInput
 
 log = logging.getLogger(__name__)
-
-PROGRESS = {"downloading": 5, "checking": 12, "inference": 20, "encoding": 75, "uploading": 90}
-"""Percent reported when each stage starts (inference dominates the time)."""
-
-_STAGE_OF_STEP = {"download": "downloading", "check": "checking", "inference": "inference", "encoding": "encoding",
-                  "upload": "uploading"}
-"""The stage a job is in while a step runs: steps name the timings, stages the progress webhooks."""
 
 
 class StageFailure(Exception):
@@ -44,7 +42,7 @@ class StageFailure(Exception):
 
     `details` is what the failed webhook's metadata reports besides (the photo choice's report)."""
 
-    def __init__(self, stage: str, error: JobError, details: dict[str, Any] | None = None) -> None:
+    def __init__(self, stage: Stage, error: JobError, details: dict[str, Any] | None = None) -> None:
         super().__init__(str(error))
         self.stage = stage
         self.error = error
@@ -85,28 +83,28 @@ class Completed:
 
 @dataclass
 class _Attempt:
-    """One attempt of a job: its current stage (for the failure report) and step timings.
+    """One attempt of a job: its current stage (for the failure report) and stage timings.
 
-    It is the pipeline core's stage listener: each step start is reported to the backend as
-    progress, each step's duration goes to the metrics.
+    It is the pipeline core's stage listener: each stage's start is reported to the backend as
+    progress, its duration goes to the metrics.
     """
 
     processor: JobProcessor
     job: Job
     attempt: int
     token: str
-    stage: str = "intake"
+    stage: Stage = Stage.INTAKE
     ms: dict[str, float] = field(default_factory=dict)
     photos: dict[str, Any] = field(default_factory=dict)
     """The photo choice's report, once it has one (for the failed webhook too)."""
 
-    async def started(self, step: str) -> None:
-        self.stage = _STAGE_OF_STEP[step]
+    async def started(self, stage: Stage) -> None:
+        self.stage = stage
         metadata = {"stage": self.stage, "progress": PROGRESS[self.stage], "attempt": self.attempt}
         await self.processor.records.progress(self.job.job_id, self.token, metadata)
 
-    def finished(self, step: str, seconds: float) -> None:
-        self.processor.metrics.stage_seconds.labels(step).observe(seconds)
+    def finished(self, stage: Stage, seconds: float) -> None:
+        self.processor.metrics.stage_seconds.labels(stage).observe(seconds)
 
 
 class JobProcessor:
@@ -119,6 +117,7 @@ class JobProcessor:
         photo_choice: PhotoChoice,
         storage: Storage,
         records: AttemptRecords,
+        cache: AssetCache,
         metrics: Metrics,
         source_errors: tuple[type[Exception], ...] = (),
     ) -> None:
@@ -129,6 +128,7 @@ class JobProcessor:
         self.records = records
         self.metrics = metrics
         self.source_errors = source_errors
+        self.reuse = AssetReuse(cache, storage, metrics, enabled=settings.asset_cache_ttl_s > 0)
 
     async def process(self, job: Job, attempt: int, token: str) -> Completed:
         """Process one attempt (run ``token``); raises `StageFailure` naming the stage and the kind
@@ -165,28 +165,39 @@ class JobProcessor:
             asset, urls = kept.asset, dict(kept.urls)
             log.info("reusing the files of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
         else:
-            asset, urls = await self._make_asset(run, preset), {}
+            asset, urls = await self._make_asset(run, preset, stem)
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
-            async with timed_stage("upload", run.ms, run):
+            async with timed_stage(Stage.UPLOAD, run.ms, run):
                 for file in pending:
                     urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
                     await self.records.keep_url(job.job_id, file.role, urls[file.role])
+        await self.reuse.remember(asset, stem, job.job_id)
         details = asset.details
         other_urls = {f"{role}_url": url for role, url in urls.items() if role != MODEL_FILE}
         metadata = {**details, **other_urls, "attempts": run.attempt,
                     "timings_ms": {**details["timings_ms"], **run.ms}}
         return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
-    async def _make_asset(self, run: _Attempt, preset: Preset) -> Asset:
+    async def _make_asset(self, run: _Attempt, preset: Preset, stem: str) -> tuple[Asset, dict[str, str]]:
+        """The job's asset and the URLs of its files stored so far: copies of a cached asset's files
+        (then the asset holds no files, all are stored), or files just made (none stored yet)."""
         try:
             photo = await self.photo_choice.choose(run.job.image_urls, run, run.ms)
         except PhotoRefused as refused:
             run.photos = refused.report
             raise
         run.photos = photo.report
+        chosen = {"image_url": photo.url, **photo.report}
+        cache: dict[str, Any] = {}
+        if self.reuse.enabled:  # the address asks Triton for its model versions: not when the cache is off
+            address = await self.pipeline.address(photo.data, preset, size=run.job.real_size)
+            copies = await self.reuse.copies(address, stem, run.ms, run)
+            if copies is not None:
+                return Asset((), {**copies.details, **chosen, "timings_ms": dict(run.ms)}), copies.urls
+            cache = {CACHE: self.reuse.made(address)}
         made = await self.pipeline.make(photo.data, preset, run, size=run.job.real_size)
-        asset = Asset(made.files, {**made.details, "image_url": photo.url, **photo.report,
+        asset = Asset(made.files, {**made.details, **chosen, **cache,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         await self.records.keep(run.job.job_id, asset)
-        return asset
+        return asset, {}

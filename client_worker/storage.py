@@ -30,6 +30,15 @@ class Storage(Protocol):
 
     async def upload(self, key: str, data: bytes, content_type: str) -> str: ...
 
+    async def copy(self, source_key: str, key: str) -> str:
+        """Store a copy of the object ``source_key`` (bytes and content type) under ``key`` (overwriting)
+        and return its URL.
+
+        Raises:
+            PermanentJobError: there is no object ``source_key``, or the copy is refused.
+            TransientJobError: the storage is unavailable.
+        """
+
 
 def make_storage(settings: Settings) -> Storage:
     """The storage backend ``STORAGE_BACKEND`` names."""
@@ -166,6 +175,41 @@ class SupabaseStorage:
             ) from error
         return await bucket.get_public_url(key)
 
+    async def copy(self, source_key: str, key: str) -> str:
+        """Copy ``source_key`` to ``key`` within the bucket (Supabase's ``POST /storage/v1/object/copy``,
+        which keeps the source's content type and cache control) and return the copy's public URL.
+
+        Like an upload, the copy replaces an object already at ``key`` (a retry's): storage3's copy
+        sends no ``x-upsert``, so Storage refuses it (409) and the object is removed and copied again.
+
+        Raises:
+            PermanentJobError: the source does not exist (404), or Storage refuses the copy.
+            TransientJobError: timeouts, connection errors, 5xx and 429.
+        """
+        _check_key(source_key)
+        _check_key(key)
+        bucket = (await self._supabase()).storage.from_(self.bucket)
+        try:
+            try:
+                await bucket.copy(source_key, key)
+            except StorageApiError as error:
+                if str(error.status) != "409":
+                    raise
+                await bucket.remove([key])
+                await bucket.copy(source_key, key)
+        except StorageApiError as error:
+            status = str(error.status)
+            message = (f"Supabase bucket {self.bucket!r} did not copy {source_key!r} to {key!r}, "
+                       f"status {status} ({error.code}: {error.message})")
+            if status == "429" or status.startswith("5"):
+                raise TransientJobError(message) from error
+            raise PermanentJobError(message) from error
+        except httpx.TransportError as error:  # timeouts included
+            raise TransientJobError(
+                f"copy of {source_key} in Supabase bucket {self.bucket!r} failed: {error!r}"
+            ) from error
+        return await bucket.get_public_url(key)
+
     def _map_api_error(self, error: StorageApiError, key: str, size: int, content_type: str) -> Exception:
         """Turn storage3's error (status = the body's string ``statusCode``) into a job error."""
         status = str(error.status)
@@ -218,6 +262,20 @@ class LocalStorage:
         if self.public_base_url is None:
             return target.as_uri()
         return f"{self.public_base_url}/{urllib.parse.quote(key)}"
+
+
+    async def copy(self, source_key: str, key: str) -> str:
+        """Write a copy of the file ``source_key`` under ``key`` (atomically) and return its URL.
+
+        Raises:
+            PermanentJobError: there is no file ``source_key``.
+        """
+        source = self.directory.joinpath(*_check_key(source_key))
+        try:
+            data = await asyncio.to_thread(source.read_bytes)
+        except FileNotFoundError as error:
+            raise PermanentJobError(f"there is no file {source_key!r} in {self.directory} to copy") from error
+        return await self.upload(key, data, "")
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

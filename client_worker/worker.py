@@ -1,19 +1,19 @@
 """The worker process's lifecycle: N concurrent job loops plus heartbeat and maintenance, until SIGTERM.
 
 Concurrency is asyncio: each of the `CONCURRENCY` loops claims a message and hands it to the
-router (``client_worker.routing``), so several requests reach Triton at once and its dynamic
+consumer (``client_worker.consumer``), so several requests reach Triton at once and its dynamic
 batcher can combine them. Background loops keep the heartbeat (and the leases of running jobs)
 alive, promote due retries, recover dead workers' jobs, re-send undelivered webhooks and update
 the queue gauges.
 
-When Triton goes away mid-run, the router's retry policy puts the affected jobs back without
+When Triton goes away mid-run, the consumer's retry policy puts the affected jobs back without
 using up an attempt and tells this module, which pauses all loops until the model is ready again.
 On SIGTERM/SIGINT the loops stop claiming, running jobs get `SHUTDOWN_GRACE_S` to finish, and
 whatever is still running is handed back to the queue.
 
 The Redis client never resends a command on its own (redis-py would by default): a resent LMOVE
 or admission whose first reply was lost would act twice. The worker's steps are idempotent
-instead and repeated as a whole (``routing``), and when Redis restarted, or a claim's reply was
+instead and repeated as a whole (``consumer``), and when Redis restarted, or a claim's reply was
 lost, the worker hands back whatever sits unclaimed in its processing list (``jobs.queue``).
 """
 
@@ -43,8 +43,9 @@ from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import JobProcessor
 from client_worker.redaction import Redaction, loggable_settings
+from client_worker.redis_asset_cache import RedisAssetCache
 from client_worker.retry_policy import RetryPolicy
-from client_worker.routing import MessageRouter
+from client_worker.consumer import Consumer
 from client_worker.status.celery_results import CeleryResults
 from client_worker.status.store import StatusStore
 from client_worker.status.webhook import WebhookSender
@@ -76,22 +77,17 @@ class Worker:
         canvas = CeleryCanvas(self.queue.priorities, settings.queue_name)
         self._redis_run_id: str | None = None
         self._stranded_lists: set[str] = set()
-        self.inference = TritonMeshClient(
-            settings.triton_url,
-            settings.triton_model_name,
-            settings.triton_model_version,
-            settings.triton_timeout_s,
-            weights_version=settings.triton_weights_version,
-        )
+        self.inference = TritonMeshClient.from_settings(settings)
         self.storage = storage or make_storage(settings)
         pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution,
                                  default_size=RealSize(settings.default_largest_side_m))
         self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks)
+        cache = RedisAssetCache(self.redis, self.queue.keys, settings.asset_cache_ttl_s)
         photo_choice = PhotoChoice.from_settings(settings, self.inference, self.http)
-        processor = JobProcessor(settings, pipeline, photo_choice, self.storage, self.records, self.metrics,
+        processor = JobProcessor(settings, pipeline, photo_choice, self.storage, self.records, cache, self.metrics,
                                  source_errors=(RedisError,))
         retries = RetryPolicy(settings.max_attempts, Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s))
-        self.router = MessageRouter(
+        self.consumer = Consumer(
             settings, self.queue, processor, self.records, self.status, self.webhooks, self.results, canvas, retries,
             self.metrics, self._triton_unavailable,
         )
@@ -103,7 +99,7 @@ class Worker:
     def request_stop(self) -> None:
         """Stop claiming; running jobs finish within the grace period (signal handlers call this)."""
         if not self.stopping.is_set():
-            log.info("stop requested; finishing running jobs", extra={"running": len(self.router.running)})
+            log.info("stop requested; finishing running jobs", extra={"running": len(self.consumer.running)})
             self.stopping.set()
 
     async def run(self) -> None:
@@ -127,7 +123,7 @@ class Worker:
             for loop in unfinished:
                 loop.cancel()
             await asyncio.gather(*loops, return_exceptions=True)
-            await self.router.settle_hand_backs()  # before the sweep below
+            await self.consumer.settle_hand_backs()  # before the sweep below
             handed_back = await self.queue.hand_back_all()
             await self.webhooks.drain(self.settings.webhook_timeout_s)
             await self.results.drain(self.settings.webhook_timeout_s)
@@ -154,17 +150,17 @@ class Worker:
                 await _first(self.triton_ready.wait(), self.stopping.wait())
                 continue
             try:
-                raw = await self.queue.claim(CLAIM_TIMEOUT_S)
+                delivery = await self.queue.claim(CLAIM_TIMEOUT_S)
             except (RedisError, OSError) as error:
                 log.warning("Redis unreachable; retrying", extra={"error": str(error)})
                 await asyncio.sleep(1.0)
                 continue
-            if raw is None:
+            if delivery is None:
                 continue
             try:
-                await self.router.handle(raw)
+                await self.consumer.consume(delivery)
             finally:
-                self.queue.let_go(raw)
+                self.queue.let_go(delivery)
 
     def _triton_unavailable(self) -> None:
         """Pause every job loop until `_watch_triton` sees the model ready again."""
@@ -172,7 +168,7 @@ class Worker:
         self._triton_down.set()
 
     async def _heartbeat(self) -> None:
-        await self.queue.heartbeat(list(self.router.running))
+        await self.queue.heartbeat(list(self.consumer.running))
 
     async def _maintenance(self) -> None:
         await self._notice_redis_restart()

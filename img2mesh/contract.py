@@ -55,8 +55,9 @@ UVS = "UVS"
 TEXTURE = "TEXTURE"
 """The baked base-colour texture, sRGB uint8 [S, S, 3]; empty ([0, 0, 3]) when none was asked for."""
 MESH_INFO = "MESH_INFO"
-MODEL_VERSION = "MODEL_VERSION"
-"""The ensemble's copy of the encoder's ``version``: which TripoSR weights made the mesh."""
+WEIGHTS_VERSION = "WEIGHTS_VERSION"
+"""The ensemble's copy of the encoder's ``version``: which TripoSR weights made the mesh (the
+exporter's version number; the ensemble's own version is another thing, see docs/architecture.md)."""
 
 PHOTO_MEASURES = "PHOTO_MEASURES"
 """The photo check's answer: ``img2mesh.photo_measures.PhotoMeasures`` as a JSON string."""
@@ -143,7 +144,7 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
             mesh,
         ),
         ModelSpec(PHOTO_MEASURE, (image, TensorSpec(MASK, "FP32", mask)), (measures,)),
-        ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(MODEL_VERSION, "INT64", (1,)))),
+        ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(WEIGHTS_VERSION, "INT64", (1,)))),
         ModelSpec(PHOTO_CHECK, (image,), (measures,)),
     )
     return {spec.name: spec for spec in specs}

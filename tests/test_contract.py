@@ -26,7 +26,7 @@ MODEL_NAMES = (*contract.PYTHON_MODELS, *contract.ONNX_MODELS, *contract.ENSEMBL
 # "points", "mask" …) are ordinary words, so they are checked through the tables below instead.
 TENSOR_NAMES = (
     contract.IMAGE, contract.U2NET_INPUT, contract.MASK, contract.CONDITION, contract.MESHER_SCENE_CODES,
-    contract.DECODER_VERSION, *contract.MESH_OUTPUTS, contract.MODEL_VERSION, contract.PHOTO_MEASURES,
+    contract.DECODER_VERSION, *contract.MESH_OUTPUTS, contract.WEIGHTS_VERSION, contract.PHOTO_MEASURES,
 )
 LIMITS = (contract.MAX_IMAGE_PIXELS, contract.DECODER_CHUNK_POINTS)
 

@@ -62,13 +62,15 @@ def test_every_import_is_allowed_by_the_table() -> None:
     assert not problems, "\n".join(problems)
 
 
-SOURCE_NEUTRAL = [ROOT / "client_worker" / "processing.py", *(ROOT / "client_worker" / "pipeline").rglob("*.py")]
+SOURCE_NEUTRAL = [ROOT / "client_worker" / "processing.py", ROOT / "client_worker" / "asset_cache.py",
+                  *(ROOT / "client_worker" / "pipeline").rglob("*.py")]
 JOB_SOURCE = ("redis", "client_worker.jobs.queue", "client_worker.jobs.keys", "client_worker.status",
-              "client_worker.attempt_records", "client_worker.routing", "client_worker.worker")
+              "client_worker.attempt_records", "client_worker.redis_asset_cache", "client_worker.consumer",
+              "client_worker.worker")
 
 
 def test_processing_and_the_pipeline_know_no_job_source() -> None:
-    """They serve any source of jobs (docs/architecture.md): no Redis, queue, status store or router."""
+    """They serve any source of jobs (docs/architecture.md): no Redis, queue, status store or consumer."""
     problems = []
     for path in SOURCE_NEUTRAL:
         for node in ast.walk(ast.parse(path.read_text())):

@@ -1,6 +1,6 @@
 """The job inside a Celery message: a `Job`, or why there is none.
 
-The router parses in two steps so that it can treat the failures differently:
+The consumer parses in two steps so that it can treat the failures differently:
 ``celery_wire.parse_message`` raises `RejectedMessage` for an element that is not one of our tasks
 at all (moved aside to the rejected list), and `parse_job` raises `MalformedJob` for one of our
 tasks whose payload or options are wrong (reported to the backend as `failed` when it names a

@@ -41,6 +41,11 @@ class RedisKeys:
         """Hash caching a job's finished files between attempts, so a retry does not redo inference."""
         return f"{self.prefix}:artifact:{job_id}"
 
+    def asset_cache(self, address: str) -> str:
+        """String (JSON, kept `ASSET_CACHE_TTL_S`) naming the stored files of a finished asset by its
+        content address (``client_worker.pipeline.content_address``), for later jobs to copy."""
+        return f"{self.prefix}:asset-cache:{address}"
+
     def status(self, job_id: str) -> str:
         """Hash of the latest status reported for a job (what the webhook said or will say)."""
         return f"{self.prefix}:status:{job_id}"

@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from redis.asyncio import Redis
@@ -170,9 +170,37 @@ def no_writes(pipe: Pipeline) -> None:
     """An acknowledgement with nothing but the queue's own bookkeeping."""
 
 
+@dataclass(eq=False)
+class Delivery:
+    """One claimed message, in this worker's hands from `JobQueue.claim` until `JobQueue.let_go`.
+
+    The queue gives it out and takes it back with every acknowledgement, so the rest of the worker
+    only reads ``raw`` (to parse it) and never moves the list element itself. ``token`` names the
+    run that admitting it starts; it is drawn once per delivery, so an admission repeated after a
+    lost reply is the same admission.
+    """
+
+    raw: bytes
+    token: str = field(default_factory=run_token)
+
+
+@dataclass(frozen=True)
+class Run:
+    """An admitted delivery: the job it runs and the attempt it is. Its outcome is acknowledged
+    with it (`JobQueue.complete`, `fail`, `retry`, `release`)."""
+
+    delivery: Delivery
+    job_id: str
+    attempt: int
+
+    @property
+    def token(self) -> str:
+        return self.delivery.token
+
+
 @dataclass(frozen=True)
 class Admission:
-    """Whether a claimed job should run (`run`, with its attempt number) or why not.
+    """Whether a claimed job should run (`run`, with the `Run`) or why not.
 
     `completed`, `failed` (this very delivery failed before) and `duplicate` (another live
     worker runs the job from its own copy of the same message): drop this copy. `busy`: another
@@ -180,7 +208,7 @@ class Admission:
     """
 
     decision: Literal["run", "completed", "failed", "duplicate", "busy"]
-    attempt: int = 0
+    run: Run | None = None
     model_url: str = ""
     holder: str = ""
 
@@ -241,7 +269,7 @@ class JobQueue:
         if job_ids:
             await self._renew(keys=[self.keys.lease(job_id) for job_id in job_ids], args=[self.instance, self.lease_ms])
 
-    async def claim(self, timeout_s: float) -> bytes | None:
+    async def claim(self, timeout_s: float) -> Delivery | None:
         """Move the next message into our processing list; None when the queues stayed empty.
 
         The lists are tried in kombu's order (priority step 0 first); BLMOVE can block on one key
@@ -259,15 +287,16 @@ class JobQueue:
             except (RedisError, OSError):
                 self.needs_reconcile = True  # the move may have happened without its reply reaching us
                 raise
-            if raw is not None:
-                self._in_hand[raw] += 1
-            return raw
+            if raw is None:
+                return None
+            self._in_hand[raw] += 1
+            return Delivery(raw)
 
-    def let_go(self, raw: bytes) -> None:
+    def let_go(self, delivery: Delivery) -> None:
         """The job loop is done with a claimed message (acknowledged, or left for `reconcile`)."""
-        self._in_hand[raw] -= 1
-        if self._in_hand[raw] <= 0:
-            del self._in_hand[raw]
+        self._in_hand[delivery.raw] -= 1
+        if self._in_hand[delivery.raw] <= 0:
+            del self._in_hand[delivery.raw]
 
     @asynccontextmanager
     async def _claim_slot(self) -> AsyncIterator[None]:
@@ -297,44 +326,46 @@ class JobQueue:
         finally:
             self._claiming_allowed.set()
 
-    async def admit(self, job_id: str, raw: bytes, token: str, delivery_id: str, *, counted: bool = True) -> Admission:
+    async def admit(self, delivery: Delivery, job_id: str, delivery_id: str, *, counted: bool = True) -> Admission:
         """Take the job's lease and count the attempt, unless it is done or running elsewhere.
 
-        Repeating an admission with the same token answers the same (after a lost reply).
+        Repeating an admission of the same delivery answers the same (after a lost reply).
         `counted=False` starts a run without using up an attempt (its files are already uploaded).
+        ``delivery_id`` is the producer's id of this delivery (Celery's task id).
         """
         decision, detail = await self._admit(
             keys=[self.keys.job(job_id), self.keys.lease(job_id)],
             args=[self.instance, self.lease_ms, self.keys.heartbeat(""), self.settings.idempotency_ttl_s,
-                  self.keys.processing(""), raw, token, delivery_id, int(counted)],
+                  self.keys.processing(""), delivery.raw, delivery.token, delivery_id, int(counted)],
         )
         decision = decision.decode()
         detail = detail.decode()
         if decision == "run":
-            return Admission("run", attempt=int(detail))
+            return Admission("run", run=Run(delivery, job_id, int(detail)))
         if decision == "completed":
             return Admission("completed", model_url=detail)
         return Admission(decision, holder=detail)
 
-    async def reject(self, raw: bytes, reason: str) -> None:
+    async def reject(self, delivery: Delivery, reason: str) -> None:
         """Move a message that is not a job for us to the rejected list, with the reason."""
+        raw = delivery.raw
         record = json.dumps({"reason": reason, "worker": self.instance, "at": time.time(), **raw_for_json(raw)})
         await self._reject(keys=[self.processing, self.settings.rejected_list], args=[raw, record])
 
-    async def skip(self, raw: bytes) -> None:
+    async def skip(self, delivery: Delivery) -> None:
         """Acknowledge a duplicate delivery without any other effect."""
-        await self.redis.lrem(self.processing, 1, raw)
+        await self.redis.lrem(self.processing, 1, delivery.raw)
 
-    async def defer(self, raw: bytes, due: float) -> None:
+    async def defer(self, delivery: Delivery, due: float) -> None:
         """Hold a message until `due` without counting an attempt."""
-        await self._defer(keys=[self.processing, self.keys.delayed()], args=[raw, due])
+        await self._defer(keys=[self.processing, self.keys.delayed()], args=[delivery.raw, due])
 
-    async def schedule(self, raw: bytes, job_id: str, due: float, writes: Writes) -> bool:
+    async def schedule(self, delivery: Delivery, job_id: str, due: float, writes: Writes) -> bool:
         """Hold a job until its Celery ETA and record `writes` (its announcement) unless it is completed.
 
         False when the job is completed already (then the message is dropped and nothing written).
         """
-        job = self.keys.job(job_id)
+        job, raw = self.keys.job(job_id), delivery.raw
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:
@@ -350,30 +381,28 @@ class JobQueue:
                 except WatchError:
                     continue
 
-    async def complete(self, raw: bytes, job_id: str, token: str, model_url: str, writes: Writes) -> bool:
+    async def complete(self, run: Run, model_url: str, writes: Writes) -> bool:
         """Mark the job completed (duplicates are skipped from now on) and acknowledge it.
 
         False when this run was overtaken by another (then `writes` did not run).
         """
-        job = self.keys.job(job_id)
+        job = self.keys.job(run.job_id)
 
         def outcome(pipe: Pipeline) -> None:
             pipe.hset(job, mapping={"outcome": "completed", "model_url": model_url, "finished_at": time.time()})
             pipe.expire(job, self.settings.idempotency_ttl_s)
 
-        return await self._acknowledge(raw, job_id, token, writes, outcome, no_writes)
+        return await self._acknowledge(run, writes, outcome, no_writes)
 
-    async def fail(
-        self, raw: bytes, job_id: str, token: str, delivery_id: str, reason: str, attempts: int, writes: Writes
-    ) -> bool:
+    async def fail(self, run: Run, delivery_id: str, reason: str, attempts: int, writes: Writes) -> bool:
         """Dead-letter the message with the reason; a later re-enqueue of the job starts afresh.
 
         Other copies of this same delivery are dropped from now on (`Admission.failed`).
         """
-        job = self.keys.job(job_id)
+        job = self.keys.job(run.job_id)
         record = json.dumps(
-            {"job_id": job_id, "reason": reason, "attempts": attempts, "worker": self.instance,
-             "at": time.time(), **raw_for_json(raw)}
+            {"job_id": run.job_id, "reason": reason, "attempts": attempts, "worker": self.instance,
+             "at": time.time(), **raw_for_json(run.delivery.raw)}
         )
 
         def outcome(pipe: Pipeline) -> None:
@@ -381,11 +410,9 @@ class JobQueue:
             pipe.hset(job, mapping={"outcome": "failed", "attempts": 0, "failed_delivery": delivery_id})
             pipe.expire(job, self.settings.idempotency_ttl_s)
 
-        return await self._acknowledge(raw, job_id, token, writes, outcome, no_writes)
+        return await self._acknowledge(run, writes, outcome, no_writes)
 
-    async def retry(
-        self, raw: bytes, job_id: str, token: str, delay_s: float, writes: Writes, *, counted: bool = True
-    ) -> bool:
+    async def retry(self, run: Run, delay_s: float, writes: Writes, *, counted: bool = True) -> bool:
         """Put the message in the delayed set, due after `delay_s`.
 
         `counted=False` gives the attempt back: the failure was an outage of a dependency
@@ -393,18 +420,18 @@ class JobQueue:
         """
         due = time.time() + delay_s
         return await self._acknowledge(
-            raw, job_id, token, writes, no_writes if counted else self._give_back(job_id),
-            lambda pipe: pipe.zadd(self.keys.delayed(), {raw: due}),
+            run, writes, no_writes if counted else self._give_back(run.job_id),
+            lambda pipe: pipe.zadd(self.keys.delayed(), {run.delivery.raw: due}),
         )
 
-    async def release(self, raw: bytes, job_id: str, token: str, *, counted: bool = False) -> bool:
+    async def release(self, run: Run, *, counted: bool = False) -> bool:
         """Hand an unfinished job back to the front of the queue (shutdown, Redis outage).
 
         The attempt is given back unless `counted` (the run failed for a reason of its own).
         """
         return await self._acknowledge(
-            raw, job_id, token, no_writes, no_writes if counted else self._give_back(job_id),
-            lambda pipe: pipe.rpush(self.queue, raw),
+            run, no_writes, no_writes if counted else self._give_back(run.job_id),
+            lambda pipe: pipe.rpush(self.queue, run.delivery.raw),
         )
 
     async def record_progress(self, job_id: str, token: str, writes: Writes, *, watching: Sequence[str] = ()) -> bool:
@@ -432,15 +459,7 @@ class JobQueue:
         """The run's attempt is not counted."""
         return lambda pipe: pipe.hincrby(self.keys.job(job_id), "attempts", -1)
 
-    async def _acknowledge(
-        self,
-        raw: bytes,
-        job_id: str,
-        token: str,
-        writes: Writes,
-        job_effect: Writes,
-        message_effect: Writes,
-    ) -> bool:
+    async def _acknowledge(self, run: Run, writes: Writes, job_effect: Writes, message_effect: Writes) -> bool:
         """Settle one run: its outcome, the caller's writes and the removal of our copy, atomically.
 
         * The run still holds the job's current token: the outcome (`job_effect`) and `writes`
@@ -450,7 +469,8 @@ class JobQueue:
         * This acknowledgement was applied before (its reply was lost): nothing more happens.
         * Another run took the job over: only our copy is removed; False is returned.
         """
-        job, lease = self.keys.job(job_id), self.keys.lease(job_id)
+        job, lease = self.keys.job(run.job_id), self.keys.lease(run.job_id)
+        raw, token = run.delivery.raw, run.token
         async with self.redis.pipeline(transaction=True) as pipe:
             while True:
                 try:

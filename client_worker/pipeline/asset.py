@@ -15,15 +15,17 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from asset import glb, poster, usdz
 from asset.material import Material
 from asset.mesh_preparation import PreparedMesh, prepare_mesh
 from asset.real_size import RealSize
+from client_worker.pipeline.content_address import ContentAddress, content_address, writer_version
 from client_worker.pipeline.inference import MeshResult, TritonMeshClient
 from client_worker.pipeline.presets import Preset
+from client_worker.pipeline.stages import Stage
 
 MODEL_FILE = "model"
 """The role of the GLB, the file the webhook's ``modelUrl`` points at."""
@@ -57,13 +59,13 @@ class Asset:
 class StageListener(Protocol):
     """Told when each stage of a job starts and how long it took (progress webhooks, metrics)."""
 
-    async def started(self, stage: str) -> None: ...
+    async def started(self, stage: Stage) -> None: ...
 
-    def finished(self, stage: str, seconds: float) -> None: ...
+    def finished(self, stage: Stage, seconds: float) -> None: ...
 
 
 @asynccontextmanager
-async def timed_stage(name: str, timings_ms: dict[str, float], listener: StageListener | None) -> AsyncIterator[None]:
+async def timed_stage(name: Stage, timings_ms: dict[str, float], listener: StageListener | None) -> AsyncIterator[None]:
     """Run one stage: announce it, then record its duration (also when it fails)."""
     if listener is not None:
         await listener.started(name)
@@ -87,6 +89,17 @@ class AssetPipeline:
         self.max_resolution = max_resolution
         self.default_size = default_size
 
+    def resolved(self, preset: Preset) -> Preset:
+        """The preset as Triton is asked to run it: its grid capped at ``max_resolution``."""
+        return replace(preset, resolution=min(preset.resolution, self.max_resolution))
+
+    async def address(self, image: bytes, preset: Preset, *, size: RealSize | None = None) -> ContentAddress:
+        """The content address of the asset :meth:`make` would make now from these arguments
+        (``content_address``; asks Triton which model versions it serves)."""
+        versions = await self.inference.served_versions()
+        return content_address(image, self.resolved(preset), size or self.default_size, size is not None, versions,
+                               writer_version())
+
     async def make(
         self, image: bytes, preset: Preset, listener: StageListener | None = None, *, size: RealSize | None = None
     ) -> Asset:
@@ -97,21 +110,21 @@ class AssetPipeline:
             TransientJobError: Triton failed or is unavailable (``TritonUnavailable``).
             InvalidInput: the mesh cannot be written (no triangle with an area).
         """
-        resolution = min(preset.resolution, self.max_resolution)
+        preset = self.resolved(preset)
         real_size = size or self.default_size
         timings: dict[str, float] = {}
-        async with timed_stage("inference", timings, listener):
+        async with timed_stage(Stage.INFERENCE, timings, listener):
             mesh = await self.inference.image_to_mesh(
-                image, resolution=resolution, target_faces=preset.target_faces, texture_size=preset.texture_size
+                image, resolution=preset.resolution, target_faces=preset.target_faces, texture_size=preset.texture_size
             )
-        async with timed_stage("encoding", timings, listener):
+        async with timed_stage(Stage.ENCODING, timings, listener):
             prepared, files = await asyncio.to_thread(write_files, mesh, preset, real_size, timings)
         model = next(file for file in files if file.role == MODEL_FILE)
         summary = glb.glb_summary(model.data)
         width, height, depth = (round(float(extent), 4) for extent in prepared.extent_m)
         details = {
             "preset": preset.name,
-            "resolution": resolution,
+            "resolution": preset.resolution,
             "target_faces": preset.target_faces,
             "model_name": mesh.model_name,
             "model_version": mesh.model_version,

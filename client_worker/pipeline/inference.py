@@ -25,6 +25,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc._client import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
+from client_worker.config import Settings
 from client_worker.errors import PermanentJobError, TransientJobError
 from img2mesh.contract import (
     ENSEMBLE,
@@ -33,7 +34,6 @@ from img2mesh.contract import (
     IMAGE,
     MESH_INFO,
     MESH_OUTPUTS,
-    MODEL_VERSION,
     RESOLUTION,
     TARGET_FACES,
     TEXTURE,
@@ -42,12 +42,13 @@ from img2mesh.contract import (
     UVS,
     VERTEX_COLORS,
     VERTICES,
+    WEIGHTS_VERSION,
 )
 
 OUTPUTS = MESH_OUTPUTS
-WEIGHTS_VERSION = MODEL_VERSION
-"""Optional output: the version of the TripoSR weights that ran (the ensemble's own version is
-always the ensemble's; its steps follow the latest weights, so this is the one worth reporting)."""
+"""Always asked for; `WEIGHTS_VERSION` too when the served model has it (a repository exported before
+it was named so lacks it): the ensemble's own version is always the ensemble's and its steps follow
+the latest weights, so the weights' version is the one worth reporting."""
 _PERMANENT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
 _ENSEMBLE_PREFIX = re.compile(r"^(?:in ensemble '[^']*', )+")
 """Triton's prefix on an ensemble step's error: where it failed, not what was wrong."""
@@ -107,7 +108,7 @@ class TritonMeshClient:
     """An asyncio gRPC client of one mesh model; safe to share between concurrent jobs."""
 
     def __init__(self, url: str, model_name: str = ENSEMBLE, model_version: str = "",
-                 timeout_s: float = 300.0, weights_version: str = "") -> None:
+                 timeout_s: float = Settings.default("triton_timeout_s"), weights_version: str = "") -> None:
         self.url = url
         self.model_name = model_name
         self.model_version = model_version
@@ -115,6 +116,18 @@ class TritonMeshClient:
         self.timeout_s = timeout_s
         self._client = grpcclient.InferenceServerClient(url, channel_args=channel_args())
         self._outputs: list[str] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, url: str | None = None, model_version: str | None = None
+                      ) -> TritonMeshClient:
+        """The client the settings describe (``TRITON_*``); ``url`` and ``model_version`` override theirs."""
+        return cls(
+            url or settings.triton_url,
+            settings.triton_model_name,
+            settings.triton_model_version if model_version is None else model_version,
+            settings.triton_timeout_s,
+            weights_version=settings.triton_weights_version,
+        )
 
     async def close(self) -> None:
         await self._client.close()
@@ -195,8 +208,43 @@ class TritonMeshClient:
         except InferenceServerException as error:
             raise await self._mapped(error) from None
 
+    async def served_versions(self) -> dict[str, int]:
+        """The version of the model and of each step of its ensemble that a request sent now runs.
+
+        A step that names no version (-1, as every step of ``image_to_mesh`` does) runs the latest
+        version that is ready, which is what a model version roll changes
+        (docs/runbook.md, "Model versions: export, roll forward, roll back"); the mesher calls the
+        decoder of the encoder's version, so the encoder's covers it.
+
+        Raises:
+            TritonUnavailable: Triton is down, or a model has no ready version.
+            TransientJobError: Triton failed to answer.
+        """
+        try:
+            config = await self._client.get_model_config(
+                self.model_name, self.model_version, as_json=True, client_timeout=_PROBE_TIMEOUT_S
+            )
+            index = await self._client.get_model_repository_index(as_json=True, client_timeout=_PROBE_TIMEOUT_S)
+        except InferenceServerException as error:
+            raise await self._mapped(error) from None
+        ready: dict[str, list[int]] = {}
+        for entry in index.get("models", []):
+            if entry.get("state") == "READY" and entry.get("version"):
+                ready.setdefault(entry["name"], []).append(int(entry["version"]))
+        steps = config["config"].get("ensemble_scheduling", {}).get("step", [])
+        wanted = {self.model_name: int(self.model_version or -1)}
+        wanted.update({step["model_name"]: int(step.get("model_version", -1)) for step in steps})
+        versions = {}
+        for name, version in wanted.items():
+            if version == -1:
+                if not ready.get(name):
+                    raise TritonUnavailable(f"model {name!r} has no ready version on Triton at {self.url}")
+                version = max(ready[name])
+            versions[name] = version
+        return versions
+
     async def _output_names(self) -> list[str]:
-        """OUTPUTS, plus MODEL_VERSION when the served model has it (read once from its metadata)."""
+        """OUTPUTS, plus WEIGHTS_VERSION when the served model has it (read once from its metadata)."""
         if self._outputs is None:
             metadata = await self._client.get_model_metadata(
                 self.model_name, self.model_version, client_timeout=_PROBE_TIMEOUT_S

@@ -12,7 +12,7 @@ from PIL import Image
 from asset.mesh_preparation import PreparedMesh, prepare_mesh
 from asset.poster import render_poster
 from asset.real_size import RealSize
-from tests.asset.test_glb import product_mesh
+from tests.support.product_mesh import product_mesh
 from tests.support.textured_mesh import textured_product
 
 

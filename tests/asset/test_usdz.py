@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import io
 import time
-import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
-from pxr import Sdf, Usd, UsdGeom, UsdShade, UsdUtils
+from pxr import Sdf, Usd, UsdGeom, UsdShade
 
 from asset.material import DEFAULT_ROUGHNESS, Material, TextureFormat, srgb_to_linear
 from asset.mesh_preparation import PreparedMesh, prepare_mesh
 from asset.real_size import RealSize
 from asset.usdz import MATERIAL, MESH, write_usdz
-from tests.asset.test_glb import product_mesh
+from tests.support.arkit import arkit_problems
+from tests.support.product_mesh import product_mesh
 from tests.support.textured_mesh import away_from_colour_edges, expected_color, textured_product
 
 
@@ -34,15 +34,6 @@ def saved(tmp_path: Path, data: bytes, name: str = "model.usdz") -> Path:
     path = tmp_path / name
     path.write_bytes(data)
     return path
-
-
-def arkit_problems(path: Path) -> list[str]:
-    """What ``UsdUtils.ComplianceChecker(arkit=True)`` reports: errors and failed checks."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # deprecated in favour of rules without ARKit's
-        checker = UsdUtils.ComplianceChecker(arkit=True)
-    checker.CheckCompliance(str(path))
-    return [*checker.GetErrors(), *checker.GetFailedChecks()]
 
 
 def connected(shader_input: UsdShade.Input) -> tuple[UsdShade.Shader, str]:

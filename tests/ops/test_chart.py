@@ -38,8 +38,8 @@ from tests.ops.conftest import (
     render,
     template_args,
 )
-from tests.ops.test_compose import _seconds as seconds
-from tests.ops.test_compose import python_backend_shm_bound
+from tests.support.durations import seconds
+from tests.support.python_backend_shm import python_backend_shm_bound
 
 KEDA_CRD = Path(__file__).parent / "data" / "keda-v2.20.2-scaledobjects.yaml"
 RUNBOOK = ROOT / "docs" / "runbook.md"

@@ -8,21 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from tritonclient.grpc import model_config_pb2 as mc
 
 from client_worker.config import Settings
 from export.repository import FLAVOURS, all_configs
-from img2mesh.contract import ENSEMBLE, TEXTURE, TEXTURE_SIZE, Shapes
+from img2mesh.contract import ENSEMBLE, Shapes
 from img2mesh.telemetry import TELEMETRY_OFF
 from tests.ops.conftest import COMPOSE_FILE, CPU_OVERRIDE, ROOT, load_yaml
+from tests.support.durations import seconds
+from tests.support.python_backend_shm import python_backend_shm_bound
 
 SERVICES = {"redis", "exporter", "triton", "worker"}
 GIB = 1 << 30
-# Upper bounds of the variable-sized tensors that pass through /dev/shm (docs/runbook.md).
-MAX_MESH_ROWS = 2_000_000  # faces of the largest mesh; vertices are fewer
-MAX_JSON_BYTES = 64 << 10  # MESH_INFO
 
 
 def test_compose_files_are_plain_yaml_with_the_services() -> None:
@@ -74,7 +71,7 @@ def test_triton_health_is_the_readiness_of_the_ensemble(gpu_stack: dict) -> None
     check = gpu_stack["services"]["triton"]["healthcheck"]
     assert check["test"][0] == "CMD"
     assert f"http://localhost:8000/v2/models/{ENSEMBLE}/ready" in " ".join(check["test"])
-    assert _seconds(check["start_period"]) >= 600, "the first start builds TensorRT engines"
+    assert seconds(check["start_period"]) >= 600, "the first start builds TensorRT engines"
 
 
 def test_tensorrt_engine_caches_are_on_a_writable_volume(gpu_stack: dict) -> None:
@@ -112,7 +109,7 @@ def test_the_worker_scales_and_is_healthy_only_while_it_heartbeats(gpu_stack: di
     assert check[4] in help_text
     assert worker["environment"]["TRITON_URL"] == "triton:8001"
     assert worker["environment"]["REDIS_URL"].startswith("redis://redis:6379")
-    assert _seconds(worker["stop_grace_period"]) > Settings.model_fields["shutdown_grace_s"].default
+    assert seconds(worker["stop_grace_period"]) > Settings.default("shutdown_grace_s")
 
 
 def test_every_service_built_here_runs_with_telemetry_off(gpu_stack: dict, cpu_stack: dict) -> None:
@@ -168,40 +165,3 @@ def _mounts(service: dict) -> dict[str, tuple[str, bool]]:
     return {mount["target"]: (mount["source"], bool(mount.get("read_only"))) for mount in service.get("volumes", [])}
 
 
-def _seconds(duration: str) -> float:
-    units = {"h": 3600, "m": 60, "s": 1, "ms": 0.001}
-    return sum(float(value) * units[unit] for value, unit in re.findall(r"([\d.]+)(ms|h|m|s)", duration))
-
-
-def _tensor_bytes(tensor: mc.ModelInput | mc.ModelOutput, *, is_input: bool, variable_rows: int) -> int:
-    if tensor.data_type == mc.TYPE_STRING:
-        return Settings.model_fields["download_max_bytes"].default if is_input else MAX_JSON_BYTES
-    item = np.dtype(mc.DataType.Name(tensor.data_type).removeprefix("TYPE_").lower().replace("fp", "float")).itemsize
-    if tensor.name == TEXTURE:  # [side, side, 3], the largest side a request may ask for
-        variable_rows = max(TEXTURE_SIZE.choices)
-    return item * int(np.prod([variable_rows if dim == -1 else dim for dim in tensor.dims]))
-
-
-def _request_bytes(config: mc.ModelConfig, variable_rows: int) -> int:
-    return sum(_tensor_bytes(t, is_input=True, variable_rows=variable_rows) for t in config.input) + sum(
-        _tensor_bytes(t, is_input=False, variable_rows=variable_rows) for t in config.output
-    )
-
-
-def python_backend_shm_bound(flavour: str) -> int:
-    """Σ over Python-backend instances of max_batch_size × the largest request (runbook formula).
-
-    The mesher's requests also carry one decoder chunk through BLS.
-    """
-    configs = all_configs(flavour, Shapes())
-    total = 0
-    for config in configs.values():
-        if config.backend != "python":
-            continue
-        request = _request_bytes(config, MAX_MESH_ROWS)
-        if "decoder_model" in config.parameters:
-            decoder = configs[config.parameters["decoder_model"].string_value]
-            request += _request_bytes(decoder, int(config.parameters["chunk_size"].string_value))
-        instances = sum(group.count for group in config.instance_group)
-        total += instances * config.max_batch_size * request
-    return total

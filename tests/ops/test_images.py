@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -111,6 +112,41 @@ def copied(name: str) -> set[str]:
     return {value[0] for command, value in instructions(name) if command == "COPY"}
 
 
+def copied_to(name: str, source: str) -> str:
+    """Where the image's COPY puts ``source``."""
+    (destination,) = [value[1] for command, value in instructions(name) if command == "COPY" and value[0] == source]
+    return destination
+
+
+def run_commands(name: str) -> list[list[str]]:
+    """Every shell command the image's RUN instructions run, as argument lists (split on `&&`)."""
+    commands = []
+    for command, value in instructions(name):
+        if command == "RUN":
+            words = shlex.split(value[0].replace("\\\n", " "))
+            while words:
+                end = words.index("&&") if "&&" in words else len(words)
+                commands.append(words[:end])
+                words = words[end + 1:]
+    return commands
+
+
+def pip_installs(name: str) -> list[list[str]]:
+    """The arguments after `pip install` of each pip installation the image runs."""
+    installs = []
+    for words in run_commands(name):
+        text = " ".join(words)
+        if re.search(r"\bpip3? install\b", text):
+            installs.append(words[words.index("install") + 1:])
+    return installs
+
+
+def build_check(name: str) -> ast.Module:
+    """The Python code an image runs at build time (`python3 -c …`) to prove what it installed."""
+    (code,) = [words[words.index("-c") + 1] for words in run_commands(name) if words[0].startswith("python") and "-c" in words]
+    return ast.parse(code)
+
+
 PYTHON_MODELS = sorted(ROOT.glob("model_repository/*/1/model.py"))
 # The runner models the exporter copies into versions that the production flavours serve with the
 # Python backend (export.repository.python_runner): the Triton image must run them too.
@@ -131,12 +167,16 @@ def test_triton_image_is_ngc_24_10_with_numpy_below_2_for_python_310() -> None:
     steps = instructions("triton.Dockerfile")
     assert steps[0] == ("ARG", ["TRITON_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3"])
     assert steps[1] == ("FROM", ["${TRITON_IMAGE}"])
-    runs = " ".join(value[0] for command, value in steps if command == "RUN")
-    assert "python3 -m pip install --no-cache-dir --no-deps --only-binary=:all: -r /tmp/requirements.txt" in runs
-    assert ("COPY", ["docker/requirements/triton.txt", "/tmp/requirements.txt"]) in steps
-    assert "sys.version_info[:2] == (3, 10)" in runs
+    # Exactly the lock, wheels only, nothing pip would resolve on its own:
+    lock_path = copied_to("triton.Dockerfile", "docker/requirements/triton.txt")
+    assert any({"--no-deps", "--only-binary=:all:"} <= set(args) and args[args.index("-r") + 1] == lock_path
+               for args in pip_installs("triton.Dockerfile") if "-r" in args)
+    # The lock is compiled for the stub's Python, and the build fails on any other one:
+    (python,) = re.findall(r"^compile triton\.txt (\S+) --extra triton$", (LOCKS / "compile.sh").read_text(), re.M)
+    version_checks = [node for node in ast.walk(build_check("triton.Dockerfile")) if isinstance(node, ast.Compare)
+                      and "version_info" in ast.unparse(node.left)]
+    assert [ast.literal_eval(check.comparators[0]) for check in version_checks] == [tuple(map(int, python.split(".")))]
     assert lock("triton.txt")["numpy"] < Version("2")
-    assert re.search(r"^compile triton\.txt 3\.10 --extra triton$", (LOCKS / "compile.sh").read_text(), re.M)
 
 
 def test_triton_image_installs_every_package_the_python_models_import() -> None:
@@ -169,8 +209,8 @@ def test_exporter_image_has_cpu_torch_and_everything_export_imports() -> None:
     steps = instructions("exporter.Dockerfile")
     assert steps[0] == ("FROM", ["python:3.11-slim-bookworm"])
     torch_pin = next(req for req in requirements("export", python="3.11") if req.name == "torch")
-    runs = [value[0] for command, value in steps if command == "RUN"]
-    assert any(f'--index-url "${{TORCH_INDEX_URL}}" {torch_pin.name}{torch_pin.specifier}' in run for run in runs)
+    assert any(args[args.index("--index-url") + 1] == "${TORCH_INDEX_URL}" and f"{torch_pin.name}{torch_pin.specifier}" in args
+               for args in pip_installs("exporter.Dockerfile") if "--index-url" in args)
     assert ("ARG", ["TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu"]) in steps
     # The runner models are Python-backend models the exporter only copies; the Triton image runs them.
     exporter_code = [path for path in sorted((ROOT / "export").glob("*.py")) if path not in RUNNERS.values()]

@@ -32,8 +32,8 @@ from img2mesh.contract import (
     ENSEMBLE,
     IMAGE,
     MESH_INFO,
-    MODEL_VERSION,
     VERTICES,
+    WEIGHTS_VERSION,
 )
 from local_triton import LocalTriton
 from tests.ops.conftest import ROOT
@@ -106,14 +106,14 @@ class JobStream:
     def _one(self, client: grpcclient.InferenceServerClient, started: float) -> Job:
         image = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
         image.set_data_from_numpy(np.array([[self.image]], dtype=np.object_))
-        outputs = [grpcclient.InferRequestedOutput(name) for name in (VERTICES, MESH_INFO, MODEL_VERSION)]
+        outputs = [grpcclient.InferRequestedOutput(name) for name in (VERTICES, MESH_INFO, WEIGHTS_VERSION)]
         result = client.infer(ENSEMBLE, [image], outputs=outputs, parameters={"resolution": JOB_RESOLUTION}, client_timeout=60)
         vertices = result.as_numpy(VERTICES)[0]
         info = json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0])
         return Job(
             started,
             time.monotonic(),
-            encoder_version=int(result.as_numpy(MODEL_VERSION).reshape(-1)[0]),
+            encoder_version=int(result.as_numpy(WEIGHTS_VERSION).reshape(-1)[0]),
             decoder_version=int(info["decoder_version"]),
             radius=float(np.linalg.norm(vertices - vertices.mean(axis=0), axis=1).mean()),
         )

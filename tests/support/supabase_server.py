@@ -9,6 +9,11 @@ real client library runs against it unchanged:
   credentials, with the stored Content-Type and ``Cache-Control: max-age=N``.
 * ``GET /storage/v1/object/{bucket}/{path}`` (authenticated download) and
   ``DELETE /storage/v1/object/{bucket}`` (JSON ``prefixes``).
+* ``POST /storage/v1/object/copy`` — JSON ``bucketId``, ``sourceKey``, ``destinationKey`` (and
+  optionally ``destinationBucket``): copies the object with its content type and cache control
+  (the API's default ``copyMetadata: true``; new ``metadata`` is not served here); an existing
+  destination is refused (409 Duplicate) unless ``x-upsert: true``; a missing source is 404
+  ``not_found`` (supabase/storage's ``src/http/routes/object/copyObject.ts``).
 
 Errors are storage's own: HTTP 400 (500 for 500) with a body whose ``statusCode`` is a string
 ("409" Duplicate, "413" Payload too large, "415" invalid_mime_type, "404" Bucket not found,
@@ -206,6 +211,9 @@ def _make_handler(server: SupabaseStorageServer) -> type[BaseHTTPRequestHandler]
             if (gateway := self._check_api_key()) is not None:
                 self._send(401, json.dumps(gateway).encode(), "application/json")
                 return
+            if method == "POST" and segments == ["copy"]:
+                self._copy(body)
+                return
             bucket_name, key = segments[0], "/".join(segments[1:])
             failure = server.take_failure(key)
             if failure is not None:
@@ -268,6 +276,47 @@ def _make_handler(server: SupabaseStorageServer) -> type[BaseHTTPRequestHandler]
                 data, content_type, f"max-age={cache_control}" if cache_control else "no-cache", metadata
             )
             self._send_json(200, {"Id": str(uuid.uuid4()), "Key": f"{bucket.name}/{key}"})
+
+        def _copy(self, body: bytes) -> None:
+            request = json.loads(body or b"{}")
+            server.requests.append(
+                RecordedRequest("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, {}, None)
+            )
+            missing = [name for name in ("bucketId", "sourceKey", "destinationKey") if not request.get(name)]
+            if missing:
+                self._send_json(*_error("400", "Bad Request", "InvalidRequest",
+                                        f"body must have required property '{missing[0]}'"))
+                return
+            source_key, key = request["sourceKey"], request["destinationKey"]
+            failure = server.take_failure(key)
+            if failure is not None:
+                self._send(failure[0], failure[1], "application/json")
+                return
+            if self.headers.get("authorization", "").removeprefix("Bearer ") != server.service_role_key:
+                self._send_json(
+                    *_error("403", "Unauthorized", "AccessDenied", "new row violates row-level security policy")
+                )
+                return
+            source_bucket = server.buckets.get(request["bucketId"])
+            target_bucket = server.buckets.get(request.get("destinationBucket") or request["bucketId"])
+            if source_bucket is None or target_bucket is None:
+                self._send_json(*_error("404", "Bucket not found", "NoSuchBucket", "Bucket not found"))
+                return
+            if not set(key) <= _KEY_CHARACTERS:
+                self._send_json(*_error("400", "InvalidKey", "InvalidKey", f"Invalid key: {key}"))
+                return
+            source = source_bucket.objects.get(source_key)
+            if source is None:
+                self._send_json(*_error("404", "not_found", "NoSuchKey", "Object not found"))
+                return
+            if key in target_bucket.objects and self.headers.get("x-upsert", "false").lower() != "true":
+                self._send_json(*_error("409", "Duplicate", "KeyAlreadyExists", "The resource already exists"))
+                return
+            assert "metadata" not in request and request.get("copyMetadata", True), "not served by the stand-in"
+            target_bucket.objects[key] = StoredObject(source.data, source.content_type, source.cache_control,
+                                                      source.metadata)
+            self._send_json(200, {"Id": str(uuid.uuid4()), "Key": f"{target_bucket.name}/{key}", "name": key,
+                                  "bucket_id": target_bucket.name})
 
         def _public_get(self, bucket_name: str, key: str) -> None:
             bucket = server.buckets.get(bucket_name)

@@ -1,4 +1,5 @@
-"""Helpers of the worker tests: the guide's test job, a job's webhooks, a worker process, waiting.
+"""Helpers of the worker tests: the guide's test job, a job's webhooks, a worker process, waiting,
+an asset cache in memory.
 
 Shared by tests/worker/ (and its egress scenario); the servers they talk to are fixtures of
 tests/support/.
@@ -13,8 +14,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from client_worker.asset_cache import CachedAsset, CacheError
 from client_worker.config import Settings
 from tests.support.webhook_receiver import WebhookReceiver
 
@@ -81,3 +84,21 @@ def final(receiver: WebhookReceiver, job_id: str, timeout_s: float = 60) -> dict
         return done[-1] if done else None
 
     return wait_until(terminal, timeout_s, f"a final webhook for {job_id}")  # type: ignore[return-value]
+
+
+@dataclass
+class MemoryCache:
+    """`asset_cache.AssetCache` in a dict; ``broken`` makes every call fail as an unreachable store would."""
+
+    entries: dict[str, CachedAsset] = field(default_factory=dict)
+    broken: bool = False
+
+    async def find(self, address: str) -> CachedAsset | None:
+        if self.broken:
+            raise CacheError("the cache's store is unreachable")
+        return self.entries.get(address)
+
+    async def remember(self, address: str, cached: CachedAsset) -> None:
+        if self.broken:
+            raise CacheError("the cache's store is unreachable")
+        self.entries[address] = cached

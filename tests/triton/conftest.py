@@ -15,14 +15,14 @@ from img2mesh.contract import (
     IMAGE,
     MESH_INFO,
     MESH_OUTPUTS,
-    MODEL_VERSION,
     TEXTURE,
     UVS,
     VERTEX_COLORS,
     VERTICES,
+    WEIGHTS_VERSION,
 )
 
-OUTPUTS = (*MESH_OUTPUTS, MODEL_VERSION)
+OUTPUTS = (*MESH_OUTPUTS, WEIGHTS_VERSION)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class EnsembleResult:
     uvs: np.ndarray
     texture: np.ndarray
     info: dict
-    model_version: int
+    weights_version: int
 
 
 def image_input(data: bytes) -> grpcclient.InferInput:
@@ -57,7 +57,7 @@ def infer_mesh(client: grpcclient.InferenceServerClient, data: bytes, **paramete
         uvs=result.as_numpy(UVS)[0],
         texture=result.as_numpy(TEXTURE)[0],
         info=json.loads(result.as_numpy(MESH_INFO).reshape(-1)[0]),
-        model_version=int(result.as_numpy(MODEL_VERSION).reshape(-1)[0]),
+        weights_version=int(result.as_numpy(WEIGHTS_VERSION).reshape(-1)[0]),
     )
 
 

@@ -26,7 +26,7 @@ def test_analytic_checkpoint_gives_the_known_closed_sphere(triton_server, produc
     assert result.info["resolution"] == 64 and result.info["threshold"] == 25.0
     assert result.info["vertex_count"] == len(result.vertices) and result.info["face_count"] == len(result.faces)
     assert set(result.info["timings_ms"]) == {"grid", "marching_cubes", "colors", "decoder"}
-    assert result.model_version == 1 and result.info["decoder_version"] == 1
+    assert result.weights_version == 1 and result.info["decoder_version"] == 1
     timings = result.info["timings_ms"]
     assert result.info["decoder_calls"] >= 2 and 0 < timings["decoder"] <= timings["grid"] + timings["colors"]
 

@@ -188,7 +188,7 @@ def test_an_eta_job_is_announced_then_runs_and_a_bad_eta_fails(
     assert announced["status"] == "processing" and announced["metadata"]["stage"] == "scheduled"
     assert abs(_unix(announced["metadata"]["eta"]) - (sent + 4)) < 2
     assert final(webhook_receiver, "later", 60)["status"] == "completed"
-    started = [body for body in webhook_receiver.accepted("later") if body["metadata"].get("stage") == "downloading"]
+    started = [body for body in webhook_receiver.accepted("later") if body["metadata"].get("stage") == "download"]
     assert started and time.time() - sent >= 4
 
     envelope = json.loads(_raw_celery_message(producer, job("bad-eta", [photo_url])))

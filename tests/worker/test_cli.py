@@ -115,7 +115,7 @@ def test_run_refuses_incomplete_configuration(tmp_path: Path) -> None:
 
 def test_the_worker_never_imports_torch() -> None:
     code = (
-        "import sys, client_worker.__main__, client_worker.worker, client_worker.processing, client_worker.routing;"
+        "import sys, client_worker.__main__, client_worker.worker, client_worker.processing, client_worker.consumer;"
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=REPOSITORY_ROOT, capture_output=True, text=True)

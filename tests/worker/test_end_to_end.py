@@ -209,7 +209,7 @@ def test_a_retry_after_a_storage_outage_reuses_the_files_and_uploads_only_what_i
     assert completed["metadata"]["usdz_url"] == supabase_storage.public_url(f"{stem}.usdz")
     assert completed["metadata"]["poster_url"] == supabase_storage.public_url(f"{stem}.png")
     assert registry.get_sample_value("img2mesh_worker_stage_seconds_count", {"stage": "upload"}) == 4
-    assert registry.get_sample_value("img2mesh_worker_retries_total", {"stage": "uploading"}) == 3
+    assert registry.get_sample_value("img2mesh_worker_retries_total", {"stage": "upload"}) == 3
     assert not redis.Redis.from_url(redis_url).exists("img2mesh:artifact:partial-outage")  # cleaned up
 
 
@@ -225,7 +225,7 @@ def test_transient_failures_until_the_last_attempt_dead_letter_the_job(
     failed = final(webhook_receiver, "storage-down")
     assert failed["status"] == "failed"
     assert failed["errorMessage"].startswith("gave up after 2 attempts; last error: Supabase bucket '3d-models'")
-    assert failed["metadata"] == {"attempts": 2, "stage": "uploading", "kind": "exhausted"}
+    assert failed["metadata"] == {"attempts": 2, "stage": "upload", "kind": "exhausted"}
     (dead,) = [json.loads(item) for item in r.lrange("img2mesh:dead", 0, -1)]
     assert dead["job_id"] == "storage-down" and dead["reason"] == failed["errorMessage"]
 
@@ -328,8 +328,8 @@ def test_an_attempt_that_outlives_the_job_deadline_fails_transiently(
     redis.Redis.from_url(redis_url).lpush("celery", json.dumps(slow))
     failed = final(webhook_receiver, "too-slow", 30)
     assert failed["status"] == "failed"
-    assert failed["metadata"] == {"attempts": 1, "stage": "downloading", "kind": "exhausted"}
+    assert failed["metadata"] == {"attempts": 1, "stage": "download", "kind": "exhausted"}
     assert failed["errorMessage"] == (
         "gave up after 1 attempt; last error: the job did not finish within 1.5 s (JOB_TIMEOUT_S) and stopped at the "
-        "downloading stage"
+        "download stage"
     )

@@ -10,7 +10,7 @@ from PIL import Image
 
 from client_worker.errors import PermanentJobError, TransientJobError
 from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
-from img2mesh.contract import ENSEMBLE
+from img2mesh.contract import ENCODER, ENSEMBLE, FOREGROUND, IMAGE_PREPROCESS, MESHER, REMBG
 from local_triton import LocalTriton, free_port
 from tests.worker.conftest import E2E_RESOLUTION
 
@@ -86,3 +86,16 @@ async def test_missing_model_is_reported_by_name(triton_server: LocalTriton) -> 
     finally:
         await client.close()
     assert reason is not None and f"'{ENSEMBLE}' (version 7) is not ready" in reason
+
+
+async def test_served_versions_name_the_ensemble_and_every_step(triton_server: LocalTriton) -> None:
+    client = TritonMeshClient(triton_server.grpc_url)
+    unreachable = TritonMeshClient(f"127.0.0.1:{free_port()}")
+    try:
+        versions = await client.served_versions()
+        with pytest.raises(TritonUnavailable, match="unreachable"):
+            await unreachable.served_versions()
+    finally:
+        await client.close()
+        await unreachable.close()
+    assert versions == {ENSEMBLE: 1, IMAGE_PREPROCESS: 1, REMBG: 1, FOREGROUND: 1, ENCODER: 1, MESHER: 1}

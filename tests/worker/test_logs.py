@@ -18,7 +18,7 @@ def test_json_line_with_context_and_exception() -> None:
     logger = logging.getLogger("client_worker.test")
     record = logger.makeRecord(
         logger.name, logging.ERROR, __file__, 1, "job failed: %s", ("HTTP 404",), None,
-        extra={"job_id": "job-1", "stage": "downloading"},
+        extra={"job_id": "job-1", "stage": "download"},
     )
     try:
         raise ValueError("boom")
@@ -28,7 +28,7 @@ def test_json_line_with_context_and_exception() -> None:
     assert "\n" not in line.replace("\\n", "")
     fields = json.loads(line)
     assert fields["msg"] == "job failed: HTTP 404"
-    assert (fields["level"], fields["job_id"], fields["stage"]) == ("ERROR", "job-1", "downloading")
+    assert (fields["level"], fields["job_id"], fields["stage"]) == ("ERROR", "job-1", "download")
     assert "ValueError: boom" in fields["exc"] and fields["ts"].endswith("+00:00")
 
 

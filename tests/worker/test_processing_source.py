@@ -25,6 +25,7 @@ from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
 from client_worker.storage import LocalStorage
 from local_triton import LocalTriton
 from tests.support.image_server import ImageServer
+from tests.support.worker_jobs import MemoryCache
 from tests.worker.conftest import E2E_RESOLUTION, by_name
 
 
@@ -64,16 +65,16 @@ class StorageDownOnce(LocalStorage):
 
 @pytest.fixture
 async def source(make_settings: Callable[..., Settings], triton_server: LocalTriton,
-                 tmp_path: Path) -> AsyncIterator[Callable[[LocalStorage], tuple[JobProcessor, MemoryRecords]]]:
+                 tmp_path: Path) -> AsyncIterator[Callable[..., tuple[JobProcessor, MemoryRecords]]]:
     settings = make_settings(download_allowlist=["localhost"], max_resolution=E2E_RESOLUTION)
     client = TritonMeshClient(triton_server.grpc_url, timeout_s=120)
     http = httpx.AsyncClient(trust_env=False)
     pipeline = AssetPipeline(client, max_resolution=E2E_RESOLUTION, default_size=RealSize(0.3))
     photo_choice = PhotoChoice.from_settings(settings, client, http)
 
-    def make(storage: LocalStorage) -> tuple[JobProcessor, MemoryRecords]:
+    def make(storage: LocalStorage, cache: MemoryCache | None = None) -> tuple[JobProcessor, MemoryRecords]:
         records = MemoryRecords()
-        return JobProcessor(settings, pipeline, photo_choice, storage, records, Metrics()), records
+        return JobProcessor(settings, pipeline, photo_choice, storage, records, cache or MemoryCache(), Metrics()), records
 
     yield make
     await http.aclose()
@@ -100,7 +101,7 @@ def job(job_id: str, url: str) -> Job:
 
 
 async def test_an_in_memory_source_completes_fails_and_retries_jobs(
-    source: Callable[[LocalStorage], tuple[JobProcessor, MemoryRecords]], photo_url: str, image_server: ImageServer,
+    source: Callable[..., tuple[JobProcessor, MemoryRecords]], photo_url: str, image_server: ImageServer,
     tmp_path: Path,
 ) -> None:
     processor, records = source(LocalStorage(tmp_path / "store", "https://cdn.test/models"))
@@ -109,7 +110,7 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert completed.model_url == "https://cdn.test/models/shop.myshopify.com/products/1/memory-ok.glb"
     assert (tmp_path / "store/shop.myshopify.com/products/1/memory-ok.glb").read_bytes()[:4] == b"glTF"
     assert [stage for job_id, stage in records.stages if job_id == "memory-ok"] == [
-        "downloading", "checking", "inference", "encoding", "uploading"]
+        "download", "check", "inference", "encoding", "upload"]
 
     failed, retries = await run_until_settled(processor, job("memory-404", by_name(image_server.url("/none.jpg"))))
     assert isinstance(failed, GiveUp) and failed.kind == "permanent" and "HTTP 404" in failed.message
@@ -120,5 +121,32 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert isinstance(retried, Completed) and len(retries) == 1 and retries[0].counted
     assert retried.metadata["attempts"] == 2
     # The second attempt reused the first one's files: no second download or inference.
-    assert [stage for _, stage in flaky_records.stages] == ["downloading", "checking", "inference", "encoding",
-                                                           "uploading", "uploading"]
+    assert [stage for _, stage in flaky_records.stages] == ["download", "check", "inference", "encoding",
+                                                           "upload", "upload"]
+
+
+async def test_a_second_job_of_the_photo_copies_the_files_and_a_broken_cache_only_costs_a_model_run(
+    source: Callable[..., tuple[JobProcessor, MemoryRecords]], photo_url: str, tmp_path: Path,
+) -> None:
+    cache = MemoryCache()
+    processor, records = source(LocalStorage(tmp_path / "store", "https://cdn.test/models"), cache)
+    first, _ = await run_until_settled(processor, job("made", photo_url))
+    second, _ = await run_until_settled(processor, job("copied", photo_url))
+    assert isinstance(first, Completed) and isinstance(second, Completed)
+    (address,) = cache.entries
+    assert first.metadata["cache"] == {"hit": False, "address": address, "models": first.metadata["cache"]["models"]}
+    assert first.metadata["cache"]["models"]["triposr_encoder"] == int(first.metadata["weights_version"])
+    assert second.metadata["cache"] == {"hit": True, "address": address, "source_job_id": "made"}
+    assert [stage for job_id, stage in records.stages if job_id == "copied"] == ["download", "check", "copy"]
+    assert {key: second.metadata[key] for key in ("face_count", "file_sizes_bytes", "mesh_info")} == {
+        key: first.metadata[key] for key in ("face_count", "file_sizes_bytes", "mesh_info")}
+    assert set(second.metadata["timings_ms"]) == {"download", "check", "copy", "total"}
+    stored = tmp_path / "store/shop.myshopify.com/products/1"
+    for extension in (".glb", ".usdz", ".png"):
+        assert (stored / f"copied{extension}").read_bytes() == (stored / f"made{extension}").read_bytes()
+
+    cache.broken = True
+    third, _ = await run_until_settled(processor, job("uncached", photo_url))
+    assert isinstance(third, Completed) and third.metadata["cache"]["hit"] is False
+    assert [stage for job_id, stage in records.stages if job_id == "uncached"] == [
+        "download", "check", "inference", "encoding", "upload"]

@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from client_worker import photo_choice
 from client_worker.config import Settings
 from client_worker.jobs.queue import JobQueue
-from client_worker.routing import MessageRouter
+from client_worker.consumer import Consumer
 from client_worker.status.webhook import WebhookSender
 from client_worker.storage import SupabaseStorage
 from tests.support.image_server import ImageServer, Route
@@ -84,7 +84,7 @@ class Point:
 
 
 POINTS = [
-    Point("claimed, before parsing", MessageRouter, "handle", "before"),
+    Point("claimed, before parsing", Consumer, "consume", "before"),
     Point("admitted, reply lost", JobQueue, "admit", "reply-lost"),
     Point("downloading", photo_choice, "download_each", "before"),
     Point("uploaded, before recording it", SupabaseStorage, "upload", "after"),

@@ -33,7 +33,7 @@ def test_worker_killed_mid_job_another_completes_it_exactly_once(
         wait_until(lambda: r.smembers("img2mesh:workers"), 30, "the worker process to register")
         job_id = str(uuid.uuid4())
         r.lpush("celery", json.dumps(guide_job(job_id, [by_name(image_server.url("/slow.jpg"))])))
-        wait_until(lambda: b"downloading" in (r.hget(f"img2mesh:status:{job_id}", "metadata") or b""), 30,
+        wait_until(lambda: b'"download"' in (r.hget(f"img2mesh:status:{job_id}", "metadata") or b""), 30,
                    "the job to be mid-download")
         doomed.send_signal(signal.SIGKILL)
         doomed.wait(10)
@@ -103,13 +103,13 @@ def test_sigterm_hands_running_jobs_back(
 # A worker process that dies (SIGKILL, by its own hand) at one exact step of its first job.
 CRASHING_WORKER = """
 import os, signal, sys
-from client_worker import photo_choice, routing
+from client_worker import consumer, photo_choice
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
 
 if sys.argv[1] == "after-upload":  # the files are uploaded and recorded; the completion is not
-    routing.MessageRouter._complete = die
+    consumer.Consumer._complete = die
 else:
     photo_choice.download_each = die
 from client_worker.__main__ import main
@@ -155,8 +155,8 @@ def test_attempts_cut_short_by_crashes_are_counted_exactly(
     webhook_receiver: WebhookReceiver, tmp_path: Path,
 ) -> None:
     settings = e2e_settings(max_attempts=2)
-    crash_once(settings, tmp_path, "downloading", guide_job("crashes-twice", [photo_url]))
-    crash_once(settings, tmp_path, "downloading")  # attempt 2, on the recovered message
+    crash_once(settings, tmp_path, "download", guide_job("crashes-twice", [photo_url]))
+    crash_once(settings, tmp_path, "download")  # attempt 2, on the recovered message
     start_worker(settings)
     failed = final(webhook_receiver, "crashes-twice", 60)
     assert failed["status"] == "failed"

@@ -20,19 +20,17 @@ from redis.asyncio.client import PubSub
 from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.config import Settings
 from client_worker.jobs.keys import RedisKeys
-from client_worker.jobs.queue import JobQueue, instance_id
+from client_worker.jobs.queue import JobQueue, Run, instance_id
 from client_worker.metrics import Metrics
 from client_worker.redaction import Redaction
 from client_worker.status.store import StatusEvent, StatusStore
 from client_worker.status.webhook import WebhookSender
 from tests.support.webhook_receiver import WebhookReceiver
 
-RUN = "run-token-1"
-
 
 @dataclass
 class Reporter:
-    """A worker's status side on the real queue: a job `begin`s as the router starts one (claimed
+    """A worker's status side on the real queue: a job `begin`s as the consumer starts one (claimed
     and admitted, so its run is current), progress goes through the attempt records, and a final
     status of a begun job is written by the queue's own acknowledgement."""
 
@@ -40,33 +38,36 @@ class Reporter:
     sender: WebhookSender
     queue: JobQueue
     records: RedisAttemptRecords
-    runs: dict[str, bytes] = field(default_factory=dict)
+    runs: dict[str, Run] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    """The run token of each job that `begin`s, also after its final status (late progress uses it)."""
 
     async def begin(self, job_id: str) -> None:
         await self.queue.redis.lpush(self.queue.queue, json.dumps({"job_id": job_id}))
-        raw = await self.queue.claim(1)
-        assert raw is not None
-        assert (await self.queue.admit(job_id, raw, RUN, job_id)).decision == "run"
-        self.runs[job_id] = raw
+        delivery = await self.queue.claim(1)
+        assert delivery is not None
+        run = (await self.queue.admit(delivery, job_id, job_id)).run
+        assert run is not None
+        self.runs[job_id] = run
+        self.tokens[job_id] = run.token
 
     async def report(self, event: StatusEvent) -> None:
         if event.status == "processing":
-            await self.records.progress(event.job_id, RUN, event.metadata or {})
+            await self.records.progress(event.job_id, self.tokens[event.job_id], event.metadata or {})
         elif await self.record(event):
             self.sender.deliver_soon(event.job_id)
 
     async def record(self, event: StatusEvent) -> bool:
         """Write a final status: through the queue's acknowledgement for a job that `begin`s."""
-        raw = self.runs.pop(event.job_id, None)
-        if raw is None:  # a status of a job this worker never ran: written as it is
+        run = self.runs.pop(event.job_id, None)
+        if run is None:  # a status of a job this worker never ran: written as it is
             async with self.queue.redis.pipeline(transaction=True) as pipe:
                 self.store.writes(event)(pipe)
                 await pipe.execute()
             return True
         if event.status == "completed":
-            return await self.queue.complete(raw, event.job_id, RUN, event.model_url or "", self.store.writes(event))
-        return await self.queue.fail(raw, event.job_id, RUN, event.job_id, event.error_message or "", 1,
-                                     self.store.writes(event))
+            return await self.queue.complete(run, event.model_url or "", self.store.writes(event))
+        return await self.queue.fail(run, event.job_id, event.error_message or "", 1, self.store.writes(event))
 
     async def latest(self, job_id: str) -> dict[str, str]:
         return await self.store.latest(job_id)
@@ -221,7 +222,7 @@ async def test_a_late_progress_update_never_overwrites_completed(
     reporter = make_reporter(receiver_settings)
     await reporter.begin("job-7")
     await reporter.report(StatusEvent("job-7", "completed", model_url="https://cdn/7.glb"))
-    await reporter.report(StatusEvent("job-7", "processing", metadata={"stage": "uploading", "progress": 90}))
+    await reporter.report(StatusEvent("job-7", "processing", metadata={"stage": "upload", "progress": 90}))
     await reporter.drain(5)
     assert (await reporter.latest("job-7"))["status"] == "completed"
     assert [body["status"] for body in webhook_receiver.accepted("job-7")] == ["completed"]
@@ -234,7 +235,7 @@ async def test_every_text_sent_to_the_backend_is_bounded(
     reporter = make_reporter(make_settings(backend_url=webhook_receiver.url, status_text_max_chars=300))
     long = "image https://cdn.example.com/" + "x" * 100_000 + ".jpg: HTTP 404"
     await reporter.report(StatusEvent("job-8", "failed", error_message=long,
-                                      metadata={"stage": "downloading", "notes": [long], "nested": {"url": long}}))
+                                      metadata={"stage": "download", "notes": [long], "nested": {"url": long}}))
     await reporter.drain(5)
     (body,) = webhook_receiver.accepted("job-8")
     assert len(body["errorMessage"]) == 300 and body["errorMessage"].endswith("characters in all]")

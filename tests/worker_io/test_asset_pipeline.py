@@ -16,8 +16,8 @@ from client_worker.pipeline.asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, Ass
 from client_worker.pipeline.inference import MeshResult
 from client_worker.pipeline.presets import PRESETS
 from img2mesh.contract import ENSEMBLE
-from tests.asset.test_glb import product_mesh
-from tests.asset.test_usdz import arkit_problems
+from tests.support.arkit import arkit_problems
+from tests.support.product_mesh import product_mesh
 from tests.support.gltf_validator import GltfValidator
 from tests.support.textured_mesh import textured_product
 

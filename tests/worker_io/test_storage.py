@@ -174,6 +174,51 @@ async def test_local_storage_writes_atomically_and_overwrites(tmp_path: Path) ->
     assert not (tmp_path / "outside.glb").exists()
 
 
+async def test_copy_stores_the_same_bytes_and_headers_under_the_new_key(
+    storage: SupabaseStorage, supabase_storage: SupabaseStorageFixture
+) -> None:
+    source, key = "shop.myshopify.com/products/123/job-1.glb", "shop.myshopify.com/products/123/job-2.glb"
+    await storage.upload(source, GLB, CONTENT_TYPE)
+    url = await storage.copy(source, key)
+    assert url == supabase_storage.public_url(key)
+    response = httpx.get(url)
+    assert response.content == GLB
+    assert response.headers["content-type"] == CONTENT_TYPE
+    assert response.headers["cache-control"] == "max-age=31536000"
+    copy_request = supabase_storage.server.requests[-1]
+    assert copy_request.path == "/storage/v1/object/copy"
+    assert copy_request.headers["authorization"] == f"Bearer {supabase_storage.service_role_key}"
+
+
+async def test_copy_overwrites_like_an_upload_a_missing_source_is_permanent_and_outages_transient(
+    storage: SupabaseStorage, supabase_storage: SupabaseStorageFixture
+) -> None:
+    with pytest.raises(PermanentJobError, match=r"did not copy 's/products/1/gone.glb' .* status 404"):
+        await storage.copy("s/products/1/gone.glb", "s/products/1/j.glb")
+    await storage.upload("s/products/1/a.glb", GLB, CONTENT_TYPE)
+    await storage.upload("s/products/1/b.glb", b"an earlier attempt's", CONTENT_TYPE)
+    await storage.copy("s/products/1/a.glb", "s/products/1/b.glb")
+    assert supabase_storage.objects["s/products/1/b.glb"].data == GLB
+    refused, copied = supabase_storage.server.requests[-2:]  # 409, then the copy after the removal
+    assert refused.path == copied.path == "/storage/v1/object/copy"
+    supabase_storage.server.fail_next(503, {"statusCode": "503", "code": "SlowDown", "error": "x", "message": "y"},
+                                      keys_ending="c.glb")
+    with pytest.raises(TransientJobError, match="status 503"):
+        await storage.copy("s/products/1/a.glb", "s/products/1/c.glb")
+    await storage.copy("s/products/1/a.glb", "s/products/1/c.glb")
+    assert supabase_storage.objects["s/products/1/c.glb"].data == GLB
+
+
+async def test_local_storage_copies_and_says_when_the_source_is_gone(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path, "https://models.example.com")
+    await storage.upload("s/products/1/a.glb", GLB, CONTENT_TYPE)
+    url = await storage.copy("s/products/1/a.glb", "s/products/2/b.glb")
+    assert url == "https://models.example.com/s/products/2/b.glb"
+    assert (tmp_path / "s/products/2/b.glb").read_bytes() == GLB
+    with pytest.raises(PermanentJobError, match="no file 's/products/1/gone.glb'"):
+        await storage.copy("s/products/1/gone.glb", "s/products/2/c.glb")
+
+
 def test_storage_key_from_the_guide_payload() -> None:
     assert (
         (storage_stem("test-shop.myshopify.com", "gid://shopify/Product/123", None, "9b2f0c1e-0d7a-4c1e-8a53-2b0c4f7e6a10") + EXTENSION)

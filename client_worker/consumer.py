@@ -31,9 +31,10 @@ from client_worker.jobs.celery_wire import RejectedMessage, TaskMessage, parse_m
 from client_worker.jobs.intake import MalformedJob, parse_job
 from client_worker.jobs.job import Job
 from client_worker.jobs.limits import MessageLimits
-from client_worker.jobs.queue import JobQueue, Writes, combined, run_token
+from client_worker.jobs.queue import Delivery, JobQueue, Run, Writes, combined
 from client_worker.memory import release_memory
 from client_worker.metrics import Metrics
+from client_worker.pipeline.stages import Stage
 from client_worker.processing import JobProcessor, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
 from client_worker.status.celery_results import CeleryResults
@@ -48,8 +49,8 @@ CONFIRM_RETRY = Backoff(0.25, 5.0)
 """Pauses between repeats of a Redis step whose outcome is unknown (Redis unreachable)."""
 
 
-class MessageRouter:
-    """Routes claimed messages to their outcome; shared by all job loops of a worker."""
+class Consumer:
+    """Takes each claimed delivery to its one acknowledgement; shared by all job loops of a worker."""
 
     def __init__(
         self,
@@ -77,8 +78,8 @@ class MessageRouter:
         self.metrics = metrics
         self.on_triton_unavailable = on_triton_unavailable
         self.limits = MessageLimits.from_settings(settings)
-        self.running: dict[str, bytes] = {}
-        """The jobs running now (job id → raw message), whose leases the heartbeat extends."""
+        self.running: set[str] = set()
+        """The ids of the jobs running now, whose leases the heartbeat extends."""
         self._hand_backs: set[asyncio.Future[None]] = set()
 
     async def settle_hand_backs(self) -> None:
@@ -88,22 +89,22 @@ class MessageRouter:
         if self._hand_backs:
             await asyncio.wait(set(self._hand_backs), timeout=self.settings.redis_timeout_s)
 
-    async def handle(self, raw: bytes) -> None:
+    async def consume(self, delivery: Delivery) -> None:
         """Everything that happens to one claimed message, ending in exactly one acknowledgement."""
         try:
-            await self._route(raw)
+            await self._consume(delivery)
         except Exception as error:  # a bug: the message is moved aside with the reason, never looped on
             log.exception("the worker failed on a message; it is moved to the rejected list")
             reason = f"the worker failed on it ({type(error).__name__})"
-            await self._confirmed(lambda: self.queue.reject(raw, reason))
+            await self._confirmed(lambda: self.queue.reject(delivery, reason))
             self.metrics.rejected.inc()
 
-    async def _route(self, raw: bytes) -> None:
+    async def _consume(self, delivery: Delivery) -> None:
         try:
-            message = parse_message(raw, self.settings.task_name, self.limits)
+            message = parse_message(delivery.raw, self.settings.task_name, self.limits)
         except RejectedMessage as rejection:
             reason = str(rejection)
-            await self._confirmed(lambda: self.queue.reject(raw, reason))
+            await self._confirmed(lambda: self.queue.reject(delivery, reason))
             self.metrics.rejected.inc()
             log.warning("message rejected", extra={"reason": reason, "list": self.settings.rejected_list})
             return
@@ -112,69 +113,69 @@ class MessageRouter:
         except MalformedJob as malformed:
             if malformed.job_id is None:
                 reason = str(malformed)
-                await self._confirmed(lambda: self.queue.reject(raw, reason))
+                await self._confirmed(lambda: self.queue.reject(delivery, reason))
                 self.metrics.rejected.inc()
                 log.error("job without a job_id rejected", extra={"reason": reason})
                 return
             job = malformed
         job_id = str(job.job_id)
         if isinstance(job, Job) and message.eta is not None and message.eta.timestamp() > time.time():
-            await self._schedule(raw, job_id, message.eta)
+            await self._schedule(delivery, job_id, message.eta)
             return
         if job_id in self.running:  # a second copy while this worker runs the job: its own lease is no guard
-            await self._defer(raw, job_id, "the job is running on this worker")
+            await self._defer(delivery, job_id, "the job is running on this worker")
             return
-        self.running[job_id] = raw
+        self.running.add(job_id)
         try:
-            await self._admit_and_run(raw, message, job)
+            await self._admit_and_run(delivery, message, job)
         finally:
-            self.running.pop(job_id, None)
+            self.running.discard(job_id)
         await asyncio.to_thread(release_memory)
 
-    async def _admit_and_run(self, raw: bytes, message: TaskMessage, job: Job | MalformedJob) -> None:
+    async def _admit_and_run(self, delivery: Delivery, message: TaskMessage, job: Job | MalformedJob) -> None:
         """Admit the job, then run it, or fail it at once when it is malformed, expired or out of attempts."""
         job_id = str(job.job_id)
-        token = run_token()
         finishing = isinstance(job, Job) and await self._confirmed(lambda: self.records.uploaded(job_id))
         admission = await self._confirmed(
-            lambda: self.queue.admit(job_id, raw, token, message.delivery_id, counted=not finishing)
+            lambda: self.queue.admit(delivery, job_id, message.delivery_id, counted=not finishing)
         )
         if admission.decision == "busy":
-            await self._defer(raw, job_id, f"the job is running on {admission.holder}")
+            await self._defer(delivery, job_id, f"the job is running on {admission.holder}")
             return
-        if admission.decision != "run":
-            await self._confirmed(lambda: self.queue.skip(raw))
+        if admission.run is None:
+            await self._confirmed(lambda: self.queue.skip(delivery))
             self.metrics.jobs.labels("duplicate").inc()
             log.info("duplicate delivery skipped",
                      extra={"job_id": job_id, "reason": admission.decision, "holder": admission.holder})
             return
+        run = admission.run
         if isinstance(job, MalformedJob):
-            await self._fail(raw, message, job_id, token, admission.attempt, GiveUp("permanent", str(job)), "intake")
+            await self._fail(run, message, run.attempt, GiveUp("permanent", str(job)), Stage.INTAKE)
             return
         if not finishing:  # a job whose files are uploaded completes, whatever happened before
             if _expired(message):
                 expired = GiveUp("expired", f"the job expired at {message.expires} before a worker could start it")
-                await self._fail(raw, message, job_id, token, admission.attempt, expired, "intake")
+                await self._fail(run, message, run.attempt, expired, Stage.INTAKE)
                 return
-            refusal = self.retries.before_attempt(admission.attempt)
+            refusal = self.retries.before_attempt(run.attempt)
             if refusal is not None:
-                await self._fail(raw, message, job_id, token, admission.attempt - 1, refusal, "intake")
+                await self._fail(run, message, run.attempt - 1, refusal, Stage.INTAKE)
                 return
-        await self._run_job(raw, message, job, admission.attempt, token)
+        await self._run_job(run, message, job)
 
-    async def _defer(self, raw: bytes, job_id: str, reason: str) -> None:
+    async def _defer(self, delivery: Delivery, job_id: str, reason: str) -> None:
         """Try a copy again once the run holding the job may have let go of it (its lease's lifetime)."""
-        await self._confirmed(lambda: self.queue.defer(raw, time.time() + self.settings.heartbeat_ttl_s))
+        await self._confirmed(lambda: self.queue.defer(delivery, time.time() + self.settings.heartbeat_ttl_s))
         self.metrics.jobs.labels("deferred").inc()
         log.info("job is busy; this copy is tried again later", extra={"job_id": job_id, "reason": reason})
 
-    async def _run_job(self, raw: bytes, message: TaskMessage, job: Job, attempt: int, token: str) -> None:
+    async def _run_job(self, run: Run, message: TaskMessage, job: Job) -> None:
         self.metrics.in_flight.inc()
-        log.info("job started", extra={"job_id": job.job_id, "attempt": attempt})
+        log.info("job started", extra={"job_id": job.job_id, "attempt": run.attempt})
         try:
-            completed = await self.processor.process(job, attempt, token)
+            completed = await self.processor.process(job, run.attempt, run.token)
         except asyncio.CancelledError:
-            hand_back = asyncio.ensure_future(self._confirmed(lambda: self.queue.release(raw, job.job_id, token)))
+            hand_back = asyncio.ensure_future(self._confirmed(lambda: self.queue.release(run)))
             self._hand_backs.add(hand_back)
             await asyncio.shield(hand_back)
             self.metrics.jobs.labels("handed_back").inc()
@@ -183,18 +184,17 @@ class MessageRouter:
         except RedisError as error:
             log.warning("Redis failed during the job; it is handed back, uncounted",
                         extra={"job_id": job.job_id, "error": str(error)})
-            await self._confirmed(lambda: self.queue.release(raw, job.job_id, token))
+            await self._confirmed(lambda: self.queue.release(run))
             self.metrics.jobs.labels("handed_back").inc()
         except StageFailure as failure:
-            await self._failed_attempt(raw, message, job.job_id, token, attempt, failure)
+            await self._failed_attempt(run, message, failure)
         else:
-            await self._complete(raw, message, job.job_id, token, completed.model_url, completed.metadata)
+            await self._complete(run, message, completed.model_url, completed.metadata)
         finally:
             self.metrics.in_flight.dec()
 
-    async def _complete(
-        self, raw: bytes, message: TaskMessage, job_id: str, token: str, model_url: str, metadata: dict[str, object]
-    ) -> None:
+    async def _complete(self, run: Run, message: TaskMessage, model_url: str, metadata: dict[str, object]) -> None:
+        job_id = run.job_id
         event = StatusEvent(job_id, "completed", model_url=model_url, metadata=metadata)
         result = {"job_id": job_id, "status": "completed", "model_url": model_url}
         writes = combined(
@@ -203,7 +203,7 @@ class MessageRouter:
             self.results.success(_result_ids(message), result),
             self.canvas.after_success(message, result),
         )
-        if not await self._confirmed(lambda: self.queue.complete(raw, job_id, token, model_url, writes)):
+        if not await self._confirmed(lambda: self.queue.complete(run, model_url, writes)):
             self._overtaken(job_id)
             return
         self._announce(job_id)
@@ -211,26 +211,21 @@ class MessageRouter:
         log.info("job completed", extra={"job_id": job_id, "model_url": model_url,
                                          "timings_ms": metadata.get("timings_ms")})
 
-    async def _failed_attempt(
-        self, raw: bytes, message: TaskMessage, job_id: str, token: str, attempt: int, failure: StageFailure
-    ) -> None:
-        decision = self.retries.after_failure(failure.error, attempt)
+    async def _failed_attempt(self, run: Run, message: TaskMessage, failure: StageFailure) -> None:
+        decision = self.retries.after_failure(failure.error, run.attempt)
         if isinstance(decision, Retry):
             if decision.pause_intake:
                 self.on_triton_unavailable()
-            await self._retry(raw, job_id, token, attempt, failure, decision)
+            await self._retry(run, failure, decision)
         else:
-            await self._fail(raw, message, job_id, token, attempt, decision, failure.stage, failure.details)
+            await self._fail(run, message, run.attempt, decision, failure.stage, failure.details)
 
-    async def _retry(
-        self, raw: bytes, job_id: str, token: str, attempt: int, failure: StageFailure, retry: Retry
-    ) -> None:
-        metadata = {"stage": "retry_scheduled", "failed_stage": failure.stage, "attempt": attempt,
+    async def _retry(self, run: Run, failure: StageFailure, retry: Retry) -> None:
+        job_id = run.job_id
+        metadata = {"stage": "retry_scheduled", "failed_stage": failure.stage, "attempt": run.attempt,
                     "retry_in_s": round(retry.delay_s, 1), "last_error": str(failure.error)}
         writes = self.status.writes(StatusEvent(job_id, "processing", metadata=metadata))
-        if not await self._confirmed(
-            lambda: self.queue.retry(raw, job_id, token, retry.delay_s, writes, counted=retry.counted)
-        ):
+        if not await self._confirmed(lambda: self.queue.retry(run, retry.delay_s, writes, counted=retry.counted)):
             self._overtaken(job_id)
             return
         self.webhooks.deliver_soon(job_id)
@@ -238,11 +233,10 @@ class MessageRouter:
         self.metrics.retries.labels(failure.stage).inc()
         log.warning("job will be retried", extra={"job_id": job_id, **metadata, "counted": retry.counted})
 
-    async def _fail(
-        self, raw: bytes, message: TaskMessage, job_id: str, token: str, attempts: int, failure: GiveUp, stage: str,
-        details: dict[str, object] | None = None,
-    ) -> None:
+    async def _fail(self, run: Run, message: TaskMessage, attempts: int, failure: GiveUp, stage: Stage,
+                    details: dict[str, object] | None = None) -> None:
         """``details``: what the failed attempt reports besides (the photo choice's report)."""
+        job_id = run.job_id
         text = self.status.reportable(failure.message)
         event = StatusEvent(job_id, "failed", error_message=text,
                             metadata={**(details or {}), "attempts": attempts, "stage": stage, "kind": failure.kind})
@@ -252,21 +246,19 @@ class MessageRouter:
                                  expired=failure.kind == "expired"),
             self.canvas.after_failure(message),
         )
-        if not await self._confirmed(
-            lambda: self.queue.fail(raw, job_id, token, message.delivery_id, text, attempts, writes)
-        ):
+        if not await self._confirmed(lambda: self.queue.fail(run, message.delivery_id, text, attempts, writes)):
             self._overtaken(job_id)
             return
         self._announce(job_id)
         self.metrics.jobs.labels("failed").inc()
         log.error("job failed", extra={"job_id": job_id, "kind": failure.kind, "stage": stage, "error": text})
 
-    async def _schedule(self, raw: bytes, job_id: str, eta: datetime) -> None:
+    async def _schedule(self, delivery: Delivery, job_id: str, eta: datetime) -> None:
         """Hold a job until its ETA, telling the backend when it will start (docs/webhooks.md)."""
         when = eta.astimezone(UTC).isoformat()
         event = StatusEvent(job_id, "processing", metadata={"stage": "scheduled", "eta": when, "progress": 0})
         writes: Writes = self.status.writes(event)
-        if await self._confirmed(lambda: self.queue.schedule(raw, job_id, eta.timestamp(), writes)):
+        if await self._confirmed(lambda: self.queue.schedule(delivery, job_id, eta.timestamp(), writes)):
             self.webhooks.deliver_soon(job_id)
             self.metrics.jobs.labels("deferred").inc()
             log.info("job scheduled for its ETA", extra={"job_id": job_id, "eta": when})
