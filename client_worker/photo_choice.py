@@ -33,6 +33,7 @@ from client_worker.pipeline.asset import StageListener, timed_stage
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.pipeline.photo_check import check_photo
 from client_worker.pipeline.stages import Stage
+from img2mesh.contract import PHOTO_CHECK
 from img2mesh.photo_measures import PhotoMeasures
 
 REPORT_KEY = "photo_choice"
@@ -139,6 +140,12 @@ class PhotoChoice:
     def from_settings(cls, settings: Settings, triton: TritonMeshClient, http: httpx.AsyncClient) -> PhotoChoice:
         """``PHOTO_CHECK``, ``PHOTO_CANDIDATES`` and the ``DOWNLOAD_*`` limits."""
         return cls(settings.photo_check, settings.photo_candidates, triton, DownloadLimits.from_settings(settings), http)
+
+    async def wait_ready(self, timeout_s: float) -> None:
+        """Wait until Triton serves the photo check, when it is on: a repository exported before the
+        check existed lacks it, and the worker should say so at start-up rather than fail each job."""
+        if self.mode != "off":
+            await self.triton.wait_ready(timeout_s, model_name=PHOTO_CHECK)
 
     async def choose(self, urls: Sequence[str], listener: StageListener, timings_ms: dict[str, float]) -> ChosenPhoto:
         """The photo to mesh among ``urls``; times and announces the ``download`` and ``check`` stages.

@@ -132,23 +132,25 @@ class TritonMeshClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def readiness(self, timeout_s: float = _PROBE_TIMEOUT_S) -> str | None:
-        """None when the model is ready, else why not (for logs and the start-up error)."""
+    async def readiness(self, timeout_s: float = _PROBE_TIMEOUT_S, *, model_name: str | None = None) -> str | None:
+        """None when the model (this client's, or the latest version of ``model_name``) is ready, else why
+        not (for logs and the start-up error)."""
+        name, pinned = (self.model_name, self.model_version) if model_name is None else (model_name, "")
         try:
             if not await self._client.is_server_live(client_timeout=timeout_s):
                 return f"Triton at {self.url} is not live"
-            if not await self._client.is_model_ready(self.model_name, self.model_version, client_timeout=timeout_s):
-                version = self.model_version or "latest"
-                return f"model {self.model_name!r} (version {version}) is not ready on Triton at {self.url}"
+            if not await self._client.is_model_ready(name, pinned, client_timeout=timeout_s):
+                return f"model {name!r} (version {pinned or 'latest'}) is not ready on Triton at {self.url}"
         except InferenceServerException as error:
             return f"Triton at {self.url} is unreachable ({status_code(error) or 'error'}: {error.message()})"
         return None
 
-    async def wait_ready(self, timeout_s: float, poll_s: float = 1.0) -> None:
-        """Wait until the model is ready; raises TritonUnavailable with the last reason after `timeout_s`."""
+    async def wait_ready(self, timeout_s: float, poll_s: float = 1.0, *, model_name: str | None = None) -> None:
+        """Wait until the model (or ``model_name``) is ready; raises TritonUnavailable with the last reason
+        after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while True:
-            reason = await self.readiness()
+            reason = await self.readiness(model_name=model_name)
             if reason is None:
                 return
             if time.monotonic() >= deadline:

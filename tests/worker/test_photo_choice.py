@@ -4,12 +4,21 @@ Storage stand-in, image server and webhook receiver, with the drawn photos of th
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
+from pathlib import Path
 
+import httpx
+import pytest
 import redis
 
 from client_worker.config import Settings
+from client_worker.download import DownloadLimits
+from client_worker.photo_choice import PhotoChoice
+from client_worker.pipeline.inference import TritonMeshClient, TritonUnavailable
+from img2mesh.contract import PHOTO_CHECK
 from img2mesh.photo_measures import NO_OBJECT
+from local_triton import LocalTriton
 from tests.support import photo_check_photos as photos
 from tests.support.image_server import ImageServer, Route
 from tests.support.webhook_receiver import WebhookReceiver
@@ -112,3 +121,21 @@ def test_off_meshes_the_first_photo_that_downloads_unchecked(
     assert body["metadata"]["image_url"] == urls["two_products"]
     assert body["metadata"]["photo_choice"] == {"mode": "off"}
     assert "check" not in body["metadata"]["timings_ms"]
+
+
+async def test_a_triton_without_the_photo_check_is_named_at_start_up_unless_the_check_is_off(
+    start_triton: Callable[..., LocalTriton], analytic_repository: Path, tmp_path: Path,
+) -> None:
+    repository = tmp_path / "exported-before-the-check"
+    shutil.copytree(analytic_repository, repository, symlinks=True)
+    shutil.rmtree(repository / PHOTO_CHECK)
+    server = start_triton(repository, copy=False)
+    client = TritonMeshClient(server.grpc_url)
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            await client.wait_ready(60)  # the mesh ensemble is served
+            with pytest.raises(TritonUnavailable, match=f"model '{PHOTO_CHECK}' .* is not ready"):
+                await PhotoChoice("strict", 4, client, DownloadLimits(), http).wait_ready(0)
+            await PhotoChoice("off", 4, client, DownloadLimits(), http).wait_ready(0)
+    finally:
+        await client.close()
