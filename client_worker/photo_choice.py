@@ -79,7 +79,8 @@ class ChosenPhoto:
 
 
 class PhotoRefused(PermanentJobError):
-    """No candidate is usable (``strict``); ``report`` is the metadata of the failed webhook."""
+    """No candidate can be meshed (``strict``: none is usable; ``warn``: none could be checked);
+    ``report`` is the failed webhook's metadata."""
 
     def __init__(self, message: str, report: dict[str, Any]) -> None:
         super().__init__(message)
@@ -151,7 +152,7 @@ class PhotoChoice:
         """The photo to mesh among ``urls``; times and announces the ``download`` and ``check`` stages.
 
         Raises:
-            PhotoRefused: ``strict`` and no candidate is usable.
+            PhotoRefused: no candidate can be meshed (``strict``: none is usable).
             PermanentJobError, TransientJobError: no candidate downloaded (as ``download_first_image``),
                 or Triton failed (``TritonUnavailable`` when it is down).
         """
