@@ -19,6 +19,10 @@ surface is everywhere (that tests safety, not speed). Triton's stage times come 
 API (per-model compute) and the mesher's own timings; decoder points and face counts from both; the
 Chamfer distance is between the two meshes, over the reference's bounding-box diagonal. Then the
 Triton path runs several jobs at once to report jobs per minute at 1 and 4 concurrent jobs.
+
+The same server also answers the photo check (``photo_check``: decoding, U²-Net and the mask's
+measures, docs/photo-check.md) on the same photo: what each candidate photo of a job costs, as a
+share of the mesh ensemble's request measured in the same run.
 """
 
 from __future__ import annotations
@@ -51,6 +55,8 @@ from img2mesh.contract import (
     IMAGE,
     IMAGE_PREPROCESS,
     MESH_INFO,
+    PHOTO_CHECK,
+    PHOTO_MEASURES,
     REMBG,
     TEXTURE,
     UVS,
@@ -128,8 +134,17 @@ def _triton_run(client: grpcclient.InferenceServerClient, image: bytes, paramete
                        result.as_numpy(TEXTURE)[0]),
     }
     ms["total"] = triton_ms + ms["glb"]
-    return {"ms": ms, "points": int(info["points_evaluated"]), "faces": int(info["face_count"]),
+    return {"ms": ms, "request_ms": triton_ms, "points": int(info["points_evaluated"]), "faces": int(info["face_count"]),
             "surface_faces": int(info["surface_face_count"])}
+
+
+def _photo_check_ms(client: grpcclient.InferenceServerClient, image: bytes) -> float:
+    """One candidate's photo check, as the worker sends it: the request's wall time."""
+    tensor = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[image]], dtype=np.object_))
+    started = time.perf_counter()
+    client.infer(PHOTO_CHECK, [tensor], outputs=[grpcclient.InferRequestedOutput(PHOTO_MEASURES)], client_timeout=600)
+    return (time.perf_counter() - started) * 1000.0
 
 
 def _reference_run(pipeline: object, image: bytes, parameters: MeshParameters) -> dict:
@@ -215,6 +230,7 @@ def main() -> int:
         client = grpcclient.InferenceServerClient(server.grpc_url)
         band = [_triton_run(client, image, parameters) for _ in range(args.runs + 1)][1:]
         band_vertices = _infer(client, image, parameters, baked=False).as_numpy(VERTICES)[0]
+        checks = [_photo_check_ms(client, image) for _ in range(args.runs + 1)][1:]
         per_minute = {}
         if args.concurrency_jobs:
             for concurrency in (1, 4):
@@ -225,6 +241,9 @@ def main() -> int:
     label = "background removal + framing" + (" (stand-in U²-Net)" if stand_in else "")
     print("\n| stage | reference: eager, dense (ms) | Triton: band (ms) | reference / Triton |")
     print("|---|---:|---:|---:|")
+    photo_check_ms = statistics.median(checks)
+    mesh_request_ms = statistics.median(run["request_ms"] for run in band)
+    print(f"| photo check of one candidate ({PHOTO_CHECK}: decoding, U²-Net, measures) | — | {photo_check_ms:,.0f} | — |")
     for stage in (*STAGES, "total"):
         r, t = _median(dense, stage), _median(band, stage)
         name = {"background_removal": label, "glb": "GLB (prepare + write)",
@@ -249,6 +268,8 @@ def main() -> int:
     print(f"Triton end to end / its encoder: {_median(band, 'total') / triton_encoder:.2f}; "
           f"encoder: eager {_median(dense, 'encoder'):,.0f} ms, Triton {triton_encoder:,.0f} ms "
           f"({_median(dense, 'encoder') / triton_encoder:.2f}× faster)")
+    print(f"a candidate's photo check / the mesh ensemble's request: {photo_check_ms:,.0f} / {mesh_request_ms:,.0f} ms "
+          f"= {photo_check_ms / mesh_request_ms:.3f}")
     for concurrency, rate in per_minute.items():
         print(f"jobs per minute with {concurrency} in flight: {rate:.2f}")
     if args.json:
@@ -259,6 +280,8 @@ def main() -> int:
             "faces_decimated": band[0]["faces"], "texture_share": round(texture_share, 4),
             "reference_ms": {stage: round(_median(dense, stage), 1) for stage in (*STAGES, "total")},
             "triton_ms": {stage: round(_median(band, stage), 1) for stage in (*STAGES, "total")},
+            "photo_check_ms": round(photo_check_ms, 1), "mesh_request_ms": round(mesh_request_ms, 1),
+            "photo_check_ratio": round(photo_check_ms / mesh_request_ms, 4),
             "jobs_per_minute": {str(concurrency): round(rate, 2) for concurrency, rate in per_minute.items()},
         }))
     return 0

@@ -5,6 +5,9 @@
   the asset's files, without Redis or storage: the same pipeline core and files as a queued job.
   The path names the GLB; the USDZ is written beside it with the same stem (`DIR/NAME.usdz`), and
   the poster as `DIR/poster.png`.
+* `check-photos URL_OR_PATH... [--json] [--triton-url]` — each photo's measures and problems from
+  Triton's `photo_check`, and the one a job would mesh under `PHOTO_CHECK` (docs/photo-check.md);
+  exit 0 when one would be, 1 when the job would fail.
 * `enqueue URL... [--shop --product-id --variant-id --quality --wait S]` — push a job in the
   integration guide's "Manually Queue a Test Job" format, for local use.
 * `healthcheck` — exit 0 when a worker of this host (`WORKER_NAME`) has a live heartbeat in
@@ -23,12 +26,16 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from client_worker.config import ConfigError, Settings, load_settings
 from client_worker.errors import JobError
 from client_worker.jobs.keys import RedisKeys
 from client_worker.pipeline.presets import PRESETS, get_preset
 from client_worker.redaction import Redaction
+
+if TYPE_CHECKING:
+    from client_worker.photo_choice import CheckedPhoto
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("--preset", choices=sorted(PRESETS), help="quality preset (default: DEFAULT_PRESET)")
     generate.add_argument("--triton-url", help="Triton gRPC host:port (default: TRITON_URL)")
     generate.add_argument("--model-version", help="pin a model version (default: TRITON_MODEL_VERSION, or latest)")
+
+    check = commands.add_parser("check-photos", help="check photos (files or URLs) and say which a job would mesh")
+    check.add_argument("photos", nargs="+", metavar="URL_OR_PATH", help="photo files or http(s) URLs, in a job's order")
+    check.add_argument("--json", action="store_true", help="print the webhook's photo_choice report as JSON")
+    check.add_argument("--triton-url", help="Triton gRPC host:port (default: TRITON_URL)")
 
     enqueue = commands.add_parser("enqueue", help="push a guide-format job onto the queue")
     enqueue.add_argument("urls", nargs="+", help="product image URLs, in order of preference")
@@ -74,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings()
         if args.command == "generate":
             return asyncio.run(_generate(settings, args))
+        if args.command == "check-photos":
+            return asyncio.run(_check_photos(settings, args))
         if args.command == "enqueue":
             return asyncio.run(_enqueue(settings, args))
         if args.command == "dead-letters":
@@ -140,6 +154,61 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         "weights_version": details["weights_version"], "seconds": round(time.perf_counter() - started, 2),
     }))
     return 0
+
+
+async def _check_photos(settings: Settings, args: argparse.Namespace) -> int:
+    import httpx
+
+    from client_worker.download import DownloadedImage, DownloadLimits, download_each
+    from client_worker.errors import PermanentJobError
+    from client_worker.photo_choice import PhotoChoice, chosen_photo, report
+    from client_worker.pipeline.inference import TritonMeshClient
+
+    client = TritonMeshClient.from_settings(settings, url=args.triton_url)
+    urls = [photo for photo in args.photos if photo.startswith(("http://", "https://"))]
+    try:
+        async with httpx.AsyncClient(trust_env=False, follow_redirects=False) as http:
+            downloads = dict(zip(urls, await download_each(urls, DownloadLimits.from_settings(settings), http)))
+            loaded: list[tuple[str, bytes | JobError]] = []
+            for photo in args.photos:
+                if photo in downloads:
+                    got = downloads[photo]
+                    loaded.append((photo, got.data if isinstance(got, DownloadedImage) else got))
+                else:
+                    try:
+                        loaded.append((photo, Path(photo).read_bytes()))
+                    except OSError as error:
+                        loaded.append((photo, PermanentJobError(f"cannot read the file: {error.strerror}")))
+            checked = await PhotoChoice.from_settings(settings, client, http).check_all(loaded)
+    except JobError as error:
+        print(f"check-photos failed: {Redaction.of(settings)(str(error))}", file=sys.stderr)
+        return 1
+    finally:
+        await client.close()
+    mode = settings.photo_check
+    chosen = chosen_photo(checked, mode)
+    if args.json:
+        print(json.dumps(report(checked, mode, chosen)))
+    else:
+        print(_photo_table(checked, chosen))
+        verdict = f"a job would mesh {chosen.url}" if chosen else "no photo is usable: a job would fail"
+        print(f"PHOTO_CHECK={mode}: {verdict}")
+    return 0 if chosen is not None else 1
+
+
+def _photo_table(photos: list[CheckedPhoto], chosen: CheckedPhoto | None) -> str:
+    """One line per photo: its measures and problems (``*`` marks the chosen one)."""
+    rows = [("", "photo", "side px", "objects", "undecided", "cut off", "problems")]
+    for photo in photos:
+        measures = photo.measures
+        if measures is None:
+            rows.append(("", photo.url, "", "", "", "", f"error: {photo.failure}"))
+            continue
+        rows.append(("*" if photo is chosen else "", photo.url, str(measures.object_side_px), str(measures.object_count),
+                     f"{measures.undecided_share:.2f}", ",".join(measures.cut_off_sides) or "-",
+                     ", ".join(problem.code for problem in measures.problems) or "-"))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows)
 
 
 async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:

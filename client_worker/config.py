@@ -37,6 +37,9 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 HOST_NAME = re.compile(rf"(?=.{{1,{HOST_NAME_MAX_CHARS}}}$){_LABEL}(\.{_LABEL})*\.?")
 _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
+PhotoCheckMode = Literal["strict", "warn", "off"]
+"""What the worker does with the photo check's verdicts (`PHOTO_CHECK`, docs/photo-check.md)."""
+
 
 class _Credentials:
     """Marks a URL setting whose user info (`user:password@`, or a token as the user) is a credential."""
@@ -138,6 +141,13 @@ class Settings(BaseSettings):
     download_max_pixels: int = Field(default=MAX_IMAGE_PIXELS, gt=0)
     download_job_timeout_s: float = Field(default=120.0, gt=0)
     download_allowlist: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- photo choice (docs/photo-check.md) --------------------------------------------------
+    # strict: mesh the best usable candidate, fail the job when none is; warn: mesh the best one
+    # anyway and report its problems; off: mesh the first photo that downloads, unchecked.
+    photo_check: PhotoCheckMode = "strict"
+    # How many of a job's image URLs are candidates: each costs a download and a U²-Net pass.
+    photo_candidates: int = Field(default=4, ge=1, le=32)
 
     # --- storage ---------------------------------------------------------------------------
     storage_backend: Literal["supabase", "local"] = "supabase"

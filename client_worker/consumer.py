@@ -218,7 +218,7 @@ class Consumer:
                 self.on_triton_unavailable()
             await self._retry(run, failure, decision)
         else:
-            await self._fail(run, message, run.attempt, decision, failure.stage)
+            await self._fail(run, message, run.attempt, decision, failure.stage, failure.details)
 
     async def _retry(self, run: Run, failure: StageFailure, retry: Retry) -> None:
         job_id = run.job_id
@@ -233,11 +233,13 @@ class Consumer:
         self.metrics.retries.labels(failure.stage).inc()
         log.warning("job will be retried", extra={"job_id": job_id, **metadata, "counted": retry.counted})
 
-    async def _fail(self, run: Run, message: TaskMessage, attempts: int, failure: GiveUp, stage: Stage) -> None:
+    async def _fail(self, run: Run, message: TaskMessage, attempts: int, failure: GiveUp, stage: Stage,
+                    details: dict[str, object] | None = None) -> None:
+        """``details``: what the failed attempt reports besides (the photo choice's report)."""
         job_id = run.job_id
         text = self.status.reportable(failure.message)
         event = StatusEvent(job_id, "failed", error_message=text,
-                            metadata={"attempts": attempts, "stage": stage, "kind": failure.kind})
+                            metadata={**(details or {}), "attempts": attempts, "stage": stage, "kind": failure.kind})
         writes = combined(
             self.status.writes(event),
             self.results.failure([*_result_ids(message), *self.canvas.chained_task_ids(message)], text,

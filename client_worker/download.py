@@ -129,38 +129,66 @@ async def download_first_image(
     deadline = asyncio.get_running_loop().time() + limits.job_timeout_s
     try:
         for url in tried:
-            remaining = deadline - asyncio.get_running_loop().time()
-            if remaining <= 0:
+            if deadline <= asyncio.get_running_loop().time():
                 break
-            budget = min(limits.total_timeout_s, remaining)
             try:
-                return await asyncio.wait_for(_download_one(http, url, limits), budget)
-            except asyncio.TimeoutError:
-                failures.append((url, TransientJobError(f"the download took longer than {budget:g} s")))
+                return await _download_before(http, url, limits, deadline)
             except JobError as error:
                 failures.append((url, error))
     finally:
         if owned:
             await http.aclose()
-    raise _no_usable_image(urls, tried, failures, limits)
+    raise no_usable_image(urls, tried, failures, limits)
 
 
-def _no_usable_image(
-    urls: Sequence[str], tried: list[str], failures: list[tuple[str, JobError]], limits: DownloadLimits
+async def download_each(
+    urls: Sequence[str], limits: DownloadLimits, client: httpx.AsyncClient
+) -> list[DownloadedImage | JobError]:
+    """Download all of ``urls`` at once, together within ``job_timeout_s``: each URL's image, or why
+    it gave none, in the order of ``urls`` (the caller bounds their number)."""
+    deadline = asyncio.get_running_loop().time() + limits.job_timeout_s
+
+    async def one(url: str) -> DownloadedImage | JobError:
+        try:
+            return await _download_before(client, url, limits, deadline)
+        except JobError as error:
+            return error
+
+    return list(await asyncio.gather(*(one(url) for url in urls)))
+
+
+async def _download_before(
+    http: httpx.AsyncClient, url: str, limits: DownloadLimits, deadline: float
+) -> DownloadedImage:
+    """One URL within ``total_timeout_s`` and before ``deadline`` (the event loop's clock)."""
+    budget = min(limits.total_timeout_s, deadline - asyncio.get_running_loop().time())
+    try:
+        return await asyncio.wait_for(_download_one(http, url, limits), budget)
+    except asyncio.TimeoutError:
+        raise TransientJobError(f"the download took longer than {budget:g} s") from None
+
+
+def no_usable_image(
+    urls: Sequence[str], tried: list[str], failures: list[tuple[str, JobError]], limits: DownloadLimits,
+    bound: tuple[int, str] | None = None,
 ) -> JobError:
-    """One error for a job none of whose URLs gave an image, saying which were tried and why not."""
+    """One error for a job none of whose URLs gave an image, saying which were tried and why not.
+
+    ``bound`` is how many URLs are tried at most and the setting that says so (default
+    ``IMAGE_URLS_MAX``'s)."""
+    most, setting = bound or (limits.max_urls, "IMAGE_URLS_MAX")
     untried = len(urls) - len(failures)
     if len(urls) == 1:
         url, error = failures[0]
-        message = f"image {_redact(url)}: {error}"
+        message = f"image {shown_url(url)}: {error}"
     else:
-        listed = "; ".join(f"{index}) {_redact(url)}: {error}" for index, (url, error) in enumerate(failures, 1))
+        listed = "; ".join(f"{index}) {shown_url(url)}: {error}" for index, (url, error) in enumerate(failures, 1))
         message = f"none of the {len(failures)} image URLs gave a usable image: {listed}"
     if len(failures) < len(tried):
         message += (f"; the downloads of this job took longer than {limits.job_timeout_s:g} s in all "
                     "(DOWNLOAD_JOB_TIMEOUT_S), so the remaining URLs were not tried")
     elif untried:
-        message += f"; the other {untried} URLs were not tried (at most {limits.max_urls} are, IMAGE_URLS_MAX)"
+        message += f"; the other {untried} URLs were not tried (at most {most} are, {setting})"
     if len(failures) < len(tried) or any(isinstance(error, TransientJobError) for _, error in failures):
         return TransientJobError(message)
     return PermanentJobError(message)
@@ -405,7 +433,7 @@ def _certificate_error(error: BaseException) -> ssl.SSLCertVerificationError | N
     return None
 
 
-def _redact(url: str) -> str:
+def shown_url(url: str) -> str:
     """The URL without its query string (signed URLs carry credentials there), shortened."""
     try:
         parts = urllib.parse.urlsplit(str(url))

@@ -6,7 +6,8 @@ from: it reports progress and keeps what it made through `AttemptRecords`, which
 implements (the Redis queue's is ``client_worker.attempt_records``). The expensive results survive
 a failed attempt: the finished files, and each URL once uploaded, are kept there, so a retry after
 a storage outage uploads the same bytes again instead of re-running the model, and a retry after a
-crash following the uploads does not upload at all. A photo whose asset was already made (same
+crash following the uploads does not upload at all. The photo is the best of the job's candidates
+(``client_worker.photo_choice``). A photo whose asset was already made (same
 content address: ``client_worker.asset_cache``) gets copies of those files instead of a model run,
 and an asset this job made is offered to later jobs once stored. An error of the source itself
 (``source_errors``, e.g. Redis unreachable) is not a failure of the job: it propagates to the
@@ -21,14 +22,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
-
 from client_worker.asset_cache import CACHE, AssetCache, AssetReuse
 from client_worker.config import Settings
-from client_worker.download import DownloadLimits, download_first_image
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
+from client_worker.photo_choice import PhotoChoice, PhotoRefused
 from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
 from client_worker.pipeline.presets import Preset, get_preset
 from client_worker.pipeline.stages import PROGRESS, Stage
@@ -37,13 +36,17 @@ from img2mesh.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
-class StageFailure(Exception):
-    """A job error together with the stage it happened in; `error` is permanent or transient."""
 
-    def __init__(self, stage: Stage, error: JobError) -> None:
+class StageFailure(Exception):
+    """A job error together with the stage it happened in; `error` is permanent or transient.
+
+    `details` is what the failed webhook's metadata reports besides (the photo choice's report)."""
+
+    def __init__(self, stage: Stage, error: JobError, details: dict[str, Any] | None = None) -> None:
         super().__init__(str(error))
         self.stage = stage
         self.error = error
+        self.details = details or {}
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,8 @@ class _Attempt:
     token: str
     stage: Stage = Stage.INTAKE
     ms: dict[str, float] = field(default_factory=dict)
+    photos: dict[str, Any] = field(default_factory=dict)
+    """The photo choice's report, once it has one (for the failed webhook too)."""
 
     async def started(self, stage: Stage) -> None:
         self.stage = stage
@@ -109,21 +114,20 @@ class JobProcessor:
         self,
         settings: Settings,
         pipeline: AssetPipeline,
+        photo_choice: PhotoChoice,
         storage: Storage,
         records: AttemptRecords,
         cache: AssetCache,
         metrics: Metrics,
-        http: httpx.AsyncClient,
         source_errors: tuple[type[Exception], ...] = (),
     ) -> None:
         self.settings = settings
         self.pipeline = pipeline
+        self.photo_choice = photo_choice
         self.storage = storage
         self.records = records
         self.metrics = metrics
-        self.http = http
         self.source_errors = source_errors
-        self.download_limits = DownloadLimits.from_settings(settings)
         self.reuse = AssetReuse(cache, storage, metrics, enabled=settings.asset_cache_ttl_s > 0)
 
     async def process(self, job: Job, attempt: int, token: str) -> Completed:
@@ -136,9 +140,9 @@ class JobProcessor:
             async with deadline:
                 completed = await self._process(run)
         except JobError as error:
-            raise StageFailure(run.stage, error) from error
+            raise StageFailure(run.stage, error, run.photos) from error
         except InvalidInput as error:
-            raise StageFailure(run.stage, PermanentJobError(str(error))) from error
+            raise StageFailure(run.stage, PermanentJobError(str(error)), run.photos) from error
         except self.source_errors:
             raise
         except Exception as error:  # a bug or an unmapped library error: retry; the log has the details
@@ -148,7 +152,7 @@ class JobProcessor:
             else:
                 log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
                 message = f"an internal error of the worker stopped the job at the {run.stage} stage"
-            raise StageFailure(run.stage, TransientJobError(message)) from error
+            raise StageFailure(run.stage, TransientJobError(message), run.photos) from error
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed
 
@@ -178,17 +182,22 @@ class JobProcessor:
     async def _make_asset(self, run: _Attempt, preset: Preset, stem: str) -> tuple[Asset, dict[str, str]]:
         """The job's asset and the URLs of its files stored so far: copies of a cached asset's files
         (then the asset holds no files, all are stored), or files just made (none stored yet)."""
-        async with timed_stage(Stage.DOWNLOAD, run.ms, run):
-            image = await download_first_image(run.job.image_urls, self.download_limits, self.http)
+        try:
+            photo = await self.photo_choice.choose(run.job.image_urls, run, run.ms)
+        except PhotoRefused as refused:
+            run.photos = refused.report
+            raise
+        run.photos = photo.report
+        chosen = {"image_url": photo.url, **photo.report}
         cache: dict[str, Any] = {}
         if self.reuse.enabled:  # the address asks Triton for its model versions: not when the cache is off
-            address = await self.pipeline.address(image.data, preset, size=run.job.real_size)
+            address = await self.pipeline.address(photo.data, preset, size=run.job.real_size)
             copies = await self.reuse.copies(address, stem, run.ms, run)
             if copies is not None:
-                return Asset((), {**copies.details, "image_url": image.url, "timings_ms": dict(run.ms)}), copies.urls
+                return Asset((), {**copies.details, **chosen, "timings_ms": dict(run.ms)}), copies.urls
             cache = {CACHE: self.reuse.made(address)}
-        made = await self.pipeline.make(image.data, preset, run, size=run.job.real_size)
-        asset = Asset(made.files, {**made.details, "image_url": image.url, **cache,
+        made = await self.pipeline.make(photo.data, preset, run, size=run.job.real_size)
+        asset = Asset(made.files, {**made.details, **chosen, **cache,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         await self.records.keep(run.job.job_id, asset)
         return asset, {}

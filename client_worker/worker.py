@@ -40,6 +40,7 @@ from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
+from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import JobProcessor
 from client_worker.redaction import Redaction, loggable_settings
 from client_worker.redis_asset_cache import RedisAssetCache
@@ -82,7 +83,8 @@ class Worker:
                                  default_size=RealSize(settings.default_largest_side_m))
         self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks)
         cache = RedisAssetCache(self.redis, self.queue.keys, settings.asset_cache_ttl_s)
-        processor = JobProcessor(settings, pipeline, self.storage, self.records, cache, self.metrics, self.http,
+        self.photo_choice = PhotoChoice.from_settings(settings, self.inference, self.http)
+        processor = JobProcessor(settings, pipeline, self.photo_choice, self.storage, self.records, cache, self.metrics,
                                  source_errors=(RedisError,))
         retries = RetryPolicy(settings.max_attempts, Backoff(settings.retry_base_delay_s, settings.retry_max_delay_s))
         self.consumer = Consumer(
@@ -106,6 +108,7 @@ class Worker:
         try:
             await self.redis.ping()
             await self.inference.wait_ready(self.settings.triton_ready_timeout_s)
+            await self.photo_choice.wait_ready(self.settings.triton_ready_timeout_s)
             self.triton_ready.set()
             await self.queue.register()
             background = [

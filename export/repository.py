@@ -31,6 +31,7 @@ from img2mesh.contract import (
     ENCODER,
     ENCODER_IMAGE,
     ENSEMBLE,
+    ENSEMBLES,
     FOREGROUND,
     IMAGE,
     IMAGE_PREPROCESS,
@@ -42,6 +43,9 @@ from img2mesh.contract import (
     MESHER_SCENE_CODES,
     MESH_OUTPUTS,
     ONNX_MODELS,
+    PHOTO_CHECK,
+    PHOTO_MEASURE,
+    PHOTO_MEASURES,
     POINTS,
     PYTHON_MODELS,
     REMBG,
@@ -215,12 +219,32 @@ def python_model_config(name: str, flavour: str, shapes: Shapes) -> mc.ModelConf
     return config
 
 
+def _mask_steps() -> list[mc.ModelEnsembling.Step]:
+    """Decoding and U²-Net, the start both ensembles share: they leave the mask in ``u2net_mask``."""
+    Step = mc.ModelEnsembling.Step
+    return [
+        Step(model_name=IMAGE_PREPROCESS, model_version=-1, input_map={IMAGE: IMAGE}, output_map={U2NET_INPUT: "u2net_input"}),
+        Step(model_name=REMBG, model_version=-1, input_map={REMBG_INPUT: "u2net_input"}, output_map={REMBG_MASK: "u2net_mask"}),
+    ]
+
+
+def _ensemble(name: str, shapes: Shapes, steps: list[mc.ModelEnsembling.Step]) -> mc.ModelConfig:
+    inputs, outputs = _io(name, shapes)
+    return mc.ModelConfig(
+        name=name,
+        platform="ensemble",
+        max_batch_size=MAX_BATCH_SIZE,
+        input=inputs,
+        output=outputs,
+        ensemble_scheduling=mc.ModelEnsembling(step=steps),
+    )
+
+
 def ensemble_config(shapes: Shapes) -> mc.ModelConfig:
     """Dataflow of the ensemble: keys of the maps are step tensors, values ensemble tensors."""
     Step = mc.ModelEnsembling.Step
     steps = [
-        Step(model_name=IMAGE_PREPROCESS, model_version=-1, input_map={IMAGE: IMAGE}, output_map={U2NET_INPUT: "u2net_input"}),
-        Step(model_name=REMBG, model_version=-1, input_map={REMBG_INPUT: "u2net_input"}, output_map={REMBG_MASK: "u2net_mask"}),
+        *_mask_steps(),
         Step(
             model_name=FOREGROUND,
             model_version=-1,
@@ -241,15 +265,18 @@ def ensemble_config(shapes: Shapes) -> mc.ModelConfig:
             output_map={name: name for name in MESH_OUTPUTS},
         ),
     ]
-    inputs, outputs = _io(ENSEMBLE, shapes)
-    return mc.ModelConfig(
-        name=ENSEMBLE,
-        platform="ensemble",
-        max_batch_size=MAX_BATCH_SIZE,
-        input=inputs,
-        output=outputs,
-        ensemble_scheduling=mc.ModelEnsembling(step=steps),
+    return _ensemble(ENSEMBLE, shapes, steps)
+
+
+def photo_check_config(shapes: Shapes) -> mc.ModelConfig:
+    """The photo check stops after the mask: U²-Net's raw prediction goes to ``photo_measure``."""
+    measure = mc.ModelEnsembling.Step(
+        model_name=PHOTO_MEASURE,
+        model_version=-1,
+        input_map={IMAGE: IMAGE, MASK: "u2net_mask"},
+        output_map={PHOTO_MEASURES: PHOTO_MEASURES},
     )
+    return _ensemble(PHOTO_CHECK, shapes, [*_mask_steps(), measure])
 
 
 def all_configs(flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISIONS[0]) -> dict[str, mc.ModelConfig]:
@@ -260,6 +287,7 @@ def all_configs(flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISI
     configs = {name: python_model_config(name, flavour, shapes) for name in PYTHON_MODELS}
     configs.update({name: onnx_model_config(name, flavour, shapes, precision) for name in ONNX_MODELS})
     configs[ENSEMBLE] = ensemble_config(shapes)
+    configs[PHOTO_CHECK] = photo_check_config(shapes)
     return configs
 
 
@@ -284,7 +312,8 @@ def write_configs(repository: Path, flavour: str, shapes: Shapes, precision: str
     for name, config in all_configs(flavour, shapes, precision).items():
         _atomic_write(repository / name / "config.pbtxt", config_text(config))
     # An ensemble needs a version folder, even though nothing goes into it.
-    (repository / ENSEMBLE / "1").mkdir(exist_ok=True)
+    for name in ENSEMBLES:
+        (repository / name / "1").mkdir(exist_ok=True)
     if repository.resolve() != SOURCE_REPOSITORY:
         for name in PYTHON_MODELS:
             target = repository / name / "1" / "model.py"

@@ -20,9 +20,13 @@ FOREGROUND = "foreground"
 ENCODER = "triposr_encoder"
 DECODER = "triposr_decoder"
 MESHER = "mesher"
+PHOTO_CHECK = "photo_check"
+"""The ensemble that stops after the mask: decoding → U²-Net → ``photo_measure`` (docs/photo-check.md)."""
+PHOTO_MEASURE = "photo_measure"
 
-PYTHON_MODELS = (IMAGE_PREPROCESS, FOREGROUND, MESHER)
+PYTHON_MODELS = (IMAGE_PREPROCESS, FOREGROUND, MESHER, PHOTO_MEASURE)
 ONNX_MODELS = (REMBG, ENCODER, DECODER)
+ENSEMBLES = (ENSEMBLE, PHOTO_CHECK)
 
 # --- Tensor names ---------------------------------------------------------------------------------
 
@@ -54,6 +58,9 @@ MESH_INFO = "MESH_INFO"
 WEIGHTS_VERSION = "WEIGHTS_VERSION"
 """The ensemble's copy of the encoder's ``version``: which TripoSR weights made the mesh (the
 exporter's version number; the ensemble's own version is another thing, see docs/architecture.md)."""
+
+PHOTO_MEASURES = "PHOTO_MEASURES"
+"""The photo check's answer: ``img2mesh.photo_measures.PhotoMeasures`` as a JSON string."""
 
 MESH_OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, UVS, TEXTURE, MESH_INFO)
 """What the mesher returns and the ensemble passes through, in this order."""
@@ -102,7 +109,7 @@ class ModelSpec:
 
 
 def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
-    """Every model's tensors for ``shapes`` (default: the official architecture), ensemble last."""
+    """Every model's tensors for ``shapes`` (default: the official architecture), ensembles last."""
     shapes = shapes or Shapes()
     codes = shapes.scene_codes
     condition = (3, shapes.condition_size, shapes.condition_size)
@@ -118,6 +125,7 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
         TensorSpec(MESH_INFO, "STRING", (1,)),
     )
     version = TensorSpec(VERSION, "INT64", (1,))
+    measures = TensorSpec(PHOTO_MEASURES, "STRING", (1,))
     specs = (
         ModelSpec(IMAGE_PREPROCESS, (image,), (TensorSpec(U2NET_INPUT, "FP32", u2net),)),
         ModelSpec(REMBG, (TensorSpec(REMBG_INPUT, "FP32", u2net),), (TensorSpec(REMBG_MASK, "FP32", mask),)),
@@ -135,7 +143,9 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
             (TensorSpec(MESHER_SCENE_CODES, "FP32", codes), TensorSpec(DECODER_VERSION, "INT64", (1,))),
             mesh,
         ),
+        ModelSpec(PHOTO_MEASURE, (image, TensorSpec(MASK, "FP32", mask)), (measures,)),
         ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(WEIGHTS_VERSION, "INT64", (1,)))),
+        ModelSpec(PHOTO_CHECK, (image,), (measures,)),
     )
     return {spec.name: spec for spec in specs}
 

@@ -21,12 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 ARCHITECTURE = ROOT / "docs" / "architecture.md"
 OWN_FILES = {Path("img2mesh/contract.py"), Path("tests/test_contract.py")}
 
-MODEL_NAMES = (*contract.PYTHON_MODELS, *contract.ONNX_MODELS, contract.ENSEMBLE)
+MODEL_NAMES = (*contract.PYTHON_MODELS, *contract.ONNX_MODELS, *contract.ENSEMBLES)
 # Tensor names distinctive enough to search for: the ONNX graphs' lower-case ones ("image",
 # "points", "mask" …) are ordinary words, so they are checked through the tables below instead.
 TENSOR_NAMES = (
     contract.IMAGE, contract.U2NET_INPUT, contract.MASK, contract.CONDITION, contract.MESHER_SCENE_CODES,
-    contract.DECODER_VERSION, *contract.MESH_OUTPUTS, contract.WEIGHTS_VERSION,
+    contract.DECODER_VERSION, *contract.MESH_OUTPUTS, contract.WEIGHTS_VERSION, contract.PHOTO_MEASURES,
 )
 LIMITS = (contract.MAX_IMAGE_PIXELS, contract.DECODER_CHUNK_POINTS)
 

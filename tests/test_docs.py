@@ -37,3 +37,37 @@ def test_every_cited_document_and_section_exists() -> None:
             elif section and section not in headings(document):
                 problems.append(f"{relative}: cites section {section!r} of {match.group(1)}, which has no such heading")
     assert not problems, "\n".join(problems)
+
+
+def _table(document: Path, header: str) -> dict[str, list[str]]:
+    """The rows of the table whose header row starts with ``header``: first cell (no backticks) → cells."""
+    lines = document.read_text().splitlines()
+    start = next(index for index, line in enumerate(lines) if line.startswith(header))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0].strip("`")] = cells
+    return rows
+
+
+def test_the_photo_check_doc_lists_exactly_the_codes_and_thresholds_of_the_module() -> None:
+    from img2mesh import photo_measures as pm
+
+    document = ROOT / "docs" / "photo-check.md"
+    assert tuple(_table(document, "| code |")) == pm.PROBLEM_CODES
+    measures = _table(document, "| measure |")
+    thresholds = {
+        "foreground_share": (pm.MIN_FOREGROUND_SHARE, pm.NO_OBJECT),
+        "cut_off_sides": (f"{pm.CUT_OFF_MIN_EDGE_SHARE:.0%}", pm.CUT_OFF),
+        "object_count`, `second_object_ratio": (pm.SECOND_OBJECT_MIN_RATIO, pm.SEVERAL_OBJECTS),
+        "object_side_px": (pm.MIN_OBJECT_SIDE_PX, pm.TOO_SMALL),
+        "undecided_share": (pm.MAX_UNDECIDED_SHARE, pm.UNCERTAIN_MASK),
+    }
+    assert set(measures) == set(thresholds)
+    for measure, (value, code) in thresholds.items():
+        threshold = measures[measure][2].replace(" %", "%")
+        assert str(value) in threshold and f"`{code}`" in threshold, (measure, threshold)
+    undecided = measures["undecided_share"][1]
+    assert f"between {pm.UNDECIDED_LOW} and {pm.UNDECIDED_HIGH}" in undecided

@@ -1,4 +1,5 @@
-"""The worker's only contact with the model: one gRPC call to Triton's `image_to_mesh` ensemble.
+"""The worker's only contact with the model: gRPC calls to Triton's `image_to_mesh` ensemble (and,
+through `infer`, to the `photo_check` ensemble of `client_worker.pipeline.photo_check`).
 
 The request is the encoded image file as `IMAGE` (BYTES, shape [1, 1]) plus the optional request
 parameters of docs/architecture.md (grid resolution, triangle budget, texture size …). Errors are
@@ -14,6 +15,8 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,23 +132,25 @@ class TritonMeshClient:
     async def close(self) -> None:
         await self._client.close()
 
-    async def readiness(self, timeout_s: float = _PROBE_TIMEOUT_S) -> str | None:
-        """None when the model is ready, else why not (for logs and the start-up error)."""
+    async def readiness(self, timeout_s: float = _PROBE_TIMEOUT_S, *, model_name: str | None = None) -> str | None:
+        """None when the model (this client's, or the latest version of ``model_name``) is ready, else why
+        not (for logs and the start-up error)."""
+        name, pinned = (self.model_name, self.model_version) if model_name is None else (model_name, "")
         try:
             if not await self._client.is_server_live(client_timeout=timeout_s):
                 return f"Triton at {self.url} is not live"
-            if not await self._client.is_model_ready(self.model_name, self.model_version, client_timeout=timeout_s):
-                version = self.model_version or "latest"
-                return f"model {self.model_name!r} (version {version}) is not ready on Triton at {self.url}"
+            if not await self._client.is_model_ready(name, pinned, client_timeout=timeout_s):
+                return f"model {name!r} (version {pinned or 'latest'}) is not ready on Triton at {self.url}"
         except InferenceServerException as error:
             return f"Triton at {self.url} is unreachable ({status_code(error) or 'error'}: {error.message()})"
         return None
 
-    async def wait_ready(self, timeout_s: float, poll_s: float = 1.0) -> None:
-        """Wait until the model is ready; raises TritonUnavailable with the last reason after `timeout_s`."""
+    async def wait_ready(self, timeout_s: float, poll_s: float = 1.0, *, model_name: str | None = None) -> None:
+        """Wait until the model (or ``model_name``) is ready; raises TritonUnavailable with the last reason
+        after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while True:
-            reason = await self.readiness()
+            reason = await self.readiness(model_name=model_name)
             if reason is None:
                 return
             if time.monotonic() >= deadline:
@@ -169,26 +174,41 @@ class TritonMeshClient:
             TritonUnavailable: Triton or the model is down; the job should wait, not fail.
             TransientJobError: any other failure (deadline exceeded, internal error).
         """
-        image_input = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
-        image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
         given = {
             RESOLUTION: resolution, THRESHOLD: threshold, FOREGROUND_RATIO: foreground_ratio,
             TARGET_FACES: target_faces, TEXTURE_SIZE: texture_size,
         }
         parameters = {parameter.name: parameter.kind(value) for parameter, value in given.items() if value is not None}
-        try:
+        async with self._mapped_errors():
             outputs = await self._output_names()
-            result = await self._client.infer(
-                self.model_name,
+        result = await self.infer(self.model_name, image, outputs, model_version=self.model_version,
+                                  parameters=parameters)
+        return self._mesh(result)
+
+    async def infer(
+        self, model_name: str, image: bytes, outputs: list[str], *, model_version: str = "",
+        parameters: dict[str, Any] | None = None,
+    ) -> grpcclient.InferResult:
+        """One request with one encoded image as ``IMAGE`` to ``model_name`` (this client's model, or
+        another of its server's, e.g. the photo check), its errors mapped as ``image_to_mesh``'s."""
+        image_input = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
+        image_input.set_data_from_numpy(np.array([[image]], dtype=np.object_))
+        async with self._mapped_errors():
+            return await self._client.infer(
+                model_name,
                 [image_input],
-                model_version=self.model_version,
+                model_version=model_version,
                 outputs=[grpcclient.InferRequestedOutput(name) for name in outputs],
                 client_timeout=self.timeout_s,
                 parameters=parameters or None,
             )
+
+    @asynccontextmanager
+    async def _mapped_errors(self) -> AsyncIterator[None]:
+        try:
+            yield
         except InferenceServerException as error:
             raise await self._mapped(error) from None
-        return self._mesh(result)
 
     async def served_versions(self) -> dict[str, int]:
         """The version of the model and of each step of its ensemble that a request sent now runs.

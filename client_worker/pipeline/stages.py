@@ -14,6 +14,8 @@ class Stage(StrEnum):
     INTAKE = "intake"
     """The message is read and the job admitted (failures only: a job is not reported in it)."""
     DOWNLOAD = "download"
+    CHECK = "check"
+    """The photo check of the downloaded candidates (docs/photo-check.md)."""
     INFERENCE = "inference"
     ENCODING = "encoding"
     UPLOAD = "upload"
@@ -21,5 +23,5 @@ class Stage(StrEnum):
     """Instead of inference, encoding and upload: copies of an earlier job's files (the asset cache)."""
 
 
-PROGRESS: dict[Stage, int] = {Stage.DOWNLOAD: 5, Stage.INFERENCE: 20, Stage.ENCODING: 75, Stage.UPLOAD: 90, Stage.COPY: 90}
+PROGRESS: dict[Stage, int] = {Stage.DOWNLOAD: 5, Stage.CHECK: 12, Stage.INFERENCE: 20, Stage.ENCODING: 75, Stage.UPLOAD: 90, Stage.COPY: 90}
 """Percent reported when each stage starts (inference dominates the time)."""

@@ -28,3 +28,7 @@ def test_the_pipeline_benchmark_compares_dense_eager_with_the_triton_band(tmp_pa
     assert set(report["reference_ms"]) == set(report["triton_ms"]) == STAGES
     assert report["reference_ms"]["texture"] == 0 < report["triton_ms"]["texture"]
     assert "| end to end |" in result.stdout
+    # A candidate's photo check (one U²-Net pass) costs a fraction of the mesh ensemble's request.
+    assert 0 < report["photo_check_ms"] < report["mesh_request_ms"]
+    assert 0 < report["photo_check_ratio"] < 1
+    assert "| photo check of one candidate" in result.stdout

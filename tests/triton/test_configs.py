@@ -11,6 +11,7 @@ from img2mesh.contract import (
     DECODER,
     ENCODER,
     ENSEMBLE,
+    ENSEMBLES,
     INFERENCE_PRECISIONS,
     ONNX_MODELS,
     PYTHON_MODELS,
@@ -18,7 +19,7 @@ from img2mesh.contract import (
     Shapes,
 )
 
-ALL_MODELS = (*PYTHON_MODELS, *ONNX_MODELS, ENSEMBLE)
+ALL_MODELS = (*PYTHON_MODELS, *ONNX_MODELS, *ENSEMBLES)
 
 
 def test_committed_repository_matches_the_exporter(tmp_path: Path) -> None:
@@ -48,8 +49,9 @@ def test_every_flavour_parses_with_tritons_schema(tmp_path: Path, flavour: str) 
     for name in PYTHON_MODELS:
         assert configs[name].backend == "python"
         assert (tmp_path / name / "1" / "model.py").is_file()
-    assert configs[ENSEMBLE].platform == "ensemble"
-    assert (tmp_path / ENSEMBLE / "1").is_dir()
+    for name in ENSEMBLES:
+        assert configs[name].platform == "ensemble"
+        assert (tmp_path / name / "1").is_dir()
 
 
 def test_gpu_flavour_uses_tensorrt_fp16_except_for_the_decoder(tmp_path: Path) -> None:
@@ -62,12 +64,13 @@ def test_gpu_flavour_uses_tensorrt_fp16_except_for_the_decoder(tmp_path: Path) -
     assert not decoder.optimization.execution_accelerators.gpu_execution_accelerator
 
 
-def test_ensemble_edges_agree_on_names_types_and_dims(tmp_path: Path) -> None:
+@pytest.mark.parametrize("name", ENSEMBLES)
+def test_ensemble_edges_agree_on_names_types_and_dims(tmp_path: Path, name: str) -> None:
     """What Triton checks at load time, checked here without a server: every step input is fed
     by exactly one ensemble tensor of the same type and shape."""
     write_configs(tmp_path, "gpu", Shapes(scene_code_channels=8, scene_code_size=16))
-    configs = {name: parse_config(tmp_path / name / "config.pbtxt") for name in ALL_MODELS}
-    ensemble = configs[ENSEMBLE]
+    configs = {model: parse_config(tmp_path / model / "config.pbtxt") for model in ALL_MODELS}
+    ensemble = configs[name]
     produced = {tensor.name: (tensor.data_type, list(tensor.dims)) for tensor in ensemble.input}
     for step in ensemble.ensemble_scheduling.step:
         model = configs[step.model_name]

@@ -2,7 +2,7 @@
 
 A real 3.10 interpreter (pyenv's, on our machines) gets a fresh venv with exactly what the Triton
 image installs (docker/requirements/triton.txt: numpy<2, Pillow, scikit-image); the img2mesh steps
-then run end to end in it, the band extraction gives the dense mesh with that scikit-image, the
+then run end to end in it (the photo check's measures too), the band extraction gives the dense mesh with that scikit-image, the
 texture baking (unwrap, rasterisation, padding) bakes a texture, and every model.py compiles. Without a 3.10 interpreter the test is skipped, saying so.
 """
 
@@ -34,6 +34,9 @@ rgba = decode_image(buffer.getvalue())
 assert u2net_input(rgba).shape == (3, 320, 320)
 mask = np.zeros((1, 320, 320), np.float32); mask[:, 80:240, 100:220] = 1
 assert condition_image(foreground_rgba(rgba, mask[0]), foreground_ratio=0.85).shape == (3, 512, 512)
+from img2mesh.photo_measures import PhotoMeasures, measure_photo
+measures = measure_photo(rgba, mask[0])
+assert measures.object_count == 1 and PhotoMeasures.from_dict(measures.to_dict()) == measures
 points = grid_points(32)
 vertices, faces = marching_cubes(30.0 - 40.0 * np.linalg.norm(points, axis=1), 32, 25.0)
 assert len(faces) > 0

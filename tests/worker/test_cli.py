@@ -156,3 +156,39 @@ def test_dead_letters_are_listed_and_replayed(
     assert cli(["dead-letters", "replay", "--rejected", "--index", "0"], tmp_path, env).returncode == 0
     wait_until(lambda: r.llen("img2mesh:rejected") == 1 and b"not JSON" in r.lindex("img2mesh:rejected", 0),
                30, "the replayed message to be rejected again")
+
+
+def test_check_photos_names_each_problem_and_the_photo_a_job_would_mesh(
+    triton_server: LocalTriton, image_server: ImageServer, tmp_path: Path,
+) -> None:
+    from tests.support import photo_check_photos as photos
+
+    paths = {}
+    for name, draw in {"clean": photos.clean, **photos.UNUSABLE}.items():
+        paths[name] = tmp_path / f"{name}.jpg"
+        paths[name].write_bytes(draw())
+    image_server.routes["/two.jpg"] = Route(body=photos.two_products())
+    url = by_name(image_server.url("/two.jpg"))
+    env = {"DOWNLOAD_ALLOWLIST": "localhost", "TRITON_URL": triton_server.grpc_url}
+    unusable = [str(paths[name]) for name in sorted(photos.UNUSABLE)]
+
+    result = cli(["check-photos", *unusable, url, str(paths["clean"]), str(tmp_path / "gone.jpg"), "--json"],
+                 tmp_path, env)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)["photo_choice"]
+    assert report["mode"] == "strict" and report["chosen"] == str(paths["clean"])
+    codes = {candidate["url"]: [problem["code"] for problem in candidate.get("problems", [])]
+             for candidate in report["candidates"]}
+    assert codes == {**{str(paths[name]): [code] for name, code in photos.PROBLEM_OF.items()},
+                     url: ["several_objects"], str(paths["clean"]): [], str(tmp_path / "gone.jpg"): []}
+    assert "cannot read the file" in report["candidates"][-1]["error"]
+
+    table = cli(["check-photos", *unusable, "--triton-url", triton_server.grpc_url], tmp_path,
+                {"DOWNLOAD_ALLOWLIST": "localhost"})
+    assert table.returncode == 1, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["photo", "side", "px", "objects", "undecided", "cut", "off", "problems"]
+    for name, code in photos.PROBLEM_OF.items():
+        (line,) = [line for line in lines if str(paths[name]) in line]
+        assert line.rstrip().endswith(code) and not line.startswith("*"), line
+    assert lines[-1] == "PHOTO_CHECK=strict: no photo is usable: a job would fail"

@@ -19,6 +19,7 @@ from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import Asset, AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
+from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import Completed, JobProcessor, KeptFiles, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
 from client_worker.storage import LocalStorage
@@ -69,10 +70,11 @@ async def source(make_settings: Callable[..., Settings], triton_server: LocalTri
     client = TritonMeshClient(triton_server.grpc_url, timeout_s=120)
     http = httpx.AsyncClient(trust_env=False)
     pipeline = AssetPipeline(client, max_resolution=E2E_RESOLUTION, default_size=RealSize(0.3))
+    photo_choice = PhotoChoice.from_settings(settings, client, http)
 
     def make(storage: LocalStorage, cache: MemoryCache | None = None) -> tuple[JobProcessor, MemoryRecords]:
         records = MemoryRecords()
-        return JobProcessor(settings, pipeline, storage, records, cache or MemoryCache(), Metrics(), http), records
+        return JobProcessor(settings, pipeline, photo_choice, storage, records, cache or MemoryCache(), Metrics()), records
 
     yield make
     await http.aclose()
@@ -108,7 +110,7 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert completed.model_url == "https://cdn.test/models/shop.myshopify.com/products/1/memory-ok.glb"
     assert (tmp_path / "store/shop.myshopify.com/products/1/memory-ok.glb").read_bytes()[:4] == b"glTF"
     assert [stage for job_id, stage in records.stages if job_id == "memory-ok"] == [
-        "download", "inference", "encoding", "upload"]
+        "download", "check", "inference", "encoding", "upload"]
 
     failed, retries = await run_until_settled(processor, job("memory-404", by_name(image_server.url("/none.jpg"))))
     assert isinstance(failed, GiveUp) and failed.kind == "permanent" and "HTTP 404" in failed.message
@@ -119,8 +121,8 @@ async def test_an_in_memory_source_completes_fails_and_retries_jobs(
     assert isinstance(retried, Completed) and len(retries) == 1 and retries[0].counted
     assert retried.metadata["attempts"] == 2
     # The second attempt reused the first one's files: no second download or inference.
-    assert [stage for _, stage in flaky_records.stages] == ["download", "inference", "encoding", "upload",
-                                                           "upload"]
+    assert [stage for _, stage in flaky_records.stages] == ["download", "check", "inference", "encoding",
+                                                           "upload", "upload"]
 
 
 async def test_a_second_job_of_the_photo_copies_the_files_and_a_broken_cache_only_costs_a_model_run(
@@ -135,10 +137,10 @@ async def test_a_second_job_of_the_photo_copies_the_files_and_a_broken_cache_onl
     assert first.metadata["cache"] == {"hit": False, "address": address, "models": first.metadata["cache"]["models"]}
     assert first.metadata["cache"]["models"]["triposr_encoder"] == int(first.metadata["weights_version"])
     assert second.metadata["cache"] == {"hit": True, "address": address, "source_job_id": "made"}
-    assert [stage for job_id, stage in records.stages if job_id == "copied"] == ["download", "copy"]
+    assert [stage for job_id, stage in records.stages if job_id == "copied"] == ["download", "check", "copy"]
     assert {key: second.metadata[key] for key in ("face_count", "file_sizes_bytes", "mesh_info")} == {
         key: first.metadata[key] for key in ("face_count", "file_sizes_bytes", "mesh_info")}
-    assert set(second.metadata["timings_ms"]) == {"download", "copy", "total"}
+    assert set(second.metadata["timings_ms"]) == {"download", "check", "copy", "total"}
     stored = tmp_path / "store/shop.myshopify.com/products/1"
     for extension in (".glb", ".usdz", ".png"):
         assert (stored / f"copied{extension}").read_bytes() == (stored / f"made{extension}").read_bytes()
@@ -147,4 +149,4 @@ async def test_a_second_job_of_the_photo_copies_the_files_and_a_broken_cache_onl
     third, _ = await run_until_settled(processor, job("uncached", photo_url))
     assert isinstance(third, Completed) and third.metadata["cache"]["hit"] is False
     assert [stage for job_id, stage in records.stages if job_id == "uncached"] == [
-        "download", "inference", "encoding", "upload"]
+        "download", "check", "inference", "encoding", "upload"]

@@ -20,7 +20,7 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from client_worker import processing
+from client_worker import photo_choice
 from client_worker.config import Settings
 from client_worker.jobs.queue import JobQueue
 from client_worker.consumer import Consumer
@@ -86,7 +86,7 @@ class Point:
 POINTS = [
     Point("claimed, before parsing", Consumer, "consume", "before"),
     Point("admitted, reply lost", JobQueue, "admit", "reply-lost"),
-    Point("downloading", processing, "download_first_image", "before"),
+    Point("downloading", photo_choice, "download_each", "before"),
     Point("uploaded, before recording it", SupabaseStorage, "upload", "after"),
     Point("completing", JobQueue, "complete", "before"),
     Point("completed, reply lost", JobQueue, "complete", "reply-lost"),

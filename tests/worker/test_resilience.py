@@ -103,7 +103,7 @@ def test_sigterm_hands_running_jobs_back(
 # A worker process that dies (SIGKILL, by its own hand) at one exact step of its first job.
 CRASHING_WORKER = """
 import os, signal, sys
-from client_worker import consumer, processing
+from client_worker import consumer, photo_choice
 
 def die(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGKILL)
@@ -111,7 +111,7 @@ def die(*args, **kwargs):
 if sys.argv[1] == "after-upload":  # the files are uploaded and recorded; the completion is not
     consumer.Consumer._complete = die
 else:
-    processing.download_first_image = die
+    photo_choice.download_each = die
 from client_worker.__main__ import main
 sys.exit(main(["run"]))
 """
