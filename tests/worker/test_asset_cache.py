@@ -16,7 +16,7 @@ import httpx
 import redis
 
 from client_worker.config import Settings
-from img2mesh.contract import ENSEMBLE
+from img2mesh.contract import ENCODER, ENSEMBLE
 from local_triton import LocalTriton
 from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.triton import ANALYTIC_COLOR, GeneratedWeights, build_portable_repository
@@ -97,5 +97,5 @@ def test_the_same_photo_is_meshed_once_until_a_roll_and_a_failed_copy_runs_the_m
     assert rolled.returncode == 0, rolled.stderr
     _, metadata = run_job()
     assert metadata["cache"]["hit"] is False and metadata["weights_version"] == "2"
-    assert metadata["cache"]["models"]["triposr_encoder"] == 2
+    assert metadata["cache"]["models"][ENCODER] == 2
     wait_until(lambda: ensemble_runs(triton) == 3, what="the run after the roll")

@@ -11,9 +11,10 @@ from client_worker.metrics import Metrics
 from client_worker.pipeline.asset import Asset, AssetFile
 from client_worker.pipeline.content_address import ContentAddress
 from client_worker.storage import LocalStorage
+from img2mesh.contract import ENCODER, ENSEMBLE
 from tests.support.worker_jobs import MemoryCache
 
-ADDRESS = ContentAddress("a" * 64, {"image_to_mesh": 1, "triposr_encoder": 1})
+ADDRESS = ContentAddress("a" * 64, {ENSEMBLE: 1, ENCODER: 1})
 SOURCE_STEM = "shop.myshopify.com/products/1/made"
 STEM = "shop.myshopify.com/products/1/copied"
 

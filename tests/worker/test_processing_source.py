@@ -23,6 +23,7 @@ from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import Completed, JobProcessor, KeptFiles, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
 from client_worker.storage import LocalStorage
+from img2mesh.contract import ENCODER
 from local_triton import LocalTriton
 from tests.support.image_server import ImageServer
 from tests.support.worker_jobs import MemoryCache
@@ -135,7 +136,7 @@ async def test_a_second_job_of_the_photo_copies_the_files_and_a_broken_cache_onl
     assert isinstance(first, Completed) and isinstance(second, Completed)
     (address,) = cache.entries
     assert first.metadata["cache"] == {"hit": False, "address": address, "models": first.metadata["cache"]["models"]}
-    assert first.metadata["cache"]["models"]["triposr_encoder"] == int(first.metadata["weights_version"])
+    assert first.metadata["cache"]["models"][ENCODER] == int(first.metadata["weights_version"])
     assert second.metadata["cache"] == {"hit": True, "address": address, "source_job_id": "made"}
     assert [stage for job_id, stage in records.stages if job_id == "copied"] == ["download", "check", "copy"]
     assert {key: second.metadata[key] for key in ("face_count", "file_sizes_bytes", "mesh_info")} == {

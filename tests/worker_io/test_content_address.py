@@ -11,11 +11,12 @@ from asset.material import TextureFormat
 from asset.real_size import RealSize
 from client_worker.pipeline.content_address import content_address, source_digest, writer_version
 from client_worker.pipeline.presets import PRESETS
+from img2mesh.contract import ENCODER, ENSEMBLE, FOREGROUND, IMAGE_PREPROCESS, MESHER, PHOTO_CHECK, REMBG
 
 PHOTO = b"\xff\xd8\xff\xe0 a product photo"
 BALANCED = PRESETS["balanced"]
 SIZE = RealSize(0.3)
-MODELS = {"image_to_mesh": 1, "image_preprocess": 1, "rembg": 1, "foreground": 1, "triposr_encoder": 1, "mesher": 1}
+MODELS = {ENSEMBLE: 1, IMAGE_PREPROCESS: 1, REMBG: 1, FOREGROUND: 1, ENCODER: 1, MESHER: 1}
 BASE = {"photo": PHOTO, "preset": BALANCED, "size": SIZE, "size_given": False, "model_versions": MODELS,
         "writer": "w1"}
 
@@ -41,9 +42,9 @@ def test_the_same_inputs_give_the_same_address_whatever_the_order_of_the_models(
     {"size": RealSize(0.31)},
     {"size": RealSize(0.3, "height")},
     {"size_given": True},
-    {"model_versions": {**MODELS, "triposr_encoder": 2}},
-    {"model_versions": {**MODELS, "rembg": 2}},
-    {"model_versions": {**MODELS, "photo_check": 1}},
+    {"model_versions": {**MODELS, ENCODER: 2}},
+    {"model_versions": {**MODELS, REMBG: 2}},
+    {"model_versions": {**MODELS, PHOTO_CHECK: 1}},
     {"writer": "w2"},
 ], ids=lambda changes: next(iter(changes)))
 def test_each_input_changes_the_address(changes: dict[str, object]) -> None:
