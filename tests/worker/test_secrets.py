@@ -98,8 +98,10 @@ def test_no_credential_reaches_any_text_the_worker_produces(
         assert final(webhook_receiver, completed, 120)["status"] == "completed"
 
         key = MARKERS["service role key"]
+        # The same photo: the copy of the first job's files (the asset cache) is refused first, then the
+        # upload of the model run it falls back to; both refusals quote the key.
         keyed_storage.fail_next(400, {"statusCode": "400", "error": "InvalidKey",
-                                      "message": f"key refused for apikey {key} (Bearer {key})"})
+                                      "message": f"key refused for apikey {key} (Bearer {key})"}, times=2)
         r.lpush("celery", json.dumps(guide_job(refused, [photo_url])))
         refusal = final(webhook_receiver, refused, 120)
         assert refusal["status"] == "failed" and "***" in refusal["errorMessage"], refusal
@@ -122,6 +124,7 @@ def test_no_credential_reaches_any_text_the_worker_produces(
 
     texts["log"] = (tmp_path / "worker.log").read_text()
     assert '"msg": "worker starting"' in texts["log"] and "***" in texts["log"]
+    assert "copying a cached asset failed" in texts["log"]
     for index, delivery in enumerate(webhook_receiver.deliveries):
         texts[f"webhook {index}"] = delivery.body.decode()
     assert any(name.startswith("result ") for name in texts), "no Celery result was written"
