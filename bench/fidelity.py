@@ -34,7 +34,7 @@ from asset.real_size import RealSize
 from bench.photos import drawn_photos
 from bench.pipeline import portable_repository
 from bench.weights import generated_weights
-from client_worker.pipeline.asset import write_files
+from client_worker.pipeline.photo_to_asset import write_files
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.pipeline.presets import PRESETS
 from export.build import model_shapes

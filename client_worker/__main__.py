@@ -117,7 +117,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
 
     from asset.real_size import RealSize
     from client_worker.download import DownloadLimits, download_first_image
-    from client_worker.pipeline.asset import MODEL_FILE, POSTER_FILE, AssetPipeline
+    from client_worker.pipeline.photo_to_asset import MODEL_FILE, POSTER_FILE, AssetPipeline
     from client_worker.pipeline.inference import TritonMeshClient
     from img2mesh.errors import InvalidInput
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from client_worker.errors import JobError
 from client_worker.metrics import Metrics
-from client_worker.pipeline.asset import Asset, StageListener, timed_stage
+from client_worker.pipeline.photo_to_asset import Asset, StageListener, timed_stage
 from client_worker.pipeline.content_address import ContentAddress
 from client_worker.pipeline.stages import Stage
 from client_worker.storage import Storage

@@ -18,7 +18,7 @@ from redis.asyncio.client import Pipeline
 
 from client_worker.jobs.keys import RedisKeys
 from client_worker.jobs.queue import JobQueue, Writes
-from client_worker.pipeline.asset import Asset, AssetFile
+from client_worker.pipeline.photo_to_asset import Asset, AssetFile
 from client_worker.processing import KeptFiles
 from client_worker.status.store import StatusEvent, StatusStore
 from client_worker.status.webhook import WebhookSender

@@ -29,7 +29,7 @@ from client_worker.download import (
     shown_url,
 )
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
-from client_worker.pipeline.asset import StageListener, timed_stage
+from client_worker.pipeline.photo_to_asset import StageListener, timed_stage
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.pipeline.photo_check import check_photo
 from client_worker.pipeline.stages import Stage

@@ -1,6 +1,6 @@
 """One attempt of a job: download → pipeline core → upload, with progress and failure kinds.
 
-The pipeline core (``client_worker.pipeline.asset``) makes the files; this module adds what only
+The pipeline core (``client_worker.pipeline.photo_to_asset``) makes the files; this module adds what only
 a job has: its image URLs, its progress reports, and storage. It knows nothing of where jobs come
 from: it reports progress and keeps what it made through `AttemptRecords`, which the job source
 implements (the Redis queue's is ``client_worker.attempt_records``). The expensive results survive
@@ -28,7 +28,7 @@ from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
 from client_worker.photo_choice import PhotoChoice, PhotoRefused
-from client_worker.pipeline.asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
+from client_worker.pipeline.photo_to_asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
 from client_worker.pipeline.presets import Preset, get_preset
 from client_worker.pipeline.stages import PROGRESS, Stage
 from client_worker.storage import Storage, storage_stem

@@ -38,7 +38,7 @@ from client_worker.config import Settings
 from client_worker.jobs.celery_canvas import CeleryCanvas
 from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.metrics import Metrics
-from client_worker.pipeline.asset import AssetPipeline
+from client_worker.pipeline.photo_to_asset import AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import JobProcessor

@@ -11,7 +11,7 @@ sha256 over everything that shapes those bytes:
 * the exact version of every model Triton will run for it (``TritonMeshClient.served_versions``),
   so a model version roll changes every address;
 * the writer version: a digest of the source of the ``asset`` package and of the pipeline core
-  (``client_worker/pipeline/asset.py``), computed once per process, and the versions of the
+  (``client_worker/pipeline/photo_to_asset.py``), computed once per process, and the versions of the
   libraries those call to write the bytes. A change of the writers changes every address without
   anybody having to remember to bump a number.
 """
@@ -30,7 +30,7 @@ import asset
 from asset.real_size import RealSize
 from client_worker.pipeline.presets import Preset
 
-PIPELINE_CORE = Path(__file__).with_name("asset.py")
+PIPELINE_CORE = Path(__file__).with_name("photo_to_asset.py")
 """The pipeline core's source (not imported here: it imports this module)."""
 WRITER_LIBRARIES = ("numpy", "trimesh", "pillow", "usd-core", "vtk")
 """The distributions the writers call to make the files' bytes (mesh preparation and decimation,

@@ -8,7 +8,7 @@ from typing import Any
 
 from client_worker.asset_cache import CACHE, AssetReuse, CachedAsset
 from client_worker.metrics import Metrics
-from client_worker.pipeline.asset import Asset, AssetFile
+from client_worker.pipeline.photo_to_asset import Asset, AssetFile
 from client_worker.pipeline.content_address import ContentAddress
 from client_worker.storage import LocalStorage
 from img2mesh.contract import ENCODER, ENSEMBLE

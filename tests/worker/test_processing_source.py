@@ -17,7 +17,7 @@ from client_worker.config import Settings
 from client_worker.errors import TransientJobError
 from client_worker.jobs.job import Job
 from client_worker.metrics import Metrics
-from client_worker.pipeline.asset import Asset, AssetPipeline
+from client_worker.pipeline.photo_to_asset import Asset, AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.photo_choice import PhotoChoice
 from client_worker.processing import Completed, JobProcessor, KeptFiles, StageFailure

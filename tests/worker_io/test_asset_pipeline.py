@@ -12,7 +12,7 @@ from PIL import Image
 
 from asset.glb import glb_summary, read_glb_json
 from asset.real_size import RealSize
-from client_worker.pipeline.asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, AssetPipeline
+from client_worker.pipeline.photo_to_asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, AssetPipeline
 from client_worker.pipeline.inference import MeshResult
 from client_worker.pipeline.presets import PRESETS
 from img2mesh.contract import ENSEMBLE

@@ -30,7 +30,7 @@ from asset.mesh_preparation import prepare_mesh
 from asset.real_size import RealSize
 from bench.fidelity import colour_difference, silhouette_iou
 from bench.photos import DrawnPhoto, drawn_photos
-from client_worker.pipeline.asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, Asset, AssetPipeline
+from client_worker.pipeline.photo_to_asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, Asset, AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.pipeline.presets import PRESETS
 from local_triton import LocalTriton
