@@ -148,18 +148,21 @@ class PhotoChoice:
         if self.mode != "off":
             await self.triton.wait_ready(timeout_s, model_name=PHOTO_CHECK)
 
-    async def choose(self, urls: Sequence[str], listener: StageListener, timings_ms: dict[str, float]) -> ChosenPhoto:
+    async def choose(self, urls: Sequence[str], listener: StageListener, timings_ms: dict[str, float],
+                     mode: PhotoCheckMode | None = None) -> ChosenPhoto:
         """The photo to mesh among ``urls``; times and announces the ``download`` and ``check`` stages.
+        ``mode``: the job's own `photo_check`, instead of ``PHOTO_CHECK``.
 
         Raises:
             PhotoRefused: no candidate can be meshed (``strict``: none is usable).
             PermanentJobError, TransientJobError: no candidate downloaded (as ``download_first_image``),
                 or Triton failed (``TritonUnavailable`` when it is down).
         """
-        if self.mode == "off" or not urls:  # without URLs, download_first_image's error says so
+        mode = mode or self.mode
+        if mode == "off" or not urls:  # without URLs, download_first_image's error says so
             async with timed_stage(Stage.DOWNLOAD, timings_ms, listener):
                 image = await download_first_image(urls, self.limits, self.http)
-            return ChosenPhoto(image.url, image.data, {REPORT_KEY: {"mode": self.mode}})
+            return ChosenPhoto(image.url, image.data, {REPORT_KEY: {"mode": mode}})
         candidates = list(urls[: self.candidates])
         async with timed_stage(Stage.DOWNLOAD, timings_ms, listener):
             downloads = await download_each(candidates, self.limits, self.http)
@@ -169,13 +172,13 @@ class PhotoChoice:
         loaded = [got.data if isinstance(got, DownloadedImage) else got for got in downloads]
         async with timed_stage(Stage.CHECK, timings_ms, listener):
             photos = await self.check_all(list(zip(candidates, loaded)))
-        chosen = chosen_photo(photos, self.mode)
+        chosen = chosen_photo(photos, mode)
         if chosen is None or chosen.data is None:
             message = refusal(photos, len(urls) - len(photos))
             if any(isinstance(photo.failure, TransientJobError) for photo in photos):
                 raise TransientJobError(message)  # a candidate that could not be fetched now may be the usable one
-            raise PhotoRefused(message, report(photos, self.mode, None))
-        return ChosenPhoto(chosen.url, chosen.data, report(photos, self.mode, chosen))
+            raise PhotoRefused(message, report(photos, mode, None))
+        return ChosenPhoto(chosen.url, chosen.data, report(photos, mode, chosen))
 
     async def check_all(self, photos: Sequence[tuple[str, bytes | JobError]]) -> list[CheckedPhoto]:
         """Check every loaded photo at once (Triton batches them); a failure to load stays the photo's."""

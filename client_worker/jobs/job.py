@@ -14,12 +14,13 @@ envelope, a bare payload) is ``client_worker.jobs.celery_wire``'s business.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
 from asset.real_size import RealSize
+from client_worker.config import PhotoCheckMode
 from client_worker.errors import PermanentJobError
 from client_worker.jobs import ids
 from client_worker.jobs.limits import shown
@@ -53,6 +54,10 @@ class Job(BaseModel):
     """The preset the job asks for (`quality`, else `metadata.quality`); None leaves the worker's default."""
     real_size: RealSize | None = Field(default=None, validate_default=True)
     """The product's real size from `metadata.size`; None leaves the worker's default."""
+    photo_check: PhotoCheckMode | None = Field(default=None, validate_default=True)
+    """How strictly the job's photos are checked (`photo_check`, else `metadata.photo_check`): a
+    backend that was refused a photo may ask for `warn` to have it meshed anyway; None leaves
+    `PHOTO_CHECK`."""
 
     @field_validator("job_id", "product_id", "variant_id", mode="before")
     @classmethod
@@ -122,10 +127,27 @@ class Job(BaseModel):
             requested = metadata.get("quality")
         return None if requested is None else _option(requested_preset, requested)
 
+    @field_validator("photo_check", mode="plain")
+    @classmethod
+    def _photo_check(cls, given: object, info: ValidationInfo) -> PhotoCheckMode | None:
+        metadata = info.data.get("metadata")
+        if given is None and isinstance(metadata, Mapping):
+            given = metadata.get("photo_check")
+        return None if given is None else _option(photo_check_mode, given)
+
     @field_validator("real_size", mode="plain")
     @classmethod
     def _size(cls, _given: object, info: ValidationInfo) -> RealSize | None:
         return _option(size_from_metadata, info.data.get("metadata"))
+
+
+def photo_check_mode(value: object) -> PhotoCheckMode:
+    """A job's `photo_check`, as `PHOTO_CHECK` spells the modes (case and spaces aside)."""
+    modes: tuple[PhotoCheckMode, ...] = get_args(PhotoCheckMode)
+    mode = value.strip().lower() if isinstance(value, str) else value
+    if mode not in modes:
+        raise PermanentJobError(f"photo_check must be one of {', '.join(modes)}, got {shown(value)}")
+    return mode  # type: ignore[return-value]
 
 
 def _option(parse: Any, value: object) -> Any:
