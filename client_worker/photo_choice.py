@@ -151,7 +151,7 @@ class PhotoChoice:
     async def choose(self, urls: Sequence[str], listener: StageListener, timings_ms: dict[str, float],
                      mode: PhotoCheckMode | None = None) -> ChosenPhoto:
         """The photo to mesh among ``urls``; times and announces the ``download`` and ``check`` stages.
-        ``mode``: the job's own `photo_check`, instead of ``PHOTO_CHECK``.
+        ``mode``: the job's own `photo_check_mode`, instead of ``PHOTO_CHECK``.
 
         Raises:
             PhotoRefused: no candidate can be meshed (``strict``: none is usable).

@@ -183,7 +183,7 @@ class JobProcessor:
         """The job's asset and the URLs of its files stored so far: copies of a cached asset's files
         (then the asset holds no files, all are stored), or files just made (none stored yet)."""
         try:
-            photo = await self.photo_choice.choose(run.job.image_urls, run, run.ms, run.job.photo_check)
+            photo = await self.photo_choice.choose(run.job.image_urls, run, run.ms, run.job.photo_check_mode)
         except PhotoRefused as refused:
             run.photos = refused.report
             raise

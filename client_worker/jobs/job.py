@@ -54,8 +54,8 @@ class Job(BaseModel):
     """The preset the job asks for (`quality`, else `metadata.quality`); None leaves the worker's default."""
     real_size: RealSize | None = Field(default=None, validate_default=True)
     """The product's real size from `metadata.size`; None leaves the worker's default."""
-    photo_check: PhotoCheckMode | None = Field(default=None, validate_default=True)
-    """How strictly the job's photos are checked (`photo_check`, else `metadata.photo_check`): a
+    photo_check_mode: PhotoCheckMode | None = Field(default=None, validate_default=True)
+    """How strictly the job's photos are checked (`photo_check_mode`, else `metadata.photo_check_mode`): a
     backend that was refused a photo may ask for `warn` to have it meshed anyway; None leaves
     `PHOTO_CHECK`."""
 
@@ -127,12 +127,12 @@ class Job(BaseModel):
             requested = metadata.get("quality")
         return None if requested is None else _option(requested_preset, requested)
 
-    @field_validator("photo_check", mode="plain")
+    @field_validator("photo_check_mode", mode="plain")
     @classmethod
-    def _photo_check(cls, given: object, info: ValidationInfo) -> PhotoCheckMode | None:
+    def _photo_check_mode(cls, given: object, info: ValidationInfo) -> PhotoCheckMode | None:
         metadata = info.data.get("metadata")
         if given is None and isinstance(metadata, Mapping):
-            given = metadata.get("photo_check")
+            given = metadata.get("photo_check_mode")
         return None if given is None else _option(photo_check_mode, given)
 
     @field_validator("real_size", mode="plain")
@@ -142,11 +142,11 @@ class Job(BaseModel):
 
 
 def photo_check_mode(value: object) -> PhotoCheckMode:
-    """A job's `photo_check`, as `PHOTO_CHECK` spells the modes (case and spaces aside)."""
+    """A job's `photo_check_mode`, as `PHOTO_CHECK` spells the modes (case and spaces aside)."""
     modes: tuple[PhotoCheckMode, ...] = get_args(PhotoCheckMode)
     mode = value.strip().lower() if isinstance(value, str) else value
     if mode not in modes:
-        raise PermanentJobError(f"photo_check must be one of {', '.join(modes)}, got {shown(value)}")
+        raise PermanentJobError(f"photo_check_mode must be one of {', '.join(modes)}, got {shown(value)}")
     return mode  # type: ignore[return-value]
 
 

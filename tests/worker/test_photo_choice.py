@@ -98,15 +98,15 @@ def test_only_unusable_photos_fail_in_strict_and_complete_with_their_problems_in
     assert "chosen" not in every["metadata"]["photo_choice"]
 
     # The backend, told of the refusal, may ask for this one job to be meshed all the same.
-    r.lpush("celery", json.dumps(guide_job("asked-to-warn", [urls["cut_off_right"]], metadata={"photo_check": "warn"})))
-    r.lpush("celery", json.dumps(guide_job("asked-unknown", [urls["clean"]], photo_check="lax")))
+    r.lpush("celery", json.dumps(guide_job("asked-to-warn", [urls["cut_off_right"]], metadata={"photo_check_mode": "warn"})))
+    r.lpush("celery", json.dumps(guide_job("asked-unknown", [urls["clean"]], photo_check_mode="lax")))
     asked = final(webhook_receiver, "asked-to-warn", 120)
     assert asked["status"] == "completed", asked
     assert asked["metadata"]["photo_choice"]["mode"] == "warn"
     assert asked["metadata"]["photo_choice"]["chosen"] == urls["cut_off_right"]
     unknown = final(webhook_receiver, "asked-unknown")
     assert unknown["status"] == "failed" and unknown["metadata"]["stage"] == "intake"
-    assert "photo_check must be one of strict, warn, off, got 'lax'" in unknown["errorMessage"]
+    assert "photo_check_mode must be one of strict, warn, off, got 'lax'" in unknown["errorMessage"]
     strict.stop()
 
     start_worker(e2e_settings(photo_check="warn"))
