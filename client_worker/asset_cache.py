@@ -84,7 +84,8 @@ class AssetCache(Protocol):
         (also when an earlier attempt of the job held it), else the job holding it; raises `CacheError`."""
 
     async def renew(self, address: str, job_id: str, ttl_s: float) -> bool:
-        """Extend the job's marker to ``ttl_s`` from now; False when it is not the job's (any more)."""
+        """Extend the job's marker to ``ttl_s`` from now; False when it is not the job's (any more);
+        raises `CacheError`."""
 
     async def release(self, address: str, job_id: str) -> None:
         """Remove the marker of ``address`` if it is still the job's; raises `CacheError`."""
@@ -177,8 +178,8 @@ class Flight:
         self.reuse = reuse
         self.cache = reuse.cache
         self.job_id = job_id
-        self._claimed: str | None = None
-        self._renewing: asyncio.Task[None] | None = None
+        self._claim: tuple[str, asyncio.Task[None]] | None = None
+        """The address this job claimed and the task renewing its marker."""
 
     async def copies(self, address: ContentAddress, stem: str, timings_ms: dict[str, float],
                      listener: StageListener) -> Copies | None:
@@ -206,8 +207,7 @@ class Flight:
         while (cached := await self.cache.find(address)) is None:
             holder = await self.cache.claim(address, self.job_id, self.reuse.making_ttl_s)
             if holder is None:
-                self._claimed = address
-                self._renewing = asyncio.create_task(self._renew(address))
+                self._claim = (address, asyncio.create_task(self._renew(address)))
                 return await self.cache.find(address)  # written and released between the look and the claim
             if looks == 0:
                 log.info("another job is making this asset; waiting for it", extra={"job_id": self.job_id,
@@ -231,11 +231,12 @@ class Flight:
 
     async def land(self) -> None:
         """Stop renewing the claimed address and release it (if it lapses instead, a waiter takes it)."""
-        if self._claimed is None or self._renewing is None:
+        if self._claim is None:
             return
-        self._renewing.cancel()
+        address, renewing = self._claim
+        renewing.cancel()
         try:
-            await self.cache.release(self._claimed, self.job_id)
+            await self.cache.release(address, self.job_id)
         except CacheError as error:
             log.warning("the asset cache's marker could not be released; it lapses in %g s",
                         self.reuse.making_ttl_s, extra={"error": str(error)})
