@@ -78,9 +78,11 @@ class WatchedCache(MemoryCache):
 
 
 async def renewed(cache: WatchedCache, times: int) -> None:
-    while cache.renewals < times:
-        cache.renewed.clear()
-        await cache.renewed.wait()
+    """Until the cache saw ``times`` renewals (a few seconds at most: a test fails rather than hangs)."""
+    async with asyncio.timeout(5):
+        while cache.renewals < times:
+            cache.renewed.clear()
+            await cache.renewed.wait()
 
 
 async def test_a_remembered_asset_is_copied_to_the_next_job(tmp_path: Path) -> None:
@@ -142,12 +144,12 @@ async def test_jobs_of_one_address_at_the_same_time_run_the_model_once(tmp_path:
     async with reuse.flight("maker") as maker:
         assert await maker.copies(ADDRESS, SOURCE_STEM, {}, Listener()) is None
         waiter = asyncio.create_task(copies_for(reuse, "waiter"))
-        await cache.refused.wait()
+        await asyncio.wait_for(cache.refused.wait(), 5)
         await renewed(cache, 3)  # longer than the marker's TTL: renewing keeps it the maker's
         assert not waiter.done() and cache.markers[ADDRESS.value][0] == "maker"
         await stored(storage)
         await reuse.remember(made_asset(), SOURCE_STEM, "maker")
-    copies = await waiter
+    copies = await asyncio.wait_for(waiter, 5)
     assert copies is not None and copies.details[CACHE]["source_job_id"] == "maker"
     assert (tmp_path / f"{STEM}.glb").read_bytes() == b"glTF" and cache.markers == {}
     assert results(metrics) == {"hit": 1, "miss": 1, "copy_failed": 0, "error": 0}
@@ -160,18 +162,18 @@ async def test_when_the_maker_fails_a_waiting_job_makes_the_asset(tmp_path: Path
         async with reuse.flight("maker") as maker:
             assert await maker.copies(ADDRESS, SOURCE_STEM, {}, Listener()) is None
             waiter = asyncio.create_task(waiting_maker(reuse, cache))
-            await cache.refused.wait()
+            await asyncio.wait_for(cache.refused.wait(), 5)
             raise RuntimeError("the model run failed")
     except RuntimeError:
         pass
-    assert await waiter == "waiter"
+    assert await asyncio.wait_for(waiter, 5) == "waiter"
 
 
 async def test_when_the_maker_crashed_its_marker_lapses_and_a_waiting_job_makes_the_asset(tmp_path: Path) -> None:
     cache = MemoryCache()
     reuse = AssetReuse(cache, LocalStorage(tmp_path), Metrics(), enabled=True)
     assert await cache.claim(ADDRESS.value, "crashed", 0.2) is None  # never renewed nor released
-    assert await waiting_maker(reuse, cache) == "waiter"
+    assert await asyncio.wait_for(waiting_maker(reuse, cache), 5) == "waiter"
 
 
 async def waiting_maker(reuse: AssetReuse, cache: MemoryCache) -> str:
