@@ -9,7 +9,8 @@ a storage outage uploads the same bytes again instead of re-running the model, a
 crash following the uploads does not upload at all. The photo is the best of the job's candidates
 (``client_worker.photo_choice``). A photo whose asset was already made (same
 content address: ``client_worker.asset_cache``) gets copies of those files instead of a model run,
-and an asset this job made is offered to later jobs once stored. An error of the source itself
+and an asset this job made is offered to later jobs once stored; jobs of one address that run at
+the same time wait for the first one's asset instead of running the model too. An error of the source itself
 (``source_errors``, e.g. Redis unreachable) is not a failure of the job: it propagates to the
 caller, which gives the attempt back. The whole attempt has a deadline (``JOB_TIMEOUT_S``).
 """
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from client_worker.asset_cache import CACHE, AssetCache, AssetReuse
+from client_worker.asset_cache import CACHE, AssetCache, AssetReuse, Flight
 from client_worker.config import Settings
 from client_worker.errors import JobError, PermanentJobError, TransientJobError
 from client_worker.jobs.job import Job
@@ -137,8 +138,8 @@ class JobProcessor:
         run = _Attempt(self, job, attempt, token)
         deadline = asyncio.timeout(self.settings.job_timeout_s)
         try:
-            async with deadline:
-                completed = await self._process(run)
+            async with deadline, self.reuse.flight(job.job_id) as flight:
+                completed = await self._process(run, flight)
         except JobError as error:
             raise StageFailure(run.stage, error, run.photos) from error
         except InvalidInput as error:
@@ -156,7 +157,7 @@ class JobProcessor:
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed
 
-    async def _process(self, run: _Attempt) -> Completed:
+    async def _process(self, run: _Attempt, flight: Flight) -> Completed:
         job = run.job
         preset = job.requested_preset or get_preset(self.settings.default_preset)
         stem = storage_stem(job.shop, job.product_id, job.variant_id, job.job_id)  # bad ids fail before any work
@@ -165,7 +166,7 @@ class JobProcessor:
             asset, urls = kept.asset, dict(kept.urls)
             log.info("reusing the files of an earlier attempt", extra={"job_id": job.job_id, "attempt": run.attempt})
         else:
-            asset, urls = await self._make_asset(run, preset, stem)
+            asset, urls = await self._make_asset(run, preset, stem, flight)
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
             async with timed_stage(Stage.UPLOAD, run.ms, run):
@@ -179,7 +180,8 @@ class JobProcessor:
                     "timings_ms": {**details["timings_ms"], **run.ms}}
         return Completed(model_url=urls[MODEL_FILE], metadata=metadata)
 
-    async def _make_asset(self, run: _Attempt, preset: Preset, stem: str) -> tuple[Asset, dict[str, str]]:
+    async def _make_asset(self, run: _Attempt, preset: Preset, stem: str,
+                          flight: Flight) -> tuple[Asset, dict[str, str]]:
         """The job's asset and the URLs of its files stored so far: copies of a cached asset's files
         (then the asset holds no files, all are stored), or files just made (none stored yet)."""
         try:
@@ -192,7 +194,7 @@ class JobProcessor:
         cache: dict[str, Any] = {}
         if self.reuse.enabled:  # the address asks Triton for its model versions: not when the cache is off
             address = await self.pipeline.address(photo.data, preset, size=run.job.real_size)
-            copies = await self.reuse.copies(address, stem, run.ms, run)
+            copies = await flight.copies(address, stem, run.ms, run)
             if copies is not None:
                 return Asset((), {**copies.details, **chosen, "timings_ms": dict(run.ms)}), copies.urls
             cache = {CACHE: self.reuse.made(address)}

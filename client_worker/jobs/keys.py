@@ -46,6 +46,11 @@ class RedisKeys:
         content address (``client_worker.pipeline.content_address``), for later jobs to copy."""
         return f"{self.prefix}:asset-cache:{address}"
 
+    def asset_making(self, address: str) -> str:
+        """String naming the job that is making the asset of a content address (a short TTL its maker
+        renews), so that the other jobs of the address wait for its entry instead of running the model."""
+        return f"{self.prefix}:asset-making:{address}"
+
     def status(self, job_id: str) -> str:
         """Hash of the latest status reported for a job (what the webhook said or will say)."""
         return f"{self.prefix}:status:{job_id}"

@@ -88,9 +88,11 @@ def final(receiver: WebhookReceiver, job_id: str, timeout_s: float = 60) -> dict
 
 @dataclass
 class MemoryCache:
-    """`asset_cache.AssetCache` in a dict; ``broken`` makes every call fail as an unreachable store would."""
+    """`asset_cache.AssetCache` in dicts; ``broken`` makes every call fail as an unreachable store would."""
 
     entries: dict[str, CachedAsset] = field(default_factory=dict)
+    markers: dict[str, tuple[str, float]] = field(default_factory=dict)
+    """address -> (the job making it, when its marker lapses on `time.monotonic`)."""
     broken: bool = False
 
     async def find(self, address: str) -> CachedAsset | None:
@@ -102,3 +104,26 @@ class MemoryCache:
         if self.broken:
             raise CacheError("the cache's store is unreachable")
         self.entries[address] = cached
+
+    async def claim(self, address: str, job_id: str, ttl_s: float) -> str | None:
+        holder = self._holder(address)
+        if holder not in (None, job_id):
+            return holder
+        self.markers[address] = (job_id, time.monotonic() + ttl_s)
+        return None
+
+    async def renew(self, address: str, job_id: str, ttl_s: float) -> bool:
+        if self._holder(address) != job_id:
+            return False
+        self.markers[address] = (job_id, time.monotonic() + ttl_s)
+        return True
+
+    async def release(self, address: str, job_id: str) -> None:
+        if self._holder(address) == job_id:
+            del self.markers[address]
+
+    def _holder(self, address: str) -> str | None:
+        if self.broken:
+            raise CacheError("the cache's store is unreachable")
+        holder, lapses = self.markers.get(address, (None, 0.0))
+        return holder if time.monotonic() < lapses else None

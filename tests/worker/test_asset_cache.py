@@ -1,6 +1,7 @@
 """No second run for the same photo, end to end: a worker on a real tritonserver (explicit model
-control, as in production), redis-server and the Supabase Storage stand-in. Whether the mesh
-ensemble ran is read from Triton's own metrics (``nv_inference_count``)."""
+control, as in production), redis-server and the Supabase Storage stand-in, with jobs one after the
+other and jobs at the same time. Whether the mesh ensemble ran is read from Triton's own metrics
+(``nv_inference_count``)."""
 
 from __future__ import annotations
 
@@ -99,3 +100,27 @@ def test_the_same_photo_is_meshed_once_until_a_roll_and_a_failed_copy_runs_the_m
     assert metadata["cache"]["hit"] is False and metadata["weights_version"] == "2"
     assert metadata["cache"]["models"][ENCODER] == 2
     wait_until(lambda: ensemble_runs(triton) == 3, what="the run after the roll")
+
+
+def test_jobs_of_the_same_photo_enqueued_together_run_the_model_once(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread],
+    triton_server: LocalTriton, photo_url: str, redis_url: str, webhook_receiver: WebhookReceiver,
+    supabase_storage: SupabaseStorageFixture,
+) -> None:
+    start_worker(e2e_settings(concurrency=2))
+    objects = supabase_storage.objects
+    runs = ensemble_runs(triton_server)
+    job_ids = [str(uuid.uuid4()), str(uuid.uuid4())]
+    queue = redis.Redis.from_url(redis_url)
+    queue.lpush("celery", *(json.dumps(guide_job(job_id, [photo_url])) for job_id in job_ids))
+    caches = {}
+    for job_id in job_ids:
+        completed = final(webhook_receiver, job_id, 120)
+        assert completed["status"] == "completed", completed
+        caches[job_id] = completed["metadata"]["cache"]  # type: ignore[index]
+    made, copied = sorted(job_ids, key=lambda job_id: caches[job_id]["hit"])
+    assert caches[made]["hit"] is False
+    assert caches[copied] == {"hit": True, "address": caches[made]["address"], "source_job_id": made}
+    assert ensemble_runs(triton_server) == runs + 1
+    for extension in FILES:
+        assert objects[stem(copied) + extension].data == objects[stem(made) + extension].data
