@@ -119,21 +119,14 @@ class Job(BaseModel):
     @field_validator("requested_preset", mode="plain")
     @classmethod
     def _preset(cls, _given: object, info: ValidationInfo) -> Preset | None:
-        """The guide's payload has no quality field, so both places are accepted: a top-level keyword
-        is what `send_task(kwargs=...)` callers add, `metadata` is where the backend passes extras."""
-        metadata = info.data.get("metadata")
-        requested = info.data.get("quality")
-        if requested is None and isinstance(metadata, Mapping):
-            requested = metadata.get("quality")
+        requested = _keyword_or_metadata(info.data.get("quality"), info, "quality")
         return None if requested is None else _option(requested_preset, requested)
 
     @field_validator("photo_check_mode", mode="plain")
     @classmethod
     def _photo_check_mode(cls, given: object, info: ValidationInfo) -> PhotoCheckMode | None:
-        metadata = info.data.get("metadata")
-        if given is None and isinstance(metadata, Mapping):
-            given = metadata.get("photo_check_mode")
-        return None if given is None else _option(photo_check_mode, given)
+        requested = _keyword_or_metadata(given, info, "photo_check_mode")
+        return None if requested is None else _option(photo_check_mode, requested)
 
     @field_validator("real_size", mode="plain")
     @classmethod
@@ -148,6 +141,16 @@ def photo_check_mode(value: object) -> PhotoCheckMode:
     if mode not in modes:
         raise PermanentJobError(f"photo_check_mode must be one of {', '.join(modes)}, got {shown(value)}")
     return mode  # type: ignore[return-value]
+
+
+def _keyword_or_metadata(keyword: object, info: ValidationInfo, key: str) -> object:
+    """A job option given as a top-level keyword, else as ``metadata[key]``. The guide's payload has
+    neither, so both places are accepted: a top-level keyword is what `send_task(kwargs=...)` callers
+    add, `metadata` is where the backend passes extras."""
+    metadata = info.data.get("metadata")
+    if keyword is None and isinstance(metadata, Mapping):
+        return metadata.get(key)
+    return keyword
 
 
 def _option(parse: Any, value: object) -> Any:
