@@ -56,8 +56,9 @@ PROBLEM_CODES = (NO_OBJECT, CUT_OFF, SEVERAL_OBJECTS, TOO_SMALL, UNCERTAIN_MASK)
 """Every problem the check reports, in the order it reports them; the codes are stable."""
 
 SIDES = ("top", "bottom", "left", "right")
-MASK_SOURCES = ("u2net", "alpha")
-"""Where the mask came from: U²-Net's prediction, or the photo's own transparency."""
+U2NET_MASK = "u2net"
+ALPHA_MASK = "alpha"
+"""Where the mask came from (``mask_source``): U²-Net's prediction, or the photo's own transparency."""
 
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
@@ -118,9 +119,9 @@ def measure_photo(rgba: np.ndarray, prediction: np.ndarray) -> PhotoMeasures:
     if has_transparency(rgba):
         alpha = Image.fromarray(np.ascontiguousarray(rgba[..., 3]))
         resized = alpha.resize((U2NET_SIZE, U2NET_SIZE), Image.Resampling.BILINEAR)
-        probability, source = np.asarray(resized, dtype=np.float32) / 255.0, "alpha"
+        probability, source = np.asarray(resized, dtype=np.float32) / 255.0, ALPHA_MASK
     else:
-        probability, source = np.asarray(prediction, dtype=np.float32).reshape(U2NET_SIZE, U2NET_SIZE), "u2net"
+        probability, source = np.asarray(prediction, dtype=np.float32).reshape(U2NET_SIZE, U2NET_SIZE), U2NET_MASK
     return measure_mask(probability, width, height, source)
 
 

@@ -222,13 +222,11 @@ class TritonMeshClient:
             TritonUnavailable: Triton is down, or a model has no ready version.
             TransientJobError: Triton failed to answer.
         """
-        try:
+        async with self._mapped_errors():
             config = await self._client.get_model_config(
                 self.model_name, self.model_version, as_json=True, client_timeout=_PROBE_TIMEOUT_S
             )
             index = await self._client.get_model_repository_index(as_json=True, client_timeout=_PROBE_TIMEOUT_S)
-        except InferenceServerException as error:
-            raise await self._mapped(error) from None
         ready: dict[str, list[int]] = {}
         for entry in index.get("models", []):
             if entry.get("state") == "READY" and entry.get("version"):
