@@ -9,6 +9,8 @@ it; `SCAN MATCH img2mesh:asset-cache:*` lists it and deleting those keys flushes
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 
 from redis.asyncio import Redis
@@ -51,10 +53,8 @@ class RedisAssetCache:
         self._release = redis.register_script(_RELEASE)
 
     async def find(self, address: str) -> CachedAsset | None:
-        try:
+        with _cache_error("reading the asset cache"):
             stored = await self.redis.get(self.keys.asset_cache(address))
-        except RedisError as error:
-            raise CacheError(f"reading the asset cache failed: {error}") from error
         if stored is None:
             return None
         try:
@@ -63,29 +63,30 @@ class RedisAssetCache:
             raise CacheError(f"the asset cache's entry {address} is unreadable: {error}") from error
 
     async def remember(self, address: str, cached: CachedAsset) -> None:
-        try:
+        with _cache_error("writing the asset cache"):
             await self.redis.set(self.keys.asset_cache(address), json.dumps(asdict(cached)), ex=self.ttl_s)
-        except RedisError as error:
-            raise CacheError(f"writing the asset cache failed: {error}") from error
 
     async def claim(self, address: str, job_id: str, ttl_s: float) -> str | None:
-        try:
+        with _cache_error("claiming an address of the asset cache"):
             holder = await self._claim(keys=[self.keys.asset_making(address)], args=[job_id, _ms(ttl_s)])
-        except RedisError as error:
-            raise CacheError(f"claiming an address of the asset cache failed: {error}") from error
         return None if holder is None else holder.decode()
 
     async def renew(self, address: str, job_id: str, ttl_s: float) -> bool:
-        try:
+        with _cache_error("renewing an address of the asset cache"):
             return bool(await self._renew(keys=[self.keys.asset_making(address)], args=[job_id, _ms(ttl_s)]))
-        except RedisError as error:
-            raise CacheError(f"renewing an address of the asset cache failed: {error}") from error
 
     async def release(self, address: str, job_id: str) -> None:
-        try:
+        with _cache_error("releasing an address of the asset cache"):
             await self._release(keys=[self.keys.asset_making(address)], args=[job_id])
-        except RedisError as error:
-            raise CacheError(f"releasing an address of the asset cache failed: {error}") from error
+
+
+@contextmanager
+def _cache_error(doing: str) -> Iterator[None]:
+    """A Redis error while ``doing`` as a `CacheError`: the job then runs the model, whatever Redis did."""
+    try:
+        yield
+    except RedisError as error:
+        raise CacheError(f"{doing} failed: {error}") from error
 
 
 def _ms(seconds: float) -> int:
