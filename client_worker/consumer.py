@@ -95,27 +95,21 @@ class Consumer:
             await self._consume(delivery)
         except Exception as error:  # a bug: the message is moved aside with the reason, never looped on
             log.exception("the worker failed on a message; it is moved to the rejected list")
-            reason = f"the worker failed on it ({type(error).__name__})"
-            await self._confirmed(lambda: self.queue.reject(delivery, reason))
-            self.metrics.rejected.inc()
+            await self._reject(delivery, f"the worker failed on it ({type(error).__name__})")
 
     async def _consume(self, delivery: Delivery) -> None:
         try:
             message = parse_message(delivery.raw, self.settings.task_name, self.limits)
         except RejectedMessage as rejection:
-            reason = str(rejection)
-            await self._confirmed(lambda: self.queue.reject(delivery, reason))
-            self.metrics.rejected.inc()
-            log.warning("message rejected", extra={"reason": reason, "list": self.settings.rejected_list})
+            await self._reject(delivery, str(rejection))
+            log.warning("message rejected", extra={"reason": str(rejection), "list": self.settings.rejected_list})
             return
         try:
             job: Job | MalformedJob = parse_job(message)
         except MalformedJob as malformed:
             if malformed.job_id is None:
-                reason = str(malformed)
-                await self._confirmed(lambda: self.queue.reject(delivery, reason))
-                self.metrics.rejected.inc()
-                log.error("job without a job_id rejected", extra={"reason": reason})
+                await self._reject(delivery, str(malformed))
+                log.error("job without a job_id rejected", extra={"reason": str(malformed)})
                 return
             job = malformed
         job_id = str(job.job_id)
@@ -162,6 +156,11 @@ class Consumer:
                 await self._fail(run, message, run.attempt - 1, refusal, Stage.INTAKE)
                 return
         await self._run_job(run, message, job)
+
+    async def _reject(self, delivery: Delivery, reason: str) -> None:
+        """Move a message that is not a job we can run to the rejected list, with ``reason``, and count it."""
+        await self._confirmed(lambda: self.queue.reject(delivery, reason))
+        self.metrics.rejected.inc()
 
     async def _defer(self, delivery: Delivery, job_id: str, reason: str) -> None:
         """Try a copy again once the run holding the job may have let go of it (its lease's lifetime)."""
