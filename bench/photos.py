@@ -1,7 +1,7 @@
 """Drawn product photos whose outline and colours are known, for fidelity checks of the whole pipeline.
 
 Each product is asymmetric left/right and top/bottom, in saturated colours far from both the white
-studio background (which the U²-Net stand-in removes) and TripoSR's grey (which the ``silhouette``
+studio background (which U²-Net removes) and TripoSR's grey (which the ``silhouette``
 weights read as "no product"). Drawn at 4× and LANCZOS-downsampled, so edges are anti-aliased like a
 photo's. The set covers a JPEG on white, a PNG with alpha (background removal is skipped) and a
 photo much wider than tall.

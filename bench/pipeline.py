@@ -46,7 +46,8 @@ from bench.weights import generated_weights
 from client_worker.pipeline.presets import PRESETS
 from export.build import model_shapes
 from export.repository import refresh_code
-from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
+from export.u2net_synthetic import synthetic_product_photo
+from export.u2net_wheel import fetch_u2netp
 from img2mesh.contract import (
     ENCODER,
     ENSEMBLE,
@@ -74,13 +75,14 @@ BACKGROUND_MODELS = (IMAGE_PREPROCESS, REMBG, FOREGROUND)
 GLB_PRESET = PRESETS["balanced"]
 
 
-def portable_repository(cache: Path, checkpoint: Path, u2net: Path, stand_in: bool, shapes: Shapes) -> Path:
-    """The portable repository of ``checkpoint``: exported once, its configs and code refreshed every run."""
+def portable_repository(cache: Path, checkpoint: Path, u2net: Path, shapes: Shapes) -> Path:
+    """The portable repository of ``checkpoint`` and ``u2net`` (one of rembg's published U²-Nets):
+    exported once, its configs and code refreshed every run."""
     from export.build import build_repository
 
-    target = cache / f"repository-{checkpoint.name}-{'standin' if stand_in else 'u2net'}"
+    target = cache / f"repository-{checkpoint.name}-{u2net.stem}"
     if not (target / ENCODER).is_dir():
-        build_repository(str(checkpoint), target, flavour="portable", u2net=str(u2net), verify_u2net_checksum=not stand_in)
+        build_repository(str(checkpoint), target, flavour="portable", u2net=str(u2net))
     refresh_code(target, "portable", shapes)
     return target
 
@@ -197,7 +199,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=1, help="timed runs per path after one warm-up (median reported)")
     parser.add_argument("--concurrency-jobs", type=int, default=4,
                         help="jobs sent at each concurrency (1 and 4) for jobs per minute; 0 skips that part")
-    parser.add_argument("--u2net", type=Path, help="rembg's real u2net.onnx (default: the generated stand-in)")
+    parser.add_argument("--u2net", type=Path, help="one of rembg's U²-Net files, e.g. the full u2net.onnx "
+                        "(default: rembg's u2netp, from the package index)")
     parser.add_argument("--cache", type=Path, default=Path("build/bench"))
     parser.add_argument("--json", action="store_true", help="also print one JSON object with every figure")
     args = parser.parse_args()
@@ -207,10 +210,9 @@ def main() -> int:
 
     args.cache.mkdir(parents=True, exist_ok=True)
     checkpoint = generated_weights(args.cache, args.size, args.kind)
-    stand_in = args.u2net is None
-    u2net = args.u2net or write_u2net_like(args.cache / "u2net-standin.onnx")
+    u2net = args.u2net or fetch_u2netp()
     model = load_tsr(str(checkpoint))
-    repository = portable_repository(args.cache, checkpoint, u2net, stand_in, model_shapes(model))
+    repository = portable_repository(args.cache, checkpoint, u2net, model_shapes(model))
     buffer = io.BytesIO()
     synthetic_product_photo(size=(1024, 768)).save(buffer, "JPEG", quality=92)
     image = buffer.getvalue()
@@ -238,12 +240,12 @@ def main() -> int:
                     server.grpc_url, image, parameters, concurrency, max(args.concurrency_jobs, concurrency)
                 )
 
-    label = "background removal + framing" + (" (stand-in U²-Net)" if stand_in else "")
+    label = f"background removal + framing ({u2net.stem})"
     print("\n| stage | reference: eager, dense (ms) | Triton: band (ms) | reference / Triton |")
     print("|---|---:|---:|---:|")
     photo_check_ms = statistics.median(checks)
     mesh_request_ms = statistics.median(run["request_ms"] for run in band)
-    print(f"| photo check of one candidate ({PHOTO_CHECK}: decoding, U²-Net, measures) | — | {photo_check_ms:,.0f} | — |")
+    print(f"| photo check of one candidate ({PHOTO_CHECK}: decoding, {u2net.stem}, measures) | — | {photo_check_ms:,.0f} | — |")
     for stage in (*STAGES, "total"):
         r, t = _median(dense, stage), _median(band, stage)
         name = {"background_removal": label, "glb": "GLB (prepare + write)",
@@ -274,7 +276,7 @@ def main() -> int:
         print(f"jobs per minute with {concurrency} in flight: {rate:.2f}")
     if args.json:
         print(json.dumps({
-            "size": args.size, "kind": args.kind, "resolution": args.resolution, "threshold": threshold,
+            "size": args.size, "kind": args.kind, "u2net": u2net.stem, "resolution": args.resolution, "threshold": threshold,
             "dense_points": dense_points, "band_points": band_points, "chamfer_rel": chamfer,
             "faces_dense": dense[0]["faces"], "faces_band": band[0]["surface_faces"],
             "faces_decimated": band[0]["faces"], "texture_share": round(texture_share, 4),

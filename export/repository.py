@@ -9,6 +9,7 @@ touched, and Triton never sees a half-written version.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -21,6 +22,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from img2mesh.contract import (
     CONDITION,
     CONFIG_CHUNK_SIZE,
+    CONFIG_U2NET_VERSIONS,
     CONFIG_DECODER_MODEL,
     CONFIG_INFERENCE_PRECISION,
     CONFIG_MAX_PIXELS,
@@ -74,6 +76,10 @@ RUNNERS = {
     "openvino": Path(__file__).resolve().parent / "openvino_runner_model.py",
 }
 """The Python-backend model that serves an ONNX file with each engine."""
+U2NET_RECORD = "u2net.json"
+"""Beside each installed ``rembg`` version's ``model.onnx``: which U²-Net it is, ``{"name", "md5"}``
+(``export.rembg_onnx.U2NetSource.record``). ``write_configs`` publishes the records in the rembg
+config's ``CONFIG_U2NET_VERSIONS`` parameter, where the worker reads them through Triton."""
 
 
 def python_runner(name: str, flavour: str) -> Path | None:
@@ -307,9 +313,26 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(handle.name, path)
 
 
+def u2net_records(repository: Path) -> dict[str, dict[str, str | None]]:
+    """The record of each installed ``rembg`` version that has one, by version number."""
+    records = {}
+    for version in existing_versions(repository, REMBG):
+        path = repository / REMBG / str(version) / U2NET_RECORD
+        if path.is_file():
+            records[str(version)] = json.loads(path.read_text())
+    return records
+
+
 def write_configs(repository: Path, flavour: str, shapes: Shapes, precision: str = INFERENCE_PRECISIONS[0]) -> None:
-    """Write every config.pbtxt and the Python models' code (version 1) into ``repository``."""
-    for name, config in all_configs(flavour, shapes, precision).items():
+    """Write every config.pbtxt and the Python models' code (version 1) into ``repository``.
+
+    The ``rembg`` config also says which U²-Net each of its installed versions is.
+    """
+    configs = all_configs(flavour, shapes, precision)
+    records = u2net_records(repository)
+    if records:
+        _set_parameters(configs[REMBG], {CONFIG_U2NET_VERSIONS: json.dumps(records, sort_keys=True)})
+    for name, config in configs.items():
         _atomic_write(repository / name / "config.pbtxt", config_text(config))
     # An ensemble needs a version folder, even though nothing goes into it.
     for name in ENSEMBLES:

@@ -1,13 +1,13 @@
-"""A stand-in for rembg's ``u2net.onnx`` and a synthetic product photo to feed it.
+"""A generated stand-in for rembg's ``u2net.onnx``, and a synthetic product photo.
 
-The real weights (176 MB, downloaded from GitHub) are out of reach offline and in CI, yet the
-rembg step must still be exercised end to end: the Triton model, the rewrite in
-:mod:`export.rembg_onnx`, and parity with ``rembg.remove``. This module writes an ONNX file with
-the original's signature and structure (fixed batch 1, input ``input.1`` [1,3,320,320], seven
-sigmoid outputs [1,1,320,320] with numeric names, the fused ``d0`` first, side outputs upsampled
-by ``Resize`` with constant sizes that pin the batch, as PyTorch's export of U²-Net does) whose
-``d0`` is a real saliency mask for a coloured object on a white or light background: it is NOT
-U²-Net and is only meant for tests and the labelled offline demo.
+The demo, the tests and the benchmarks run rembg's real, trained u2netp (``export.u2net_wheel``).
+The stand-in stays for one piece of plumbing only: the rewrite in :mod:`export.rembg_onnx` must
+un-pin a batch that a traced export froze into constant ``Resize`` sizes, and u2netp's graph has
+no such constants to prove it on. So this module writes an ONNX file with the original's
+signature and structure (fixed batch 1, input ``input.1`` [1,3,320,320], seven sigmoid outputs
+[1,1,320,320] with numeric names, the fused ``d0`` first, side outputs upsampled by ``Resize`` with
+constant sizes that pin the batch) whose ``d0`` is a colour-distance mask: it is NOT U²-Net.
+``synthetic_product_photo`` is the demo's default photo (a mug on white).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from img2mesh.contract import U2NET_SIZE
-from img2mesh.image_decoding import has_transparency
+from img2mesh.image_decoding import is_cut_out
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -63,11 +63,12 @@ def cut_out(rgba: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def foreground_rgba(rgba: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-    """The cut-out TripoSR frames: the image's own alpha if it has any transparency, else U²-Net's.
+    """The cut-out TripoSR frames: the image's own alpha if it is a cut-out, else U²-Net's.
 
-    This is the official rule (``tsr.utils.remove_background``): an already cut-out image is
-    trusted and the U²-Net prediction is ignored.
+    As the official rule (``tsr.utils.remove_background``), an already cut-out image is trusted
+    and the U²-Net prediction is ignored; unlike it, an alpha that cuts nothing out (a few
+    anti-aliased pixels) is not a cut-out (``image_decoding.is_cut_out``).
     """
-    if has_transparency(rgba):
+    if is_cut_out(rgba):
         return rgba
     return cut_out(rgba, u2net_mask(prediction, rgba.shape[:2]))

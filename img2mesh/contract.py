@@ -216,4 +216,8 @@ INFERENCE_PRECISIONS = ("f32", "bf16")
 """Values of ``inference_precision`` for the OpenVINO runner; the first is the default (bf16 is opt-in)."""
 CONFIG_INTRA_OP_THREADS = "intra_op_thread_count"
 """Keys of the ``parameters`` in the Python models' config.pbtxt (values are strings)."""
+CONFIG_U2NET_VERSIONS = "u2net_versions"
+"""Key of the ``rembg`` config's parameter that says which U²-Net each installed version is: JSON
+``{"<version>": {"name": "u2netp" or null (unverified), "md5": "…"}}``, written by the exporter
+from each version's record; the worker reports the served version's (docs/webhooks.md)."""
 

@@ -172,9 +172,20 @@ def _corrupt(image_format: str | None) -> str:
             "upload the complete file again")
 
 
-def has_transparency(rgba: np.ndarray) -> bool:
-    """True when any pixel is not fully opaque: TripoSR then trusts the image's own cut-out."""
-    return bool((rgba[..., 3] < 255).any())
+CUT_OUT_ALPHA = 128
+"""A pixel whose alpha is below this is more background than product: the cut-out removed it."""
+CUT_OUT_MIN_SHARE = 0.001
+"""An alpha channel is a cut-out when at least this share of the pixels (one in a thousand) is more
+background than product. Official TripoSR trusts any alpha below 255 (``tsr.utils.remove_background``),
+so a PNG that is opaque but for a few anti-aliased corner pixels (scikit-image's ``horse.png``: 4 of
+131,200 below 128) became a "cut-out" whose product was the whole rectangle. Every real cut-out
+removes far more: a disc cropped to its own bounding box still leaves a fifth of the square."""
+
+
+def is_cut_out(rgba: np.ndarray) -> bool:
+    """True when the image's alpha cuts its product out (``CUT_OUT_MIN_SHARE``): TripoSR's framing
+    and the photo check then trust that alpha; otherwise U²-Net cuts the product out."""
+    return bool((rgba[..., 3] < CUT_OUT_ALPHA).mean() >= CUT_OUT_MIN_SHARE)
 
 
 def _to_rgba(image: Image.Image) -> np.ndarray:

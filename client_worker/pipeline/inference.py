@@ -28,12 +28,14 @@ from tritonclient.utils import InferenceServerException
 from client_worker.config import Settings
 from client_worker.errors import PermanentJobError, TransientJobError
 from img2mesh.contract import (
+    CONFIG_U2NET_VERSIONS,
     ENSEMBLE,
     FACES,
     FOREGROUND_RATIO,
     IMAGE,
     MESH_INFO,
     MESH_OUTPUTS,
+    REMBG,
     RESOLUTION,
     TARGET_FACES,
     TEXTURE,
@@ -242,6 +244,24 @@ class TritonMeshClient:
                 version = max(ready[name])
             versions[name] = version
         return versions
+
+    async def background_removal(self) -> dict[str, Any]:
+        """Which U²-Net the served ``rembg`` version is: ``{"version", "name", "md5"}``.
+
+        The exporter records each version's network in rembg's config (``CONFIG_U2NET_VERSIONS``);
+        ``name`` is rembg's (``u2net``, ``u2netp`` …), None for a file exported unverified, and
+        ``"unrecorded"`` with no md5 for a version exported before the records.
+
+        Raises:
+            TritonUnavailable: Triton is down, or a model has no ready version.
+            TransientJobError: Triton failed to answer.
+        """
+        version = (await self.served_versions())[REMBG]
+        async with self._mapped_errors():
+            config = await self._client.get_model_config(REMBG, as_json=True, client_timeout=_PROBE_TIMEOUT_S)
+        parameter = config["config"].get("parameters", {}).get(CONFIG_U2NET_VERSIONS, {})
+        records = json.loads(parameter.get("string_value") or "{}")
+        return {"version": version, **records.get(str(version), {"name": "unrecorded", "md5": None})}
 
     async def _output_names(self) -> list[str]:
         """OUTPUTS, plus WEIGHTS_VERSION when the served model has it (read once from its metadata)."""

@@ -117,6 +117,7 @@ class AssetPipeline:
             mesh = await self.inference.image_to_mesh(
                 image, resolution=preset.resolution, target_faces=preset.target_faces, texture_size=preset.texture_size
             )
+        background_removal = await self.inference.background_removal()
         async with timed_stage(Stage.ENCODING, timings, listener):
             prepared, files = await asyncio.to_thread(write_files, mesh, preset, real_size, timings)
         model = next(file for file in files if file.role == MODEL_FILE)
@@ -129,6 +130,7 @@ class AssetPipeline:
             "model_name": mesh.model_name,
             "model_version": mesh.model_version,
             "weights_version": mesh.weights_version,
+            "background_removal": background_removal,
             "vertex_count": summary["vertex_count"],
             "face_count": summary["face_count"],
             "file_size_bytes": len(model.data),

@@ -1,4 +1,6 @@
-"""Shared inputs for the img2mesh tests: the synthetic U²-Net file and product photo."""
+"""Shared inputs for the img2mesh tests: the product photo, and the generated U²-Net stand-in for
+the one plumbing test that needs a graph whose batch is pinned (the real u2netp is ``u2netp``,
+from tests/support/triton.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from export.u2net_synthetic import synthetic_product_photo, write_u2net_like
 
 @pytest.fixture(scope="session")
 def u2net_like(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic U²-Net stand-in, inside its own folder (usable as ``U2NET_HOME``)."""
+    """The generated U²-Net stand-in: NOT U²-Net, only for the rewrite's batch-unpinning plumbing."""
     return write_u2net_like(tmp_path_factory.mktemp("u2net_home") / "u2net_like.onnx")
 
 

@@ -1,4 +1,4 @@
-"""The photo check's measures on drawn photos through the U²-Net stand-in, and on made-up masks."""
+"""The photo check's measures on drawn photos through the real u2netp, and on made-up masks."""
 
 from __future__ import annotations
 
@@ -9,32 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from img2mesh.background_removal import u2net_input
+from bench.photo_measuring import local_photo_check
 from img2mesh.contract import U2NET_SIZE
-from img2mesh.image_decoding import decode_image
-from img2mesh.onnxruntime_sessions import onnxruntime_session
 from img2mesh.photo_measures import (
+    CUT_OFF_FAINT_PROBABILITY,
     MAX_UNDECIDED_SHARE,
     MIN_OBJECT_SIDE_PX,
     SECOND_OBJECT_MIN_RATIO,
+    SEVERAL_OBJECTS,
+    TOO_SMALL,
     UNCERTAIN_MASK,
     PhotoMeasures,
     measure_mask,
-    measure_photo,
 )
 from tests.support import photo_check_photos as photos
 
 
 @pytest.fixture(scope="module")
-def measure(u2net_like: Path) -> Callable[[bytes], PhotoMeasures]:
-    session = onnxruntime_session(u2net_like)
-
-    def run(data: bytes) -> PhotoMeasures:
-        rgba = decode_image(data)
-        prediction = session.run(None, {session.get_inputs()[0].name: u2net_input(rgba)[None]})[0][0]
-        return measure_photo(rgba, prediction)
-
-    return run
+def measure(u2netp: Path) -> Callable[[bytes], PhotoMeasures]:
+    return local_photo_check(u2netp)
 
 
 def test_a_clean_product_photo_has_no_problem(measure: Callable[[bytes], PhotoMeasures]) -> None:
@@ -106,3 +99,30 @@ def test_measures_survive_their_json() -> None:
     mask[0:200, 100:150] = 1.0
     measures = measure_mask(mask, 800, 600, "u2net")
     assert PhotoMeasures.from_dict(json.loads(measures.to_json())) == measures
+
+
+def test_a_faint_part_connected_to_the_product_counts_where_the_frame_cuts_it() -> None:
+    """A saucer's rim cut by the bottom edge, half-dropped by U²-Net (0.3), makes the product cut off;
+    the same faint band detached from the product, or fainter than CUT_OFF_FAINT_PROBABILITY, does not."""
+    def measured(band: float, gap: int) -> tuple[str, ...]:
+        mask = np.zeros((U2NET_SIZE, U2NET_SIZE), np.float32)
+        mask[60:240, 100:220] = 0.98
+        mask[240 + gap:, 80:240] = band
+        return measure_mask(mask, 800, 600, "u2net").cut_off_sides
+
+    assert measured(0.3, 0) == ("bottom",)
+    assert measured(0.3, 4) == ()
+    assert measured(CUT_OFF_FAINT_PROBABILITY / 2, 0) == ()
+
+
+def test_a_small_product_split_in_two_is_too_small_not_two_objects() -> None:
+    """Two halves of one product 100 pixels across: its size is the problem, not a second object."""
+    mask = np.zeros((U2NET_SIZE, U2NET_SIZE), np.float32)
+    mask[150:170, 150:159] = 1.0
+    mask[150:170, 161:170] = 1.0
+    measures = measure_mask(mask, 1600, 1600, "u2net")  # 20 cells of 5 pixels: 100 pixels
+    assert measures.object_count == 2 and measures.object_side_px == 100
+    assert [problem.code for problem in measures.problems] == [TOO_SMALL]
+    assert "only 100 pixels across" in measures.problems[0].message
+    mask[150:170, 250:270] = 1.0  # a third part far away: the objects span more than the minimum
+    assert [problem.code for problem in measure_mask(mask, 1600, 1600, "u2net").problems] == [SEVERAL_OBJECTS]

@@ -131,7 +131,7 @@ def test_worker_variables_are_settings_of_the_worker(gpu_stack: dict) -> None:
 
 
 def test_compose_variables_are_documented_in_compose_env_example() -> None:
-    used = set(re.findall(r"\$\{([A-Z_]+)[:}-]", COMPOSE_FILE.read_text() + CPU_OVERRIDE.read_text()))
+    used = set(re.findall(r"\$\{([A-Z][A-Z0-9_]*)[:}-]", COMPOSE_FILE.read_text() + CPU_OVERRIDE.read_text()))
     documented = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", (ROOT / "compose.env.example").read_text(), re.M))
     assert used == documented
 

@@ -1,8 +1,8 @@
 """Drawn product photos for the photo check: one clean shot and one of each problem it names.
 
-The U²-Net stand-in (``export/u2net_synthetic.py``) finds saturated colours on white, so each photo is
-a shaded product (a can-like body with a lid) drawn at 4× and LANCZOS-downsampled for photo-like
-edges; only where and how large the products are differs. ``PROBLEM_OF`` says which problem code
+Each photo is a shaded product (a can-like body with a lid) on white, drawn at 4× and
+LANCZOS-downsampled for photo-like edges, which the real u2netp cuts out cleanly; only where and
+how large the products are differs (real photographs: bench/real_photos.py). ``PROBLEM_OF`` says which problem code
 the check must find in each unusable photo.
 """
 

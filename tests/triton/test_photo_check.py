@@ -1,13 +1,17 @@
-"""The ``photo_check`` ensemble on a real tritonserver: drawn photos in, their measures and problems out."""
+"""The ``photo_check`` ensemble on a real tritonserver serving the real u2netp: drawn and real photos
+in, their measures and problems out."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from bench.photo_measuring import local_photo_check
+from bench.real_photos import real_photos
 from img2mesh.contract import PHOTO_CHECK, PHOTO_MEASURES
 from img2mesh.photo_measures import CUT_OFF, PhotoMeasures
 from tests.support import photo_check_photos as photos
@@ -45,3 +49,14 @@ def test_a_file_that_is_no_image_fails_only_its_request(triton_server: object) -
         check(triton_server, b"<html>moved</html>")
     assert "INVALID_ARGUMENT" in str(refused.value.status()) and "not an image" in refused.value.message()
     assert check(triton_server, photos.clean()).usable
+
+
+@pytest.mark.parametrize("name", ["coffee", "horse", "present-4x", "coffee-cut-bottom", "brick", "two-presents"])
+def test_real_photos_get_the_same_verdict_through_triton(triton_server: object, u2netp: Path, name: str) -> None:
+    """The ensemble (decoding, the served u2netp, photo_measure) says what the local check says."""
+    photo = next(photo for photo in real_photos() if photo.name == name)
+    served, local = check(triton_server, photo.make()), local_photo_check(u2netp)(photo.make())
+    assert [problem.code for problem in served.problems] == [problem.code for problem in local.problems]
+    assert served.mask_source == local.mask_source and served.cut_off_sides == local.cut_off_sides
+    assert served.undecided_share == pytest.approx(local.undecided_share, abs=0.01)
+    assert served.object_side_px == pytest.approx(local.object_side_px, abs=3)

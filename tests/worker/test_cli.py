@@ -13,6 +13,7 @@ import httpx
 import redis
 
 from client_worker.config import Settings
+from export.u2net_models import U2NETP
 from local_triton import LocalTriton
 from tests.support.gltf_validator import GltfValidator
 from tests.support.image_server import ImageServer, Route
@@ -43,6 +44,8 @@ def test_generate_writes_glb_usdz_and_poster_side_by_side(
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["preset"] == "fast" and summary["weights_version"] == "1"
+    # The U²-Net that cut the product out, as the exporter recorded it for the served rembg version.
+    assert summary["background_removal"] == {"version": 1, "name": "u2netp", "md5": U2NETP.md5}
     report = gltf_validator.assert_valid(output.read_bytes())
     assert summary["faces"] == report["info"]["totalTriangleCount"] > 0
     folder = tmp_path / "out"

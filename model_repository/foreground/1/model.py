@@ -2,8 +2,9 @@
 
 The image is decoded again rather than passed between steps so that every tensor inside the
 ensemble has a fixed shape and Triton's dynamic batcher can group requests of different photos.
-An image that already has transparency keeps its own alpha (the official pipeline skips rembg
-for it); otherwise rembg's cut-out is applied, then the official crop, padding to the
+An image that is already a cut-out keeps its own alpha (the official pipeline skips rembg for
+it; ``img2mesh.image_decoding.is_cut_out`` says when an alpha is one); otherwise rembg's cut-out
+is applied, then the official crop, padding to the
 foreground ratio, grey composite and resize.
 """
 

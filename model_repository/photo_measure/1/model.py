@@ -1,8 +1,8 @@
 """Image bytes + U²-Net's raw mask → the photo check's measures and problems, as JSON.
 
 The last step of the ``photo_check`` ensemble (docs/photo-check.md): the image is decoded again,
-as in ``foreground``, for its size and for its own alpha, which is the mask of a photo with
-transparency. The measures, thresholds and messages are ``img2mesh.photo_measures``'.
+as in ``foreground``, for its size and for its own alpha, which is the mask of a photo that is
+a cut-out. The measures, thresholds and messages are ``img2mesh.photo_measures``'.
 """
 
 import json
