@@ -16,7 +16,7 @@ from PIL import Image, ImageFile
 
 from img2mesh.contract import MAX_IMAGE_PIXELS
 from img2mesh.errors import InvalidInput
-from img2mesh.image_decoding import decode_image, has_transparency, inspect_image
+from img2mesh.image_decoding import decode_image, is_cut_out, inspect_image
 
 RNG = np.random.default_rng(7)
 PIXELS = RNG.integers(0, 256, (48, 64, 3), dtype=np.uint8)
@@ -57,7 +57,7 @@ def test_jpeg_decodes_close_to_the_original() -> None:
     rgba = decode_image(encode(Image.fromarray(smooth), "JPEG", quality=95))
     assert rgba.shape == (48, 64, 4)
     assert np.abs(rgba[..., :3].astype(int) - smooth).mean() < 2
-    assert not has_transparency(rgba)
+    assert not is_cut_out(rgba)
 
 
 def test_gif_first_frame_with_palette_transparency() -> None:
@@ -68,7 +68,7 @@ def test_gif_first_frame_with_palette_transparency() -> None:
     data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], transparency=0)
     rgba = decode_image(data)
     assert tuple(rgba[4, 4]) == (200, 0, 0, 255)  # first frame's colour, not the second's
-    assert rgba[0, 0, 3] == 0 and has_transparency(rgba)
+    assert rgba[0, 0, 3] == 0 and is_cut_out(rgba)
 
 
 def test_exif_orientation_is_applied() -> None:
@@ -89,7 +89,7 @@ def test_alpha_channel_is_kept() -> None:
     for format, options in (("PNG", {}), ("WEBP", {"lossless": True, "exact": True})):
         rgba = decode_image(encode(Image.fromarray(rgba_in), format, **options))
         np.testing.assert_array_equal(rgba, rgba_in)
-        assert has_transparency(rgba)
+        assert is_cut_out(rgba)
 
 
 def test_grey_alpha_png() -> None:
