@@ -22,14 +22,10 @@ grid, so the default ``band`` extraction asks the density field for far fewer po
    grid cells of the last level's active blocks only; every other grid value is never asked for.
 
 Each level is held on the box of the active blocks above it only, and its new points are listed
-from those blocks (``_points_between``), so no array of the whole R³ grid is made or walked: the
-work follows the band's points, plus a few passes over bytes of that box at the finer levels'
-resolution. scikit-image gets that box, so it rounds vertices to FP32 in the box's coordinates
-rather than the grid's (they differ by at most one such rounding), and a triangle whose corners
-lie within that rounding of each other (where the density equals the threshold at a grid point to
-about 1e-5 of a cell) can stay rather than being dropped as degenerate: on the bench's mug at
-R = 320, whose flat bottom lies on a grid plane, 688 such slivers of 415,552 faces. Meshing the box
-from the grid's origin instead keeps the dense grid's triangles exactly, at a fifth more time.
+from those blocks (``_points_between``), so the bookkeeping makes and walks no array of the whole
+R³ grid: its work follows the band's points, plus a few passes over bytes of that box at the finer
+levels' resolution. scikit-image gets the grid from its origin to the far corner of the box (so
+that it rounds vertices exactly as on the whole grid) and walks those cells only.
 
 A cell the band misses would be a hole in the mesh, so tests compare band and dense meshes on
 analytic surfaces, thin plates and noise fields. ``dense`` evaluates and meshes the whole grid
@@ -322,12 +318,18 @@ def _mesh(sampler: _Sampler, cells: _Level | None, threshold: float) -> tuple[np
         raise _no_surface(sampler, threshold)
     volume, mask = cells.values, None
     if cells.active is not None:
-        # scikit-image reads the mask of the cell with lowest corner (i, j, k) at (i+1, j+1, k+1)
-        # (tests/img2mesh/test_band_extraction.py checks band against dense meshes). Only the box
-        # around the band is handed over: it walks that box's cells rather than the whole grid's.
+        # scikit-image rounds vertices to FP32 in the coordinates of the volume it is given, and
+        # drops a triangle as degenerate where two corners round to one point: the volume starts
+        # at the grid's origin, as the dense grid does, so that the same triangles are dropped. It
+        # ends where the band's box ends, so that it walks no cell beyond the band. It reads the
+        # mask of the cell with lowest corner (i, j, k) at (i+1, j+1, k+1)
+        # (tests/img2mesh/test_band_extraction.py checks band against dense meshes).
+        box = tuple(slice(int(lattice[0]), int(lattice[-1]) + 1) for lattice in cells.lattices)
+        volume = np.zeros([axis.stop for axis in box], dtype=np.float32)
+        volume[box] = cells.values
         mask = np.zeros(volume.shape, dtype=bool)
-        mask[1:, 1:, 1:] = cells.active
-        if not volume.min() <= level <= volume.max():  # scikit-image's condition on the whole volume
+        mask[tuple(slice(axis.start + 1, axis.stop) for axis in box)] = cells.active
+        if not volume.max() >= level:  # scikit-image's condition on the whole volume (its zeros are below)
             raise _no_surface(sampler, threshold)
     try:
         vertices, faces, _, _ = lewiner_marching_cubes(
@@ -335,8 +337,7 @@ def _mesh(sampler: _Sampler, cells: _Level | None, threshold: float) -> tuple[np
         )
     except RuntimeError:  # scikit-image: "No surface found at the given iso value."
         raise _no_surface(sampler, threshold) from None
-    origin = np.array([lattice[0] for lattice in cells.lattices], dtype=np.float64)
-    world = (vertices + origin) / (sampler.resolution - 1) * (2 * sampler.radius) - sampler.radius
+    world = vertices / (sampler.resolution - 1) * (2 * sampler.radius) - sampler.radius
     return world.astype(np.float32), faces.astype(np.int32)
 
 
