@@ -58,7 +58,7 @@ def write_glb(mesh: PreparedMesh, material: Material = DEFAULT_MATERIAL) -> byte
     if mesh.uvs is not None and mesh.texture is not None:
         flipped = np.column_stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]])
         visual = trimesh.visual.TextureVisuals(uv=flipped, material=pbr)
-        add_texture = _base_color_texture(material.encode_texture(mesh.texture), material.texture_format.mime_type)
+        add_texture = _base_color_texture(mesh.texture_file(material), material.texture_format.mime_type)
     else:
         visual = trimesh.visual.TextureVisuals(material=pbr)
         rgba = np.full((len(mesh.colors), 4), 255, dtype=np.uint8)

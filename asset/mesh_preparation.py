@@ -25,11 +25,12 @@ Every file format takes the same prepared mesh, so they all agree on:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import trimesh
 
+from asset.material import Material, TextureFormat
 from asset.real_size import RealSize
 from img2mesh.errors import EmptyMesh
 
@@ -47,6 +48,9 @@ class PreparedMesh:
     float64 [V, 3] of unit length. A textured mesh also has ``uvs`` float32 [V, 2] (glTF
     convention: (0, 0) is the image's top-left corner, v points down) and ``texture`` uint8 sRGB
     [H, W, 3]; both are None otherwise.
+
+    The GLB and the USDZ embed the same texture file: :meth:`texture_file` encodes it once per
+    texture format and hands both writers the same bytes.
     """
 
     positions: np.ndarray
@@ -55,6 +59,15 @@ class PreparedMesh:
     normals: np.ndarray
     uvs: np.ndarray | None = None
     texture: np.ndarray | None = None
+    _texture_files: dict[TextureFormat, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def texture_file(self, material: Material) -> bytes:
+        """The texture encoded as ``material`` stores it (``Material.encode_texture``), encoded once per format."""
+        if self.texture is None:
+            raise ValueError("the mesh has no texture to encode")
+        if material.texture_format not in self._texture_files:
+            self._texture_files[material.texture_format] = material.encode_texture(self.texture)
+        return self._texture_files[material.texture_format]
 
     @property
     def textured(self) -> bool:
@@ -142,8 +155,11 @@ def _drop_degenerate(positions: np.ndarray, triangles: np.ndarray) -> tuple[np.n
     triangles = triangles[doubled_area > 0]
     if len(triangles) == 0:
         raise EmptyMesh("the mesh has no triangles with a non-zero area, so there is no model to write")
-    used, remapped = np.unique(triangles, return_inverse=True)
-    return remapped.reshape(-1, 3), used
+    # The used vertices in order and each one's new index: np.unique's result without its sort.
+    is_used = np.bincount(triangles.reshape(-1), minlength=len(positions)) > 0
+    used = np.flatnonzero(is_used)
+    renumbered = np.cumsum(is_used) - 1
+    return renumbered[triangles], used
 
 
 def _place(positions: np.ndarray, size: RealSize | None) -> np.ndarray:
@@ -161,10 +177,21 @@ def _place(positions: np.ndarray, size: RealSize | None) -> np.ndarray:
 
 def _seamless_normals(positions: np.ndarray, triangles: np.ndarray) -> np.ndarray:
     """Unit vertex normals (trimesh's, angle-weighted), shared by all vertices at one position (UV seams)."""
-    welded, position_index = np.unique(positions, axis=0, return_inverse=True)
-    position_index = position_index.reshape(-1)
+    welded, position_index = _unique_rows(positions)
     normals = trimesh.Trimesh(welded, position_index[triangles], process=False, validate=False).vertex_normals
     normals = np.array(normals, dtype=np.float64)[position_index]
     lengths = np.linalg.norm(normals, axis=1)
     normals[lengths < _MIN_NORMAL_LENGTH] = (0.0, 1.0, 0.0)
     return normals / np.linalg.norm(normals, axis=1, keepdims=True)
+
+
+def _unique_rows(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(positions, axis=0, return_inverse=True)`` by one lexicographic sort of the columns
+    (about a third of its time: it sorts the rows as one structured type)."""
+    order = np.lexsort(positions.T[::-1])
+    ordered = positions[order]
+    first = np.ones(len(ordered), dtype=bool)
+    np.any(ordered[1:] != ordered[:-1], axis=1, out=first[1:])
+    inverse = np.empty(len(ordered), dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return ordered[first], inverse

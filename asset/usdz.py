@@ -65,7 +65,7 @@ def write_usdz(mesh: PreparedMesh, material: Material = DEFAULT_MATERIAL) -> byt
         texture_file = None
         if mesh.texture is not None:
             texture_file = TEXTURE_NAME + material.texture_format.extension
-            (Path(folder) / texture_file).write_bytes(material.encode_texture(mesh.texture))
+            (Path(folder) / texture_file).write_bytes(mesh.texture_file(material))
         stage = Usd.Stage.CreateNew(str(layer))
         _define_stage(stage, mesh, material, texture_file)
         stage.GetRootLayer().Save()

@@ -42,25 +42,28 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from asset.glb import write_glb
 from asset.material import Material
 from asset.mesh_preparation import prepare_mesh
-from asset.poster import render_poster
-from asset.usdz import write_usdz
+from bench.anchors import NO_ANCHOR, JobInputs, measure_anchors
+from client_worker.pipeline.photo_to_asset import MODEL_FILE, PREPARE_STEP, USDZ_FILE, WRITERS
 from client_worker.pipeline.presets import PRESETS, Preset
 from img2mesh import texture_baking
 from img2mesh.contract import DECODER, ENSEMBLE, IMAGE, MESH_INFO, MESHER, THRESHOLD
-from img2mesh.mesh_extraction import colors_to_uint8, extract_surface
+from img2mesh.mesh_extraction import Surface, colors_to_uint8, extract_surface
 
 BAKE_STEPS = ("decimate", "unwrap", "rasterize", "texel_points", "pad")
 """The functions of ``img2mesh.texture_baking`` that ``bake`` runs, timed one by one."""
 MESHER_STEPS = ("surface", *BAKE_STEPS, "bake_other")
-WRITER_STEPS = ("prepare", "glb", "usdz", "poster")
+WRITER_STEPS = (PREPARE_STEP, *(writer.role for writer in WRITERS))
+"""The worker's steps as the pipeline runs them (``photo_to_asset.WRITERS``), each file under its role."""
+SCALING_RESOLUTIONS = (128, 192, 256, 320, 384)
+SCALING_BUDGETS = (20_000, 60_000, 100_000, 200_000)
+SCALING_TEXTURES = (512, 1024, 2048)
 SHARPNESS = 10.0
 """Raw (log-density) change per unit of signed distance: the network's is of this order."""
 
@@ -135,8 +138,8 @@ def timed_bake_steps(clock: Clock) -> Iterator[None]:
             setattr(texture_baking, name, function)
 
 
-def mesher_job(preset: Preset, clock: Clock) -> tuple[int, texture_baking.BakedMesh]:
-    """The mesher's host work for one job: ``(marching cubes' face count, the baked mesh)``; the
+def mesher_job(preset: Preset, clock: Clock) -> tuple[Surface, texture_baking.BakedMesh]:
+    """The mesher's host work for one job: ``(the marching-cubes surface, the baked mesh)``; the
     field's time is left out of every step."""
     network = Clock()
 
@@ -157,22 +160,21 @@ def mesher_job(preset: Preset, clock: Clock) -> tuple[int, texture_baking.BakedM
     clock.take_out("bake", network, "color")
     clock.cpu_ms["bake_other"] = clock.cpu_ms.pop("bake") - sum(clock.cpu_ms[name] for name in BAKE_STEPS)
     clock.wall_ms["bake_other"] = clock.wall_ms.pop("bake") - sum(clock.wall_ms[name] for name in BAKE_STEPS)
-    return len(surface.faces), baked
+    return surface, baked
 
 
 def writer_job(preset: Preset, baked: texture_baking.BakedMesh, clock: Clock) -> dict[str, int]:
-    """The worker's host work for one job; returns the files' sizes in bytes."""
+    """The worker's host work for one job, each of the pipeline's writers under its role; returns the
+    files' sizes in bytes by role."""
     material = Material(texture_format=preset.texture_format)
     colors = colors_to_uint8(mug_color(baked.vertices))
-    with clock.step("prepare"):
+    with clock.step(PREPARE_STEP):
         mesh = prepare_mesh(baked.vertices, baked.faces, colors, uvs=baked.uvs, texture=baked.texture)
-    with clock.step("glb"):
-        glb = write_glb(mesh, material)
-    with clock.step("usdz"):
-        usdz = write_usdz(mesh, material)
-    with clock.step("poster"):
-        poster = render_poster(mesh)
-    return {"glb": len(glb), "usdz": len(usdz), "poster": len(poster)}
+    sizes = {}
+    for writer in WRITERS:
+        with clock.step(writer.role):
+            sizes[writer.role] = len(writer.write(mesh, material))
+    return sizes
 
 
 def measure(preset: Preset, rounds: int) -> dict:
@@ -180,7 +182,7 @@ def measure(preset: Preset, rounds: int) -> dict:
     clocks = []
     for _ in range(rounds + 1):
         clock = Clock()
-        surface_faces, baked = mesher_job(preset, clock)
+        surface, baked = mesher_job(preset, clock)
         sizes = writer_job(preset, baked, clock)
         clocks.append(clock)
     clocks = clocks[1:]
@@ -194,9 +196,41 @@ def measure(preset: Preset, rounds: int) -> dict:
     return {
         "mesher_cpu_ms": total(MESHER_STEPS, "cpu_ms"), "mesher_wall_ms": total(MESHER_STEPS, "wall_ms"),
         "writers_cpu_ms": total(WRITER_STEPS, "cpu_ms"), "writers_wall_ms": total(WRITER_STEPS, "wall_ms"),
-        "steps": steps, "surface_faces": surface_faces, "faces": int(len(baked.faces)),
+        "steps": steps, "surface_faces": len(surface.faces), "points_evaluated": surface.points_evaluated,
+        "faces": int(len(baked.faces)),
         "texture_size": int(baked.texture.shape[0]),
         "bytes": sizes,
+    }
+
+
+def scaling(preset: Preset, rounds: int, resolutions: tuple[int, ...] = SCALING_RESOLUTIONS,
+            budgets: tuple[int, ...] = SCALING_BUDGETS, textures: tuple[int, ...] = SCALING_TEXTURES) -> dict:
+    """How the cost grows: the mesher's surface step and total at each of ``resolutions`` (the
+    preset's budget and texture), with the exponents of a power law fitted to them and to the points
+    the band evaluates; and the mesher's and writers' totals at each of ``budgets`` (the preset's
+    texture) and each of ``textures`` (the preset's budget)."""
+    by_resolution = []
+    for resolution in resolutions:
+        row = measure(replace(preset, resolution=resolution), rounds)
+        by_resolution.append({"resolution": resolution, "surface_cpu_ms": row["steps"]["surface"]["cpu_ms"],
+                              "mesher_cpu_ms": row["mesher_cpu_ms"], "points_evaluated": row["points_evaluated"],
+                              "surface_faces": row["surface_faces"]})
+    sizes = np.log([row["resolution"] for row in by_resolution])
+
+    def exponent(name: str) -> float:
+        return round(float(np.polyfit(sizes, np.log([row[name] for row in by_resolution]), 1)[0]), 2)
+
+    def totals(variant: Preset) -> dict:
+        row = measure(variant, rounds)
+        return {"target_faces": variant.target_faces, "texture_size": variant.texture_size,
+                "mesher_cpu_ms": row["mesher_cpu_ms"], "writers_cpu_ms": row["writers_cpu_ms"],
+                "bytes": row["bytes"]}
+
+    return {
+        "preset": preset.name, "by_resolution": by_resolution,
+        "exponents": {name: exponent(name) for name in ("surface_cpu_ms", "mesher_cpu_ms", "points_evaluated")},
+        "by_budget": [totals(replace(preset, target_faces=faces)) for faces in budgets],
+        "by_texture": [totals(replace(preset, texture_size=size)) for size in textures],
     }
 
 
@@ -257,6 +291,67 @@ def bls_overhead(presets: list[Preset], rounds: int, cache: Path) -> dict[str, d
     return report
 
 
+def add_anchors(row: dict, preset: Preset, rounds: int) -> None:
+    """Time the anchored steps against their libraries (``bench.anchors``) on one job's inputs, and give
+    each of ``row``'s steps its ``anchor``, ``anchor_cpu_ms`` and ``ratio`` (ours ÷ the anchor's, both
+    from the interleaved anchor rounds), or the reason it has none."""
+    inputs = JobInputs.make(preset, mug_density, mug_color, mug_distance)
+    row["anchors"] = measure_anchors(inputs, rounds)
+    for name, step in row["steps"].items():
+        anchored = row["anchors"].get(name)
+        step["anchor"] = anchored["anchor"] if anchored else None
+        step["anchor_cpu_ms"] = anchored["anchor_cpu_ms"] if anchored else None
+        step["ratio"] = anchored["ratio"] if anchored else None
+        if not anchored:
+            step["no_anchor"] = NO_ANCHOR[name]
+        elif not anchored["anchor"]:
+            installed = [row for row in anchored["candidates"] if row.get("installed", True)]
+            step["no_anchor"] = ("no other library on the package index does it" if not anchored["candidates"]
+                                 else "no candidate installed: pip install -e '.[bench]'" if not installed
+                                 else "no candidate's output is equivalent")
+
+
+def print_anchors(report: dict, names: list[str]) -> None:
+    for name in names:
+        print(f"\n{name}: each step against the libraries (CPU ms, medians of interleaved rounds; ratio = ours ÷ theirs)")
+        print("| step | ours | ours CPU ms | candidate | CPU ms | ratio | equivalent | figures |")
+        print("|---|---|---:|---|---:|---:|---|---|")
+        for step, row in report["presets"][name]["anchors"].items():
+            for candidate in row["candidates"] or [{"name": "none"}]:
+                figures = ", ".join(f"{key} {value}" for key, value in candidate.items()
+                                    if key not in ("name", "cpu_ms", "ratio", "equivalent", "installed"))
+                installed = candidate.get("installed", True) and candidate["name"] != "none"
+                cells = (f"{candidate['cpu_ms']:,.1f} | {candidate['ratio']:.2f} | "
+                         f"{'yes' if candidate['equivalent'] else 'no'} | {figures}") if installed else \
+                    ("– | – | – | not installed" if candidate["name"] != "none" else "– | – | – | –")
+                print(f"| {step.replace('_', ' ')} | {row['ours']} | {row['ours_cpu_ms']:,.1f} | "
+                      f"{candidate['name']} | {cells} |")
+        print("\n| step | anchor (fastest equivalent) | ratio |")
+        print("|---|---|---:|")
+        for step, row in report["presets"][name]["steps"].items():
+            anchor = row["anchor"] or f"none: {row['no_anchor']}"
+            print(f"| {step.replace('_', ' ')} | {anchor} | {row['ratio'] if row['ratio'] is not None else '–'} |")
+
+
+def print_scaling(report: dict) -> None:
+    print(f"\n{report['preset']}: the mesher against R (CPU ms)")
+    print("| R | points evaluated | surface faces | surface | mesher |")
+    print("|---:|---:|---:|---:|---:|")
+    for row in report["by_resolution"]:
+        print(f"| {row['resolution']} | {row['points_evaluated']:,} | {row['surface_faces']:,} | "
+              f"{row['surface_cpu_ms']:,.0f} | {row['mesher_cpu_ms']:,.0f} |")
+    exponents = report["exponents"]
+    print(f"fitted exponent (cost ∝ R^k): points evaluated {exponents['points_evaluated']}, surface "
+          f"{exponents['surface_cpu_ms']}, mesher {exponents['mesher_cpu_ms']} (a dense grid: 3)")
+    print(f"\n{report['preset']}: against the triangle budget and the texture size (CPU ms)")
+    print("| triangles | texture | mesher | writers | GLB MB | USDZ MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for row in report["by_budget"] + report["by_texture"]:
+        print(f"| {row['target_faces']:,} | {row['texture_size']}² | {row['mesher_cpu_ms']:,.0f} | "
+              f"{row['writers_cpu_ms']:,.0f} | {row['bytes'][MODEL_FILE] / 1e6:.2f} | "
+              f"{row['bytes'][USDZ_FILE] / 1e6:.2f} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.postprocess", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -268,6 +363,11 @@ def main() -> int:
                         help="also measure the mesher's BLS overhead through a local tritonserver (tiny weights)")
     parser.add_argument("--cache", type=Path, default=Path("build/bench"),
                         help="where --triton keeps its generated weights and repository")
+    parser.add_argument("--anchors", action="store_true",
+                        help="also time each step against the fastest equivalent libraries on the same inputs")
+    parser.add_argument("--scaling", action="store_true",
+                        help="also report how the first preset's cost grows with R, the triangle budget and the "
+                             "texture size")
     parser.add_argument("--json", action="store_true", help="also print one JSON line with every figure")
     args = parser.parse_args()
 
@@ -277,6 +377,9 @@ def main() -> int:
         print(f"[bench] {preset.name}: R = {preset.resolution}, {preset.target_faces:,} faces, "
               f"{preset.texture_size}² {preset.texture_format.value}, {args.rounds} rounds", flush=True)
         report["presets"][preset.name] = measure(preset, args.rounds)
+        if args.anchors:
+            print(f"[bench] {preset.name}: anchors", flush=True)
+            add_anchors(report["presets"][preset.name], preset, args.rounds)
 
     names = [preset.name for preset in presets]
     print("\n| where | step | " + " | ".join(f"{name} CPU ms | {name} wall ms" for name in names) + " |")
@@ -290,10 +393,15 @@ def main() -> int:
                            f"{report['presets'][n][total + '_wall_ms']:,.0f}" for n in names)
         print(f"| {where} | **total** | {cells} |")
     for name in names:
-        sizes = report["presets"][name]["bytes"]
-        print(f"{name}: GLB {sizes['glb'] / 1e6:.2f} MB, USDZ {sizes['usdz'] / 1e6:.2f} MB, "
-              f"poster {sizes['poster'] / 1e3:.0f} kB, "
-              f"{report['presets'][name]['surface_faces']:,} faces decimated to {report['presets'][name]['faces']:,}")
+        row = report["presets"][name]
+        files = ", ".join(f"{role} {size / 1e6:.2f} MB" for role, size in row["bytes"].items())
+        print(f"{name}: {files}; {row['surface_faces']:,} faces decimated to {row['faces']:,}")
+    if args.anchors:
+        print_anchors(report, names)
+    if args.scaling:
+        print(f"[bench] {presets[0].name}: scaling", flush=True)
+        report["scaling"] = scaling(presets[0], args.rounds)
+        print_scaling(report["scaling"])
     if args.jobs:
         preset = presets[0]
         jobs = 2 * args.jobs

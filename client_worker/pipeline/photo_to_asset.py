@@ -146,6 +146,29 @@ class AssetPipeline:
         return Asset(files=files, details=details)
 
 
+PREPARE_STEP = "prepare"
+"""The name under which ``write_files`` times the mesh preparation that every writer starts from."""
+
+
+@dataclass(frozen=True)
+class Writer:
+    """One file of the asset and the function that writes it from the prepared mesh and the material."""
+
+    role: str
+    extension: str
+    content_type: str
+    write: Callable[[PreparedMesh, Material], bytes]
+
+
+WRITERS: tuple[Writer, ...] = (
+    Writer(MODEL_FILE, glb.EXTENSION, glb.CONTENT_TYPE, glb.write_glb),
+    Writer(USDZ_FILE, usdz.EXTENSION, usdz.CONTENT_TYPE, usdz.write_usdz),
+    Writer(POSTER_FILE, poster.EXTENSION, poster.CONTENT_TYPE, lambda mesh, _material: poster.render_poster(mesh)),
+)
+"""Every file of the asset, in the order they are written: the one list of the writing steps (the
+benchmark ``bench.postprocess`` times these same steps)."""
+
+
 def write_files(
     mesh: MeshResult, preset: Preset, size: RealSize, timings_ms: dict[str, float]
 ) -> tuple[PreparedMesh, tuple[AssetFile, ...]]:
@@ -154,17 +177,12 @@ def write_files(
     started = time.perf_counter()
     prepared = prepare_mesh(mesh.vertices, mesh.faces, mesh.vertex_colors, uvs=mesh.uvs, texture=mesh.texture,
                             size=size)
-    timings_ms["prepare"] = _ms_since(started)
-    writers: tuple[tuple[str, str, str, Callable[[], bytes]], ...] = (
-        (MODEL_FILE, glb.EXTENSION, glb.CONTENT_TYPE, lambda: glb.write_glb(prepared, material)),
-        (USDZ_FILE, usdz.EXTENSION, usdz.CONTENT_TYPE, lambda: usdz.write_usdz(prepared, material)),
-        (POSTER_FILE, poster.EXTENSION, poster.CONTENT_TYPE, lambda: poster.render_poster(prepared)),
-    )
+    timings_ms[PREPARE_STEP] = _ms_since(started)
     files = []
-    for role, extension, content_type, write in writers:
+    for writer in WRITERS:
         started = time.perf_counter()
-        files.append(AssetFile(role, extension, content_type, write()))
-        timings_ms[role] = _ms_since(started)
+        files.append(AssetFile(writer.role, writer.extension, writer.content_type, writer.write(prepared, material)))
+        timings_ms[writer.role] = _ms_since(started)
     return prepared, tuple(files)
 
 
