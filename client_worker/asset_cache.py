@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,6 +54,10 @@ third of it, so a maker survives two lost renewals (a Redis blip) before its mar
 WAITING = Backoff(base_s=0.05, max_s=1.0)
 """How soon a job waiting for another's asset looks again: soon at first (a copy takes a moment
 and the maker may be nearly done), then at most once a second (two Redis reads per waiting job)."""
+
+
+Storing = Callable[[Sequence[str]], Awaitable[None]]
+"""Told the storage keys of a job's copies before they are written."""
 
 
 class CacheError(Exception):
@@ -123,9 +127,14 @@ class AssetReuse:
             await flight.land()
 
     async def copy(self, cached: CachedAsset, address: ContentAddress, stem: str, timings_ms: dict[str, float],
-                   listener: StageListener) -> Copies | None:
-        """Copies of ``cached``'s files under ``stem``, or None when copying failed: run the model."""
+                   listener: StageListener, storing: Storing | None = None) -> Copies | None:
+        """Copies of ``cached``'s files under ``stem``, or None when copying failed: run the model.
+
+        ``storing`` is awaited with the keys of the copies before any is written (the job notes them,
+        to remove them should it fail)."""
         urls: dict[str, str] = {}
+        if storing is not None:
+            await storing([stem + extension for extension in cached.extensions.values()])
         try:
             async with timed_stage(Stage.COPY, timings_ms, listener):
                 for role, extension in cached.extensions.items():
@@ -182,8 +191,9 @@ class Flight:
         """The address this job claimed and the task renewing its marker."""
 
     async def copies(self, address: ContentAddress, stem: str, timings_ms: dict[str, float],
-                     listener: StageListener) -> Copies | None:
-        """Copies of the asset cached for ``address`` under ``stem``, or None: run the model.
+                     listener: StageListener, storing: Storing | None = None) -> Copies | None:
+        """Copies of the asset cached for ``address`` under ``stem``, or None: run the model
+        (``storing``: as `AssetReuse.copy`'s).
 
         While another job makes the asset of ``address``, this waits for its entry (the job's
         deadline bounds the wait); a miss claims the address for this job.
@@ -199,7 +209,7 @@ class Flight:
         if cached is None:
             self.reuse.count("miss")
             return None
-        return await self.reuse.copy(cached, address, stem, timings_ms, listener)
+        return await self.reuse.copy(cached, address, stem, timings_ms, listener, storing)
 
     async def _entry(self, address: str) -> CachedAsset | None:
         """The entry of ``address``, once no other job is making it; None when this job claimed it."""

@@ -81,7 +81,7 @@ class Worker:
         self.storage = storage or make_storage(settings)
         pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution,
                                  default_size=RealSize(settings.default_largest_side_m))
-        self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks)
+        self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks, self.storage)
         cache = RedisAssetCache(self.redis, self.queue.keys, settings.asset_cache_ttl_s)
         self.photo_choice = PhotoChoice.from_settings(settings, self.inference, self.http)
         processor = JobProcessor(settings, pipeline, self.photo_choice, self.storage, self.records, cache, self.metrics,
@@ -182,6 +182,7 @@ class Worker:
             log.warning("recovered the jobs of a dead worker", extra={"dead_worker": instance, "jobs": count})
         await self.webhooks.redeliver_due()
         await self.results.copy()
+        await self.records.remove_discarded()
         for name, depth in (await self.queue.depths()).items():
             self.metrics.queue_depth.labels(name).set(depth)
         await self._watch_stranded()

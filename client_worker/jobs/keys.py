@@ -41,6 +41,10 @@ class RedisKeys:
         """Hash caching a job's finished files between attempts, so a retry does not redo inference."""
         return f"{self.prefix}:artifact:{job_id}"
 
+    def discarded_files(self) -> str:
+        """Hash job_id -> the storage keys (JSON list) of a failed job's files still to be removed."""
+        return f"{self.prefix}:discarded-files"
+
     def asset_cache(self, address: str) -> str:
         """String (JSON, kept `ASSET_CACHE_TTL_S`) naming the stored files of a finished asset by its
         content address (``client_worker.pipeline.content_address``), for later jobs to copy."""
@@ -66,7 +70,6 @@ class RedisKeys:
     def outbox_due(self) -> str:
         """Sorted set job_id -> when the outbox entry is next tried."""
         return f"{self.prefix}:outbox:due"
-
 
     def rejected(self) -> str:
         """List of the messages that are no job for this worker (`REJECTED_LIST` by default)."""
