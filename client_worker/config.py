@@ -166,6 +166,8 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(default=3, ge=1, le=10)
     webhook_retry_base_delay_s: float = Field(default=1.0, gt=0)
     webhook_redelivery_max_delay_s: float = Field(default=300.0, gt=0)
+    # Webhook requests one worker has in flight at most (the outbox drains this many at a time).
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
     status_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     status_text_max_chars: int = Field(default=2000, ge=200)
 

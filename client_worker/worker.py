@@ -3,8 +3,9 @@
 Concurrency is asyncio: each of the `CONCURRENCY` loops claims a message and hands it to the
 consumer (``client_worker.consumer``), so several requests reach Triton at once and its dynamic
 batcher can combine them. Background loops keep the heartbeat (and the leases of running jobs)
-alive, promote due retries, recover dead workers' jobs, re-send undelivered webhooks and update
-the queue gauges.
+alive, promote due retries, recover dead workers' jobs, remove the files of failed jobs and update
+the queue gauges; the webhook outbox has a loop of its own (``status.webhook``), which drains at
+once when the backend answers again after an outage.
 
 When Triton goes away mid-run, the consumer's retry policy puts the affected jobs back without
 using up an attempt and tells this module, which pauses all loops until the model is ready again.
@@ -115,6 +116,7 @@ class Worker:
                 asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
                 asyncio.create_task(self._every(self.settings.maintenance_interval_s, self._maintenance)),
                 asyncio.create_task(self._watch_triton()),
+                asyncio.create_task(self.webhooks.keep_delivering(self._closing)),
             ]
             loops = [asyncio.create_task(self._job_loop()) for _ in range(self.settings.concurrency)]
             log.info("worker ready", extra={"instance": self.instance, "concurrency": self.settings.concurrency,
@@ -180,7 +182,6 @@ class Worker:
         for instance, count in (await self.queue.recover_dead_workers()).items():
             self.metrics.recovered.inc(count)
             log.warning("recovered the jobs of a dead worker", extra={"dead_worker": instance, "jobs": count})
-        await self.webhooks.redeliver_due()
         await self.results.copy()
         await self.records.remove_discarded()
         for name, depth in (await self.queue.depths()).items():

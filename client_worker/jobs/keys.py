@@ -71,6 +71,11 @@ class RedisKeys:
         """Sorted set job_id -> when the outbox entry is next tried."""
         return f"{self.prefix}:outbox:due"
 
+    def outbox_waiting(self) -> str:
+        """Set of the job ids whose outbox entry waits out a back-off after failed deliveries (and
+        is not being sent): what a backend that answers again gets at once."""
+        return f"{self.prefix}:outbox:waiting"
+
     def rejected(self) -> str:
         """List of the messages that are no job for this worker (`REJECTED_LIST` by default)."""
         return f"{self.prefix}:rejected"
