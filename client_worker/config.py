@@ -146,7 +146,8 @@ class Settings(BaseSettings):
     # strict: mesh the best usable candidate, fail the job when none is; warn: mesh the best one
     # anyway and report its problems; off: mesh the first photo that downloads, unchecked.
     photo_check: PhotoCheckMode = "strict"
-    # How many of a job's image URLs are candidates: each costs a download and a U²-Net pass.
+    # How many usable photos are looked for among a job's URLs (in order, up to IMAGE_URLS_MAX) before
+    # the best is meshed: each photo checked costs a download and a U²-Net pass.
     photo_candidates: int = Field(default=4, ge=1, le=32)
 
     # --- storage ---------------------------------------------------------------------------

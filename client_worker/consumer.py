@@ -105,7 +105,7 @@ class Consumer:
             log.warning("message rejected", extra={"reason": str(rejection), "list": self.settings.rejected_list})
             return
         try:
-            job: Job | MalformedJob = parse_job(message)
+            job: Job | MalformedJob = parse_job(message, self.limits)
         except MalformedJob as malformed:
             if malformed.job_id is None:
                 await self._reject(delivery, str(malformed))
