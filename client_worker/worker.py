@@ -31,11 +31,13 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from wsgiref.simple_server import WSGIServer
 
 from asset.real_size import RealSize
 from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
+from client_worker.errors import JobError
 from client_worker.jobs.celery_canvas import CeleryCanvas
 from client_worker.jobs.queue import JobQueue, instance_id
 from client_worker.metrics import Metrics
@@ -50,6 +52,7 @@ from client_worker.consumer import Consumer
 from client_worker.status.celery_results import CeleryResults
 from client_worker.status.store import StatusStore
 from client_worker.status.webhook import WebhookSender
+from client_worker.startup import StartupError, redis_problem
 from client_worker.storage import Storage, make_storage
 
 log = logging.getLogger(__name__)
@@ -104,14 +107,13 @@ class Worker:
             self.stopping.set()
 
     async def run(self) -> None:
+        """Run until a stop request; raises `StartupError` when a dependency fails at start (``startup``)."""
         log.info("worker starting", extra={"instance": self.instance, "settings": loggable_settings(self.settings)})
-        metrics_server = self.metrics.serve(self.settings.metrics_port)
+        metrics_server = None
         try:
-            await self.redis.ping()
-            await self.inference.wait_ready(self.settings.triton_ready_timeout_s)
-            await self.photo_choice.wait_ready(self.settings.triton_ready_timeout_s)
+            metrics_server = self._serve_metrics()
+            await self._check_dependencies()
             self.triton_ready.set()
-            await self.queue.register()
             background = [
                 asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
                 asyncio.create_task(self._every(self.settings.maintenance_interval_s, self._maintenance)),
@@ -146,6 +148,34 @@ class Worker:
             close = getattr(self.storage, "aclose", None)
             if close is not None:
                 await close()
+
+    def _serve_metrics(self) -> WSGIServer | None:
+        try:
+            return self.metrics.serve(self.settings.metrics_port)
+        except OSError as error:
+            raise StartupError(f"cannot serve metrics on port {self.settings.metrics_port} (METRICS_PORT): "
+                               f"{error.strerror or error}: choose a free port, or 0 for no metrics") from None
+
+    async def _check_dependencies(self) -> None:
+        """Redis, the result backend and Triton's models, each named in one line when it fails."""
+        settings = self.settings
+        redis_steps = [("REDIS_URL", settings.redis_url, self.redis.ping)]
+        if self.results.backend is not None and settings.result_backend_url is not None:
+            redis_steps.append(("RESULT_BACKEND_URL", settings.result_backend_url, self.results.backend.ping))
+        for setting, url, step in redis_steps:
+            try:
+                await step()
+            except (RedisError, OSError) as error:
+                raise StartupError(redis_problem(error, setting, url)) from None
+        try:
+            await self.inference.wait_ready(settings.triton_ready_timeout_s)
+            await self.photo_choice.wait_ready(settings.triton_ready_timeout_s)
+        except JobError as error:
+            raise StartupError(f"Triton at {settings.triton_url} (TRITON_URL): {error}") from None
+        try:  # the heartbeat only once the models are ready: `healthcheck` passes from then on
+            await self.queue.register()
+        except (RedisError, OSError) as error:
+            raise StartupError(redis_problem(error, "REDIS_URL", settings.redis_url)) from None
 
     async def _job_loop(self) -> None:
         while not self.stopping.is_set():

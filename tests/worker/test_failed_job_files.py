@@ -1,5 +1,5 @@
-"""A job that ends failed leaves no files and no records of its own (docs/runbook.md, "Files of
-failed jobs"): killed between two uploads at its last attempt, refused by storage after part of its
+"""A job that ends failed leaves no files and no records of its own
+(docs/runbook.md, "Files of failed jobs"): killed between two uploads at its last attempt, refused by storage after part of its
 files were uploaded, killed while copying an earlier job's files from the asset cache. Real worker
 processes, real Redis, the Supabase Storage stand-in."""
 
