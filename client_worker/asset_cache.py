@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from client_worker.backoff import Backoff
 from client_worker.errors import JobError
+from client_worker.logs import OutageLog
 from client_worker.metrics import Metrics
 from client_worker.pipeline.photo_to_asset import Asset, StageListener, timed_stage
 from client_worker.pipeline.content_address import ContentAddress
@@ -227,13 +228,15 @@ class Flight:
         return cached
 
     async def _renew(self, address: str) -> None:
+        outage = OutageLog(log, "the asset cache's marker could not be renewed")
         while True:
             await asyncio.sleep(self.reuse.making_ttl_s / 3)
             try:
                 ours = await self.cache.renew(address, self.job_id, self.reuse.making_ttl_s)
             except CacheError as error:
-                log.warning("the asset cache's marker could not be renewed", extra={"error": str(error)})
+                outage.failed(error, job_id=self.job_id)
                 continue
+            outage.succeeded()
             if not ours:
                 log.warning("the asset cache's marker lapsed: another job may make the same asset",
                             extra={"job_id": self.job_id})

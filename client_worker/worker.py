@@ -40,6 +40,7 @@ from client_worker.config import Settings
 from client_worker.errors import JobError
 from client_worker.jobs.celery_canvas import CeleryCanvas
 from client_worker.jobs.queue import JobQueue, instance_id
+from client_worker.logs import OutageLog
 from client_worker.metrics import Metrics
 from client_worker.pipeline.photo_to_asset import AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
@@ -178,6 +179,7 @@ class Worker:
             raise StartupError(redis_problem(error, "REDIS_URL", settings.redis_url)) from None
 
     async def _job_loop(self) -> None:
+        outage = OutageLog(log, "Redis unreachable; claiming again in 1 s")
         while not self.stopping.is_set():
             if not self.triton_ready.is_set():
                 await _first(self.triton_ready.wait(), self.stopping.wait())
@@ -185,9 +187,10 @@ class Worker:
             try:
                 delivery = await self.queue.claim(CLAIM_TIMEOUT_S)
             except (RedisError, OSError) as error:
-                log.warning("Redis unreachable; retrying", extra={"error": str(error)})
+                outage.failed(error)
                 await asyncio.sleep(1.0)
                 continue
+            outage.succeeded()
             if delivery is None:
                 continue
             try:
@@ -260,13 +263,16 @@ class Worker:
         a cancellation that lands inside a command into a connection error, which the
         `except` below would otherwise swallow, leaving the loop running forever.
         """
+        outage = OutageLog(log, f"background task {action.__name__.lstrip('_')}: Redis unreachable")
         while not self._closing.is_set():
             try:
                 await action()
             except (RedisError, OSError) as error:  # an outage must not end the heartbeat or maintenance loop
-                log.warning("background task: Redis unreachable", extra={"task": action.__name__, "error": str(error)})
+                outage.failed(error)
             except Exception:
                 log.exception("background task failed", extra={"task": action.__name__})
+            else:
+                outage.succeeded()
             await self._pause(interval_s)
 
     async def _pause(self, seconds: float) -> None:
