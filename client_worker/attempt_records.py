@@ -100,6 +100,7 @@ class RedisAttemptRecords:
         self.storage = storage
         self._removable = redis.register_script(_REMOVABLE)
         self._removed = redis.register_script(_REMOVED)
+        self._cursor = 0
         self._storage_outage = OutageLog(log, "the files of a failed job could not be removed yet; a later pass retries")
 
     async def progress(self, job_id: str, token: str, metadata: dict[str, Any]) -> None:
@@ -159,8 +160,8 @@ class RedisAttemptRecords:
         table = self.keys.discarded_files()
         if job_id is not None:
             job_ids = [job_id]
-        else:
-            _, fields = await self.redis.hscan(table, 0, count=batch)
+        else:  # a pass looks at some entries, the next pass goes on from there
+            self._cursor, fields = await self.redis.hscan(table, self._cursor, count=batch)
             job_ids = [name.decode() for name in fields]
         removed = 0
         for job in job_ids[:batch]:
