@@ -10,8 +10,9 @@
   exit 0 when one would be, 1 when the job would fail.
 * `enqueue URL... [--shop --product-id --variant-id --quality --wait S]` — push a job in the
   integration guide's "Manually Queue a Test Job" format, for local use.
-* `healthcheck` — exit 0 when a worker of this host (`WORKER_NAME`) has a live heartbeat in
-  Redis, 1 otherwise; for container orchestrators.
+* `healthcheck [--fail-on-stranded]` — exit 0 when a worker of this host (`WORKER_NAME`) has a
+  live heartbeat in Redis, 1 otherwise; for container orchestrators. With `--fail-on-stranded`, also
+  1 while messages wait in priority lists the worker does not read (a readiness probe).
 * `dead-letters {list,replay} [--rejected]` — what the worker moved aside (failed jobs, or with
   `--rejected` the messages it could not take): list them as JSON lines, or replay some
   (`--index N`, `--job-id ID`, `--all`) onto the queue (docs/runbook.md, "Rejected and dead-letter messages").
@@ -67,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
     enqueue.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                          help="wait up to SECONDS for a final status and print it")
 
-    commands.add_parser("healthcheck", help="exit 0 if a worker of this host is alive")
+    health = commands.add_parser("healthcheck", help="exit 0 if a worker of this host is alive")
+    health.add_argument("--fail-on-stranded", action="store_true",
+                        help="exit 1 also while messages wait in priority lists the worker does not read "
+                             "(for a readiness probe; docs/runbook.md, \"Stranded messages\")")
 
     dead_letters = commands.add_parser("dead-letters", help="list or replay failed jobs and rejected messages")
     dead_letters.add_argument("action", choices=["list", "replay"])
@@ -80,10 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     chosen.add_argument("--all", action="store_true", help="replay every record")
 
     args = parser.parse_args(argv)
+    from redis.exceptions import RedisError
+
+    from client_worker.startup import redis_problem
+
     try:
         if args.command == "run":
             return _run()
         settings = load_settings()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
         if args.command == "generate":
             return asyncio.run(_generate(settings, args))
         if args.command == "check-photos":
@@ -92,21 +104,24 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_enqueue(settings, args))
         if args.command == "dead-letters":
             return asyncio.run(_dead_letters(settings, args))
-        return asyncio.run(_healthcheck(settings))
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
+        return asyncio.run(_healthcheck(settings, fail_on_stranded=args.fail_on_stranded))
+    except RedisError as error:  # enqueue, dead-letters: Redis unreachable, said in one line
+        problem = redis_problem(error, "REDIS_URL", settings.redis_url)
+        print(f"{args.command} failed: {Redaction.of(settings)(problem)}", file=sys.stderr)
+        return 1
 
 
 def _run() -> int:
     from client_worker.logs import configure_logging
     from client_worker.worker import run_worker
 
+    from client_worker.startup import StartupError
+
     settings = load_settings(require_storage=True)
     configure_logging(settings.log_level, Redaction.of(settings))
     try:
         asyncio.run(run_worker(settings))
-    except JobError as error:  # Triton not ready at start-up
+    except StartupError as error:  # a dependency failed at start: one line (client_worker/startup.py)
         print(f"worker not started: {Redaction.of(settings)(str(error))}", file=sys.stderr)
         return 1
     return 0
@@ -245,21 +260,23 @@ async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _healthcheck(settings: Settings) -> int:
+async def _healthcheck(settings: Settings, *, fail_on_stranded: bool = False) -> int:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from client_worker.jobs.priorities import PriorityLists, stranded_messages
+    from client_worker.startup import redis_problem
 
     keys = RedisKeys(settings.key_prefix)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         members = [member.decode() for member in await redis.smembers(keys.workers())]
         ours = [member for member in members if member.startswith(f"{settings.worker_name}:")]
         alive = [member for member in ours if await redis.exists(keys.heartbeat(member))]
         stranded = await stranded_messages(redis, PriorityLists.from_settings(settings), settings.queue_name)
     except (RedisError, OSError) as error:
-        print(f"unhealthy: Redis unreachable ({Redaction.of(settings)(str(error))})", file=sys.stderr)
+        print(f"unhealthy: {Redaction.of(settings)(redis_problem(error, 'REDIS_URL', settings.redis_url))}",
+              file=sys.stderr)
         return 1
     finally:
         await redis.aclose()
@@ -268,9 +285,15 @@ async def _healthcheck(settings: Settings) -> int:
         return 1
     report: dict[str, object] = {"healthy": True, "workers": alive}
     if stranded.lists:
-        # Still healthy: a restart cannot fix a setting, and the worker serves the lists it reads.
+        # Healthy unless asked otherwise: a restart cannot fix a setting, and the worker serves the
+        # lists it reads; a readiness probe may ask, to show the stranded work (docs/runbook.md).
         report["stranded_messages"] = stranded.shown()
         report["advice"] = stranded.advice(settings)
+        if fail_on_stranded:
+            report["healthy"] = False
+            print(json.dumps(report))
+            print(f"unhealthy: {stranded.advice(settings)}", file=sys.stderr)
+            return 1
     print(json.dumps(report))
     return 0
 

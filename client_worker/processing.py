@@ -6,7 +6,9 @@ from: it reports progress and keeps what it made through `AttemptRecords`, which
 implements (the Redis queue's is ``client_worker.attempt_records``). The expensive results survive
 a failed attempt: the finished files, and each URL once uploaded, are kept there, so a retry after
 a storage outage uploads the same bytes again instead of re-running the model, and a retry after a
-crash following the uploads does not upload at all. The photo is the best of the job's candidates
+crash following the uploads does not upload at all. Before a file is stored (uploaded, or copied
+from the asset cache) its key is noted there too, so that a job that ends failed leaves no file
+behind (the job source removes them, ``client_worker.attempt_records``). The photo is the best of the job's candidates
 (``client_worker.photo_choice``). A photo whose asset was already made (same
 content address: ``client_worker.asset_cache``) gets copies of those files instead of a model run,
 and an asset this job made is offered to later jobs once stored; jobs of one address that run at
@@ -21,6 +23,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from client_worker.asset_cache import CACHE, AssetCache, AssetReuse, Flight
@@ -72,6 +75,10 @@ class AttemptRecords(Protocol):
 
     async def keep_url(self, job_id: str, role: str, url: str) -> None:
         """Keep the URL of one uploaded file."""
+
+    async def storing(self, job_id: str, keys: Sequence[str]) -> None:
+        """Note, before any of them is written (uploaded or copied), the storage keys that will hold
+        the job's files: a job that ends failed has them removed, so it leaves no files behind."""
 
 
 @dataclass
@@ -169,6 +176,7 @@ class JobProcessor:
             asset, urls = await self._make_asset(run, preset, stem, flight)
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
+            await self.records.storing(job.job_id, [stem + file.extension for file in pending])
             async with timed_stage(Stage.UPLOAD, run.ms, run):
                 for file in pending:
                     urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
@@ -194,7 +202,8 @@ class JobProcessor:
         cache: dict[str, Any] = {}
         if self.reuse.enabled:  # the address asks Triton for its model versions: not when the cache is off
             address = await self.pipeline.address(photo.data, preset, size=run.job.real_size)
-            copies = await flight.copies(address, stem, run.ms, run)
+            copies = await flight.copies(address, stem, run.ms, run,
+                                         storing=lambda keys: self.records.storing(run.job.job_id, keys))
             if copies is not None:
                 return Asset((), {**copies.details, **chosen, "timings_ms": dict(run.ms)}), copies.urls
             cache = {CACHE: self.reuse.made(address)}

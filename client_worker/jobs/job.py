@@ -29,6 +29,8 @@ from client_worker.pipeline.presets import Preset, requested_preset
 
 JOB_OPTION = "job_option"
 """The error type of a bad job option, whose message stands on its own."""
+IMAGE_URLS_MAX = "image_urls_max"
+"""The key of the validation context that bounds how many image URLs a job may list (``IMAGE_URLS_MAX``)."""
 
 
 class Job(BaseModel):
@@ -99,12 +101,16 @@ class Job(BaseModel):
 
     @field_validator("image_urls", mode="before")
     @classmethod
-    def _urls(cls, value: object) -> object:
+    def _urls(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             raise ValueError("must be a list of URL strings, e.g. [\"https://cdn.shopify.com/...jpg\"], not a string")
         if isinstance(value, list):
             if not value:
                 raise ValueError("is empty; list at least one product image URL")
+            most = (info.context or {}).get(IMAGE_URLS_MAX)
+            if most is not None and len(value) > most:
+                raise ValueError(f"lists {len(value)} URLs, more than the {most} a job may have (IMAGE_URLS_MAX): "
+                                 f"send the product's {most} best photos, best first")
             for index, item in enumerate(value):
                 if not isinstance(item, str) or not item.strip():
                     raise ValueError(f"item {index} is {shown(item)}; every item must be a non-empty URL string")

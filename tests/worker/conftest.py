@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,6 +19,7 @@ from client_worker.config import Settings, load_settings
 from client_worker.storage import Storage
 from client_worker.worker import Worker
 from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.worker_jobs import start_worker_process
 
 
 @pytest.fixture
@@ -178,6 +180,23 @@ def start_worker() -> Iterator[Callable[..., WorkerThread]]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def worker_process(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
+    """Start real worker processes (`python -m client_worker run`, logging to tmp_path/worker.log);
+    any still running after the test is killed."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings) -> subprocess.Popen[bytes]:
+        processes.append(start_worker_process(settings, tmp_path))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 # --- "exactly one final state": what the fault-injection and soak tests check -----------------
