@@ -19,7 +19,9 @@ work is timed:
   preset's resolution, then ``img2mesh.texture_baking.bake`` at its triangle budget and texture
   size, each of bake's steps timed by name, then the colour query of the final vertices.
 * **Writers.** The worker's ``asset`` steps: mesh preparation, GLB, USDZ (in the preset's texture
-  format) and the poster.
+  format) and the poster, and the check of the written GLB against the photo
+  (``client_worker.pipeline.quality_check.measure_quality``), here against the mug's own front view
+  as the framed photo Triton would return.
 
 Each step reports the process's CPU time (all its threads: a library's worker threads count) and
 the wall time; figures are medians over ``--rounds`` after one warm-up round. ``--jobs N`` then
@@ -47,20 +49,22 @@ from pathlib import Path
 
 import numpy as np
 
+from asset.front_view import Box, front_view
 from asset.glb import write_glb
 from asset.material import Material
 from asset.mesh_preparation import prepare_mesh
 from asset.poster import render_poster
 from asset.usdz import write_usdz
 from client_worker.pipeline.presets import PRESETS, Preset
+from client_worker.pipeline.quality_check import measure_quality
 from img2mesh import texture_baking
-from img2mesh.contract import DECODER, ENSEMBLE, IMAGE, MESH_INFO, MESHER, THRESHOLD
+from img2mesh.contract import DECODER, ENSEMBLE, FOREGROUND_RATIO, FRAMED_SIZE, IMAGE, MESH_INFO, MESHER, THRESHOLD
 from img2mesh.mesh_extraction import colors_to_uint8, extract_surface
 
 BAKE_STEPS = ("decimate", "unwrap", "rasterize", "texel_points", "pad")
 """The functions of ``img2mesh.texture_baking`` that ``bake`` runs, timed one by one."""
 MESHER_STEPS = ("surface", *BAKE_STEPS, "bake_other")
-WRITER_STEPS = ("prepare", "glb", "usdz", "poster")
+WRITER_STEPS = ("prepare", "glb", "usdz", "poster", "quality")
 SHARPNESS = 10.0
 """Raw (log-density) change per unit of signed distance: the network's is of this order."""
 
@@ -172,7 +176,19 @@ def writer_job(preset: Preset, baked: texture_baking.BakedMesh, clock: Clock) ->
         usdz = write_usdz(mesh, material)
     with clock.step("poster"):
         poster = render_poster(mesh)
+    photo = framed_photo(baked, colors)
+    with clock.step("quality"):
+        measure_quality(glb, photo, baked.vertices.min(axis=0), baked.vertices.max(axis=0))
     return {"glb": len(glb), "usdz": len(usdz), "poster": len(poster)}
+
+
+def framed_photo(baked: texture_baking.BakedMesh, colors: np.ndarray) -> np.ndarray:
+    """The mug's own front view as TripoSR frames a photo (``FOREGROUND_RATIO`` of the square), RGBA:
+    what ``FRAMED_PHOTO`` would be for a photo of it."""
+    margin = FRAMED_SIZE * (1 - FOREGROUND_RATIO.default) / 2
+    frame = Box(margin, margin, FRAMED_SIZE - margin, FRAMED_SIZE - margin)
+    view = front_view(baked.vertices, baked.faces, frame, FRAMED_SIZE, colors=colors)
+    return np.dstack([view.colors, np.where(view.covered, 255, 0).astype(np.uint8)])
 
 
 def measure(preset: Preset, rounds: int) -> dict:
