@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -182,11 +182,12 @@ class Flight:
         """The address this job claimed and the task renewing its marker."""
 
     async def copies(self, address: ContentAddress, stem: str, timings_ms: dict[str, float],
-                     listener: StageListener) -> Copies | None:
+                     listener: StageListener, vet: Callable[[dict[str, Any]], None] | None = None) -> Copies | None:
         """Copies of the asset cached for ``address`` under ``stem``, or None: run the model.
 
         While another job makes the asset of ``address``, this waits for its entry (the job's
-        deadline bounds the wait); a miss claims the address for this job.
+        deadline bounds the wait); a miss claims the address for this job. ``vet`` sees a hit's
+        details before its files are copied, and may raise to refuse them for this job.
         """
         if not self.reuse.enabled:
             return None
@@ -199,6 +200,8 @@ class Flight:
         if cached is None:
             self.reuse.count("miss")
             return None
+        if vet is not None:
+            vet(cached.details)
         return await self.reuse.copy(cached, address, stem, timings_ms, listener)
 
     async def _entry(self, address: str) -> CachedAsset | None:

@@ -204,12 +204,16 @@ class JobProcessor:
         cache: dict[str, Any] = {}
         if self.reuse.enabled:  # the address asks Triton for its model versions: not when the cache is off
             address = await self.pipeline.address(photo.data, preset, size=run.job.real_size)
-            copies = await flight.copies(address, stem, run.ms, run)
-            if copies is not None:
-                quality = rejudged(copies.details.get(QUALITY_KEY), mode)
-                refused = refusal(quality)
+
+            def vet(cached: dict[str, Any]) -> None:
+                """Refuse, before copying, files this job's own mode would refuse (``strict``)."""
+                refused = refusal(rejudged(cached.get(QUALITY_KEY), mode))
                 if refused is not None:
                     raise run.refused(refused)
+
+            copies = await flight.copies(address, stem, run.ms, run, vet)
+            if copies is not None:
+                quality = rejudged(copies.details.get(QUALITY_KEY), mode)
                 details = {**copies.details, QUALITY_KEY: quality, **chosen, "timings_ms": dict(run.ms)}
                 return Asset((), details), copies.urls
             cache = {CACHE: self.reuse.made(address)}

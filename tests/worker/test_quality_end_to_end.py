@@ -5,7 +5,8 @@ Supabase Storage stand-in, an image server and the webhook receiver.
 A drawn boot's asset is ``ok``; a silver coin's, which the weights leave full of holes (they read its
 grey as background), is ``review`` with reasons a merchant can read, after one more try at the next
 preset. Both carry the ``quality`` object in the completed webhook, the Redis status and the Celery
-result; the worker's histograms count them; a job's own ``quality_check_mode: strict`` fails the coin.
+result; the worker's histograms count them; a job's own ``quality_check_mode: strict`` fails the coin,
+also when the coin's asset is in the asset cache (whose copies are judged by each job's own mode).
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from client_worker.config import Settings
 from client_worker.pipeline.presets import PRESETS
 from local_triton import LocalTriton
 from tests.support.image_server import ImageServer, Route
+from tests.support.supabase_server import SupabaseStorageFixture
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.support.worker_jobs import final
+from tests.support.worker_jobs import final, guide_job
 from tests.worker.conftest import WorkerThread, by_name
 
 TASK = "generate_3d_model"
@@ -99,3 +101,29 @@ def test_a_good_asset_is_ok_and_a_broken_one_is_for_review_with_readable_reasons
     assert sample("img2mesh_worker_quality_verdicts_total", {"verdict": "refused"}) == 1
     assert sample("img2mesh_worker_quality_verdicts_total", {"verdict": "retried"}) == 2
     assert sample("img2mesh_worker_quality_silhouette_iou_count") == 3
+
+
+def test_copies_of_a_cached_asset_are_judged_by_the_jobs_own_mode(
+    e2e_settings: Callable[..., Settings], start_worker: Callable[[Settings], WorkerThread],
+    silhouette_triton_server: LocalTriton, image_server: ImageServer, webhook_receiver: WebhookReceiver,
+    redis_url: str, supabase_storage: SupabaseStorageFixture,
+) -> None:
+    # One preset's grid: no job is made again at the next preset, so the second and third copy the first.
+    start_worker(e2e_settings(triton_url=silhouette_triton_server.grpc_url, max_resolution=PRESETS["fast"].resolution))
+    coin = photo_urls(image_server)["coin"]
+    queue = redis.Redis.from_url(redis_url)
+    queue.lpush("celery", json.dumps(guide_job("coin-made", [coin], metadata={"quality": "fast"})))
+    made = final(webhook_receiver, "coin-made", 240)
+    assert made["status"] == "completed" and made["metadata"]["quality"]["verdict"] == "review"
+    assert made["metadata"]["cache"]["hit"] is False
+
+    for job_id, mode in (("coin-strict", "strict"), ("coin-report", "report")):
+        job = guide_job(job_id, [coin], metadata={"quality": "fast", "quality_check_mode": mode})
+        queue.lpush("celery", json.dumps(job))
+    refused = final(webhook_receiver, "coin-strict", 120)
+    assert refused["status"] == "failed" and refused["metadata"]["quality"]["verdict"] == "refused"
+    assert not [key for key in supabase_storage.objects if "coin-strict" in key], "refused files are not copied"
+    reported = final(webhook_receiver, "coin-report", 120)
+    assert reported["status"] == "completed" and reported["metadata"]["cache"]["hit"] is True
+    assert set(reported["metadata"]["quality"]) == {"mode", "measures"}
+    assert reported["metadata"]["quality"]["measures"] == made["metadata"]["quality"]["measures"]
