@@ -13,7 +13,7 @@ holes (``asset.mesh_health``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, get_args
+from typing import Any
 
 import numpy as np
 from scipy.ndimage import binary_erosion
@@ -28,7 +28,6 @@ from img2mesh.photo_measures import Problem
 
 QUALITY_KEY = "quality"
 """The key of the check's report in the completed (and failed) webhooks' metadata and the Celery result."""
-QUALITY_CHECK_MODES: tuple[QualityCheckMode, ...] = get_args(QualityCheckMode)
 
 OPAQUE = 128
 """Alpha from which a pixel of the framed cut-out is the product's (its edge is soft)."""
@@ -38,24 +37,23 @@ the texels, the photo's soft edge and the mesh's side walls mix colours."""
 TEXTURE_SIDE_FACTOR = 2
 """The texture is decoded with at least this many texels a side per pixel of the view's side."""
 
+# The thresholds were set on the measures that docs/quality-check.md, "Thresholds", tabulates and explains.
 MIN_SILHOUETTE_IOU = 0.85
-"""Below it, the model's outline is not the product's. Good assets of the ``silhouette`` weights
-measure 0.89 (the horse's thin legs at ``fast``) to 0.99; a quarter of the mesh removed, 0.79 or
-less; grey products whose mesh has holes (the motorcycles) 0.78–0.81."""
+"""Below it, the model's outline is not the product's (``outline``)."""
 ORIENTATION_MARGIN = 0.02
 """The outline matches the photo mirrored (or upside down) by MIN_SILHOUETTE_IOU or more, and better
 than as it is by more than this: the model is mirrored (or upside down). A symmetric product matches
 both about equally."""
 MAX_COLOUR_DIFFERENCE = 20.0
-"""Mean |RGB| difference (0–255) on the front, away from the outline. Good assets 1–14; a texture
-flipped or mirrored in the file, or grey parts lost, 25 and more."""
+"""Mean |RGB| difference (0–255) on the front, away from the outline, above which the colours are
+not the photo's (``colours``)."""
 MAX_LOOSE_PARTS = 3
 MAX_LOOSE_SHARE = 0.01
-"""More loose flakes than MAX_LOOSE_PARTS, or more of the surface than MAX_LOOSE_SHARE in them, is a
-defect; good assets have at most 2 (specks of the mask, 0.5 % of the surface)."""
+"""More loose flakes than MAX_LOOSE_PARTS, or more of the surface than MAX_LOOSE_SHARE in them
+(``loose_parts``)."""
 MAX_OPEN_EDGES = 0.15
-"""Open edges longer in all than this share of the model's largest side: holes in the surface.
-Marching cubes closes a surface; decimation leaves good assets at most 0.05."""
+"""Open edges longer in all than this share of the model's largest side: holes in the surface
+(``holes``); marching cubes closes a surface, decimation leaves a little open."""
 
 OUTLINE = "outline"
 MIRRORED = "mirrored"
