@@ -1,10 +1,11 @@
 """Command line: `python -m client_worker {run,generate,enqueue,healthcheck,dead-letters}`.
 
 * `run` — the Redis worker (configuration from the environment, see `.env.example`).
-* `generate IMAGE_OR_URL -o DIR/NAME.glb [--preset] [--triton-url]` — one image through Triton to
-  the asset's files, without Redis or storage: the same pipeline core and files as a queued job.
-  The path names the GLB; the USDZ is written beside it with the same stem (`DIR/NAME.usdz`), and
-  the poster as `DIR/poster.png`.
+* `generate IMAGE_OR_URL -o DIR/NAME.glb [--preset] [--quality-check] [--triton-url]` — one image
+  through Triton to the asset's files, without Redis or storage: the same pipeline core and files as
+  a queued job, checked against the photo as a job's are (`QUALITY_CHECK`; the JSON it prints has the
+  `quality` object). The path names the GLB; the USDZ is written beside it with the same stem
+  (`DIR/NAME.usdz`), and the poster as `DIR/poster.png`.
 * `check-photos URL_OR_PATH... [--json] [--triton-url]` — each photo's measures and problems from
   Triton's `photo_check`, and the one a job would mesh under `PHOTO_CHECK` (docs/photo-check.md);
   exit 0 when one would be, 1 when the job would fail.
@@ -27,9 +28,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
-from client_worker.config import ConfigError, Settings, load_settings
+from client_worker.config import ConfigError, QualityCheckMode, Settings, load_settings
 from client_worker.errors import JobError
 from client_worker.jobs.keys import RedisKeys
 from client_worker.pipeline.presets import PRESETS, get_preset
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("-o", "--output", required=True, type=Path,
                           help="GLB file to write; the .usdz with the same stem and poster.png go beside it")
     generate.add_argument("--preset", choices=sorted(PRESETS), help="quality preset (default: DEFAULT_PRESET)")
+    generate.add_argument("--quality-check", choices=get_args(QualityCheckMode),
+                          help="what the check against the photo decides (default: QUALITY_CHECK)")
     generate.add_argument("--triton-url", help="Triton gRPC host:port (default: TRITON_URL)")
     generate.add_argument("--model-version", help="pin a model version (default: TRITON_MODEL_VERSION, or latest)")
 
@@ -134,6 +137,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from client_worker.download import DownloadLimits, download_first_image
     from client_worker.pipeline.photo_to_asset import MODEL_FILE, POSTER_FILE, AssetPipeline
     from client_worker.pipeline.inference import TritonMeshClient
+    from client_worker.pipeline.quality_check import QUALITY_KEY
     from img2mesh.errors import InvalidInput
 
     preset = get_preset(args.preset or settings.default_preset)
@@ -148,7 +152,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         else:
             image = Path(args.image).read_bytes()
         await client.wait_ready(settings.triton_ready_timeout_s)
-        asset = await pipeline.make(image, preset)
+        asset = await pipeline.make(image, preset, quality_check=args.quality_check or settings.quality_check)
     except (JobError, InvalidInput, OSError) as error:
         print(f"generate failed: {Redaction.of(settings)(str(error))}", file=sys.stderr)
         return 1
@@ -164,10 +168,10 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     details = asset.details
     print(json.dumps({
         "output": written[MODEL_FILE], "files": written, "bytes": details["file_size_bytes"],
-        "vertices": details["vertex_count"], "faces": details["face_count"], "preset": preset.name,
+        "vertices": details["vertex_count"], "faces": details["face_count"], "preset": details["preset"],
         "model": details["model_name"], "model_version": details["model_version"],
         "weights_version": details["weights_version"], "background_removal": details["background_removal"],
-        "seconds": round(time.perf_counter() - started, 2),
+        QUALITY_KEY: details[QUALITY_KEY], "seconds": round(time.perf_counter() - started, 2),
     }))
     return 0
 

@@ -192,12 +192,14 @@ class Flight:
         """The address this job claimed and the task renewing its marker."""
 
     async def copies(self, address: ContentAddress, stem: str, timings_ms: dict[str, float],
-                     listener: StageListener, storing: Storing | None = None) -> Copies | None:
+                     listener: StageListener, storing: Storing | None = None,
+                     vet: Callable[[dict[str, Any]], None] | None = None) -> Copies | None:
         """Copies of the asset cached for ``address`` under ``stem``, or None: run the model
         (``storing``: as `AssetReuse.copy`'s).
 
         While another job makes the asset of ``address``, this waits for its entry (the job's
-        deadline bounds the wait); a miss claims the address for this job.
+        deadline bounds the wait); a miss claims the address for this job. ``vet`` sees a hit's
+        details before its files are copied, and may raise to refuse them for this job.
         """
         if not self.reuse.enabled:
             return None
@@ -210,6 +212,8 @@ class Flight:
         if cached is None:
             self.reuse.count("miss")
             return None
+        if vet is not None:
+            vet(cached.details)
         return await self.reuse.copy(cached, address, stem, timings_ms, listener, storing)
 
     async def _entry(self, address: str) -> CachedAsset | None:

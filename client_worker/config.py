@@ -39,6 +39,8 @@ _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 PhotoCheckMode = Literal["strict", "warn", "off"]
 """What the worker does with the photo check's verdicts (`PHOTO_CHECK`, docs/photo-check.md)."""
+QualityCheckMode = Literal["off", "report", "review", "strict"]
+"""What the worker does with the check of each asset against its photo (`QUALITY_CHECK`, docs/quality-check.md)."""
 
 
 class _Credentials:
@@ -149,6 +151,12 @@ class Settings(BaseSettings):
     # How many usable photos are looked for among a job's URLs (in order, up to IMAGE_URLS_MAX) before
     # the best is meshed: each photo checked costs a download and a U²-Net pass.
     photo_candidates: int = Field(default=4, ge=1, le=32)
+
+    # --- the asset's check against its photo (docs/quality-check.md) -------------------------
+    # off: no check; report: measure only; review: complete a job under the thresholds with
+    # quality.verdict "review" and its reasons; strict: fail it. review and strict first try the
+    # next preset once where a finer grid may help.
+    quality_check: QualityCheckMode = "review"
 
     # --- storage ---------------------------------------------------------------------------
     storage_backend: Literal["supabase", "local"] = "supabase"

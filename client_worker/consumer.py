@@ -34,6 +34,7 @@ from client_worker.jobs.limits import MessageLimits
 from client_worker.jobs.queue import Delivery, JobQueue, Run, Writes, combined
 from client_worker.memory import release_memory
 from client_worker.metrics import Metrics
+from client_worker.pipeline.quality_check import QUALITY_KEY
 from client_worker.pipeline.stages import Stage
 from client_worker.processing import JobProcessor, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
@@ -195,7 +196,8 @@ class Consumer:
     async def _complete(self, run: Run, message: TaskMessage, model_url: str, metadata: dict[str, object]) -> None:
         job_id = run.job_id
         event = StatusEvent(job_id, "completed", model_url=model_url, metadata=metadata)
-        result = {"job_id": job_id, "status": "completed", "model_url": model_url}
+        result = {"job_id": job_id, "status": "completed", "model_url": model_url,
+                  **({QUALITY_KEY: metadata[QUALITY_KEY]} if QUALITY_KEY in metadata else {})}
         writes = combined(
             self.status.writes(event),
             self.records.forget(job_id),

@@ -4,7 +4,8 @@ Only with `RESULT_BACKEND_URL` set (the producers' `result_backend`, a Redis URL
 what Celery's Redis backend writes: the key `celery-task-meta-<task_id>` holding the JSON meta
 `{status, result, traceback, children, date_done, task_id}` for `RESULT_EXPIRES_S`, and a
 pub/sub message with the same meta on a channel of the same name (see docs/facts.md,
-"Celery canvas and results"). Success carries `{job_id, status, model_url}`; a failure carries an exception in
+"Celery canvas and results"). Success carries `{job_id, status, model_url}` (and `quality`, the asset's check,
+docs/webhooks.md); a failure carries an exception in
 Celery's JSON form, which `get()` raises with the job's error message.
 
 The meta goes first into an outbox hash in the broker's Redis, inside the transaction that

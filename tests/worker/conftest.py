@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from redis.asyncio import Redis
 
 from client_worker.config import Settings, load_settings
@@ -57,6 +58,21 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def backend_url(redis_url: str) -> str:
+    """The producers' Celery result backend: another database of the same server."""
+    return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+@pytest.fixture
+def celery_producer(redis_url: str, backend_url: str) -> Iterator[Celery]:
+    """The backend's Celery app (a real `celery` client) with a result backend, sending to our queue."""
+    app = Celery("backend", broker=redis_url, backend=backend_url)
+    app.conf.update(task_default_queue="celery", result_expires=600)
+    yield app
+    app.close()
 
 
 @pytest.fixture

@@ -35,16 +35,9 @@ def job(job_id: str, image_urls: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def backend_url(redis_url: str) -> str:
-    """The producers' result backend: another database of the same server."""
-    return redis_url.rsplit("/", 1)[0] + "/1"
-
-
-@pytest.fixture
-def producer(redis_url: str, backend_url: str) -> Iterator[Celery]:
+def producer(celery_producer: Celery, redis_url: str) -> Iterator[Celery]:
     """The backend's Celery app, with a result backend, plus the follow-up tasks its other worker runs."""
-    app = Celery("backend", broker=redis_url, backend=backend_url)
-    app.conf.update(task_default_queue="celery", result_expires=600)
+    app = celery_producer
     notes = redis.Redis.from_url(redis_url)
 
     @app.task(name="tests.model_url", shared=False)
@@ -57,7 +50,6 @@ def producer(redis_url: str, backend_url: str) -> Iterator[Celery]:
 
     yield app
     notes.close()
-    app.close()
 
 
 @pytest.fixture
