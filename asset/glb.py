@@ -22,18 +22,21 @@ What glTF adds to the prepared mesh (``asset.mesh_preparation``) and its materia
 
 The document and its chunks are pygltflib's: a third of the time trimesh's exporter took, which
 hashed and bounded every array (bench.postprocess --anchors). This is the only module that knows
-glTF's encoding, and with ``glb_summary`` the only one that reads it back.
+glTF's encoding, and with ``glb_summary`` and ``read_glb`` the only one that reads it back.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import pygltflib as gltf
+from PIL import Image
 
-from asset.material import DEFAULT_MATERIAL, METALLIC, Material, srgb_to_linear
+from asset.material import DEFAULT_MATERIAL, METALLIC, Material, linear_to_srgb, srgb_to_linear
 from asset.mesh_preparation import PreparedMesh
 
 EXTENSION = ".glb"
@@ -41,6 +44,9 @@ CONTENT_TYPE = "model/gltf-binary"
 
 _GLB_MAGIC = b"glTF"
 _JSON_CHUNK = 0x4E4F534A
+_BIN_CHUNK = 0x004E4942
+_COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
+_WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
 
 
 def write_glb(mesh: PreparedMesh, material: Material = DEFAULT_MATERIAL) -> bytes:
@@ -152,3 +158,118 @@ def read_glb_json(data: bytes) -> dict:
     if version != 2 or length != len(data) or chunk_type != _JSON_CHUNK:
         raise ValueError(f"malformed GLB header (version {version}, length {length} of {len(data)})")
     return json.loads(data[20 : 20 + chunk_length])
+
+
+@dataclass(frozen=True)
+class GlbMesh:
+    """What a GLB holds for a viewer to draw: its triangles with every node's transform applied.
+
+    ``positions`` float64 [V, 3] in the file's (glTF) frame, ``triangles`` int64 [F, 3]; ``uvs``
+    float32 [V, 2] (glTF convention, (0, 0) the image's top-left) and ``texture`` uint8 sRGB [H, W, 3]
+    of the base colour, or ``colors`` uint8 sRGB [V, 3] from ``COLOR_0``; None where the file has none.
+    """
+
+    positions: np.ndarray
+    triangles: np.ndarray
+    uvs: np.ndarray | None
+    texture: np.ndarray | None
+    colors: np.ndarray | None
+
+
+def read_glb(data: bytes, *, texture_side: int = 0) -> GlbMesh:
+    """The one triangle primitive of a GLB as a viewer sees it (node transforms applied); the texture
+    is decoded at the smallest of JPEG's reduced scales (or PNG's integer reductions) that keeps at
+    least ``texture_side`` texels a side (0: full size), which is much faster than a full decode.
+
+    Raises:
+        ValueError: not a GLB, or not one primitive of triangles.
+    """
+    document = read_glb_json(data)
+    binary = _binary_chunk(data)
+    primitives = [(index, primitive) for index, mesh in enumerate(document.get("meshes", []))
+                  for primitive in mesh["primitives"]]
+    if len(primitives) != 1 or primitives[0][1].get("mode", 4) != 4:
+        raise ValueError(f"the GLB holds {len(primitives)} primitives; one of triangles was expected")
+    mesh_index, primitive = primitives[0]
+    attributes = primitive["attributes"]
+    positions = _accessor(document, binary, attributes["POSITION"]).astype(np.float64)
+    transform = _mesh_transform(document, mesh_index)
+    # Not ``@``: a BLAS product of this size costs more in its threads' start-up than it computes.
+    positions = np.einsum("ij,kj->ik", positions, transform[:3, :3]) + transform[:3, 3]
+    triangles = _accessor(document, binary, primitive["indices"]).astype(np.int64).reshape(-1, 3)
+    uvs = _accessor(document, binary, attributes["TEXCOORD_0"]) if "TEXCOORD_0" in attributes else None
+    colors = None
+    if "COLOR_0" in attributes:
+        color = _accessor(document, binary, attributes["COLOR_0"])[:, :3]
+        colors = linear_to_srgb(color / 255.0 if color.dtype == np.uint8 else color)
+    material = document["materials"][primitive["material"]] if "material" in primitive else {}
+    texture_info = material.get("pbrMetallicRoughness", {}).get("baseColorTexture")
+    texture = None
+    if texture_info is not None:
+        image = document["images"][document["textures"][texture_info["index"]]["source"]]
+        texture = _decoded(_view(document, binary, image["bufferView"]), texture_side)
+    return GlbMesh(positions, triangles, uvs, texture, colors)
+
+
+def _binary_chunk(data: bytes) -> memoryview:
+    json_length = struct.unpack_from("<I", data, 12)[0]
+    offset = 20 + json_length
+    length, kind = struct.unpack_from("<II", data, offset)
+    if kind != _BIN_CHUNK:
+        raise ValueError("malformed GLB: the second chunk is not the binary buffer")
+    return memoryview(data)[offset + 8 : offset + 8 + length]
+
+
+def _view(document: dict, binary: memoryview, index: int) -> memoryview:
+    view = document["bufferViews"][index]
+    start = view.get("byteOffset", 0)
+    return binary[start : start + view["byteLength"]]
+
+
+def _accessor(document: dict, binary: memoryview, index: int) -> np.ndarray:
+    accessor = document["accessors"][index]
+    dtype = np.dtype(_COMPONENTS[accessor["componentType"]])
+    width = _WIDTHS[accessor["type"]]
+    view = document["bufferViews"][accessor["bufferView"]]
+    stride = view.get("byteStride", dtype.itemsize * width)
+    raw = _view(document, binary, accessor["bufferView"])[accessor.get("byteOffset", 0):]
+    rows = np.ndarray((accessor["count"], width), dtype=dtype, buffer=raw, strides=(stride, dtype.itemsize))
+    return np.array(rows)
+
+
+def _mesh_transform(document: dict, mesh_index: int) -> np.ndarray:
+    """The world matrix of the node that draws the mesh: its transform and its parents', from the scene's roots."""
+    nodes = document.get("nodes", [])
+    pending = [(root, np.eye(4)) for root in document["scenes"][document.get("scene", 0)]["nodes"]]
+    while pending:
+        index, parent = pending.pop()
+        node = nodes[index]
+        world = parent @ _local_matrix(node)
+        if node.get("mesh") == mesh_index:
+            return world
+        pending.extend((child, world) for child in node.get("children", []))
+    raise ValueError("no node of the GLB's scene draws its mesh")
+
+
+def _local_matrix(node: dict) -> np.ndarray:
+    if "matrix" in node:
+        return np.asarray(node["matrix"], dtype=np.float64).reshape(4, 4).T  # glTF stores columns first
+    x, y, z, w = node.get("rotation", (0.0, 0.0, 0.0, 1.0))
+    rotation = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                         [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                         [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation * np.asarray(node.get("scale", (1.0, 1.0, 1.0)))
+    matrix[:3, 3] = node.get("translation", (0.0, 0.0, 0.0))
+    return matrix
+
+
+def _decoded(encoded: memoryview, side: int) -> np.ndarray:
+    """An embedded image as uint8 RGB, reduced while it keeps at least ``side`` pixels a side."""
+    with Image.open(io.BytesIO(encoded)) as image:
+        if side:
+            image.draft("RGB", (side, side))  # JPEG only: decodes at 1/2, 1/4 or 1/8 scale
+            factor = min(image.size) // side
+            reduced = image.reduce(factor) if factor > 1 else image
+            return np.asarray(reduced.convert("RGB"))
+        return np.asarray(image.convert("RGB"))

@@ -79,3 +79,10 @@ def srgb_to_linear(colors: np.ndarray) -> np.ndarray:
     (IEC 61966-2-1). glTF vertex colours and USD colour values are linear."""
     srgb = np.asarray(colors, dtype=np.float64) / 255.0
     return np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(colors: np.ndarray) -> np.ndarray:
+    """Linear floats in [0, 1] as 8-bit sRGB colours: :func:`srgb_to_linear` inverted, rounded."""
+    linear = np.clip(np.asarray(colors, dtype=np.float64), 0.0, 1.0)
+    srgb = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
+    return np.round(srgb * 255.0).astype(np.uint8)

@@ -34,6 +34,9 @@ from asset.material import Material, TextureFormat
 from asset.real_size import RealSize
 from img2mesh.errors import EmptyMesh
 
+GLTF_AXES = [1, 2, 0]
+"""The TripoSR axis each glTF axis is, ``(x, y, z) → (y, z, x)``: the one home of the conversion."""
+
 #: Vertex normals shorter than this (a vertex whose faces cancel out) get +Y instead: glTF
 #: requires unit-length normals and the Khronos validator fails the file otherwise.
 _MIN_NORMAL_LENGTH = 1e-6
@@ -103,12 +106,27 @@ def prepare_mesh(
     """
     positions, triangles, colors = _checked_arrays(vertices, faces, vertex_colors)
     texture_uvs, image = _checked_texture(uvs, texture, len(positions))
-    positions = positions[:, [1, 2, 0]]
+    positions = positions[:, GLTF_AXES]
     triangles, used = _drop_degenerate(positions, triangles)
     positions, colors = positions[used], colors[used]
     texture_uvs = texture_uvs[used] if texture_uvs is not None else None
     positions = _place(positions, size)
     return PreparedMesh(positions, triangles, colors, _seamless_normals(positions, triangles), texture_uvs, image)
+
+
+def triposr_positions(positions: np.ndarray, world_low: np.ndarray, world_high: np.ndarray) -> np.ndarray:
+    """Positions of a prepared mesh (glTF frame, placed, in metres) back in the TripoSR world frame.
+
+    ``world_low`` and ``world_high`` are the corners of the TripoSR-frame box of the mesh it was
+    prepared from: the axes go back by the inverse of ``GLTF_AXES``, the placement and the real size
+    by mapping the box onto that one (one scale, as :func:`prepare_mesh` scales). Whatever a writer
+    did to the positions besides (a mirror, a turn) stays in them, which is what a check of the
+    written file wants to see.
+    """
+    triposr = np.asarray(positions, dtype=np.float64)[:, np.argsort(GLTF_AXES)]
+    low, high = triposr.min(axis=0), triposr.max(axis=0)
+    scale = float(np.max(np.asarray(world_high) - np.asarray(world_low)) / np.max(high - low))
+    return (triposr - low) * scale + np.asarray(world_low, dtype=np.float64)
 
 
 def _checked_arrays(

@@ -174,8 +174,14 @@ def _encoder_ceiling(model: torch.nn.Module, image: torch.Tensor, torch_ms: floa
         seconds.append(time.perf_counter() - started)
     gemm = 2 * rows * inner * columns * repeats / statistics.median(seconds[1:]) / 1e9
     achieved = flops / (torch_ms / 1000) / 1e9
-    return {"gflop": round(flops / 1e9, 1), "torch_gflops": round(achieved, 1), "gemm_gflops": round(gemm, 1),
+    # Four significant figures, not a fixed decimal: on a busy machine torch's rate can be a few
+    # GFLOP/s, where rounding to 0.1 would already move their ratio by a couple of percent.
+    return {"gflop": _figures(flops / 1e9), "torch_gflops": _figures(achieved), "gemm_gflops": _figures(gemm),
             "torch_share": round(achieved / gemm, 3), "max_fp32_speedup": round(gemm / achieved, 3)}
+
+
+def _figures(value: float) -> float:
+    return float(f"{value:.4g}")
 
 
 def _encoder_run(engine: object, feed: dict[str, np.ndarray]) -> Run:

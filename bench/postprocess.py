@@ -19,7 +19,9 @@ work is timed:
   preset's resolution, then ``img2mesh.texture_baking.bake`` at its triangle budget and texture
   size, each of bake's steps timed by name, then the colour query of the final vertices.
 * **Writers.** The worker's ``asset`` steps: mesh preparation, GLB, USDZ (in the preset's texture
-  format) and the poster.
+  format) and the poster, and the check of the written GLB against the photo
+  (``client_worker.pipeline.quality_check.measure_quality``), here against the mug's own front view
+  as the framed photo Triton would return.
 
 Each step reports the process's CPU time (all its threads: a library's worker threads count) and
 the wall time; figures are medians over ``--rounds`` after one warm-up round. ``--jobs N`` then
@@ -47,20 +49,23 @@ from pathlib import Path
 
 import numpy as np
 
+from asset.front_view import Box, front_view
 from asset.material import Material
 from asset.mesh_preparation import prepare_mesh
 from bench.anchors import NO_ANCHOR, JobInputs, measure_anchors
-from client_worker.pipeline.photo_to_asset import MODEL_FILE, PREPARE_STEP, USDZ_FILE, WRITERS
+from client_worker.pipeline.photo_to_asset import MODEL_FILE, PREPARE_STEP, QUALITY_TIMING, USDZ_FILE, WRITERS
 from client_worker.pipeline.presets import PRESETS, Preset
+from client_worker.pipeline.quality_check import measure_quality
 from img2mesh import texture_baking
-from img2mesh.contract import DECODER, ENSEMBLE, IMAGE, MESH_INFO, MESHER, THRESHOLD
+from img2mesh.contract import DECODER, ENSEMBLE, FOREGROUND_RATIO, FRAMED_SIZE, IMAGE, MESH_INFO, MESHER, THRESHOLD
 from img2mesh.mesh_extraction import Surface, colors_to_uint8, extract_surface
 
 BAKE_STEPS = ("decimate", "unwrap", "rasterize", "texel_points", "pad")
 """The functions of ``img2mesh.texture_baking`` that ``bake`` runs, timed one by one."""
 MESHER_STEPS = ("surface", *BAKE_STEPS, "bake_other")
-WRITER_STEPS = (PREPARE_STEP, *(writer.role for writer in WRITERS))
-"""The worker's steps as the pipeline runs them (``photo_to_asset.WRITERS``), each file under its role."""
+WRITER_STEPS = (PREPARE_STEP, *(writer.role for writer in WRITERS), QUALITY_TIMING)
+"""The worker's steps as the pipeline runs them (``photo_to_asset.WRITERS``, each file under its
+role, then the check of the written files)."""
 SCALING_RESOLUTIONS = (128, 192, 256, 320, 384)
 SCALING_BUDGETS = (20_000, 60_000, 100_000, 200_000)
 SCALING_TEXTURES = (512, 1024, 2048)
@@ -170,11 +175,24 @@ def writer_job(preset: Preset, baked: texture_baking.BakedMesh, clock: Clock) ->
     colors = colors_to_uint8(mug_color(baked.vertices))
     with clock.step(PREPARE_STEP):
         mesh = prepare_mesh(baked.vertices, baked.faces, colors, uvs=baked.uvs, texture=baked.texture)
-    sizes = {}
+    sizes, written = {}, {}
     for writer in WRITERS:
         with clock.step(writer.role):
-            sizes[writer.role] = len(writer.write(mesh, material))
+            written[writer.role] = writer.write(mesh, material)
+        sizes[writer.role] = len(written[writer.role])
+    photo = framed_photo(baked, colors)
+    with clock.step(QUALITY_TIMING):
+        measure_quality(written[MODEL_FILE], photo, baked.vertices.min(axis=0), baked.vertices.max(axis=0))
     return sizes
+
+
+def framed_photo(baked: texture_baking.BakedMesh, colors: np.ndarray) -> np.ndarray:
+    """The mug's own front view as TripoSR frames a photo (``FOREGROUND_RATIO`` of the square), RGBA:
+    what ``FRAMED_PHOTO`` would be for a photo of it."""
+    margin = FRAMED_SIZE * (1 - FOREGROUND_RATIO.default) / 2
+    frame = Box(margin, margin, FRAMED_SIZE - margin, FRAMED_SIZE - margin)
+    view = front_view(baked.vertices, baked.faces, frame, FRAMED_SIZE, colors=colors)
+    return np.dstack([view.colors, np.where(view.covered, 255, 0).astype(np.uint8)])
 
 
 def measure(preset: Preset, rounds: int) -> dict:

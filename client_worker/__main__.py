@@ -1,17 +1,19 @@
 """Command line: `python -m client_worker {run,generate,enqueue,healthcheck,dead-letters}`.
 
 * `run` — the Redis worker (configuration from the environment, see `.env.example`).
-* `generate IMAGE_OR_URL -o DIR/NAME.glb [--preset] [--triton-url]` — one image through Triton to
-  the asset's files, without Redis or storage: the same pipeline core and files as a queued job.
-  The path names the GLB; the USDZ is written beside it with the same stem (`DIR/NAME.usdz`), and
-  the poster as `DIR/poster.png`.
+* `generate IMAGE_OR_URL -o DIR/NAME.glb [--preset] [--quality-check] [--triton-url]` — one image
+  through Triton to the asset's files, without Redis or storage: the same pipeline core and files as
+  a queued job, checked against the photo as a job's are (`QUALITY_CHECK`; the JSON it prints has the
+  `quality` object). The path names the GLB; the USDZ is written beside it with the same stem
+  (`DIR/NAME.usdz`), and the poster as `DIR/poster.png`.
 * `check-photos URL_OR_PATH... [--json] [--triton-url]` — each photo's measures and problems from
   Triton's `photo_check`, and the one a job would mesh under `PHOTO_CHECK` (docs/photo-check.md);
   exit 0 when one would be, 1 when the job would fail.
 * `enqueue URL... [--shop --product-id --variant-id --quality --wait S]` — push a job in the
   integration guide's "Manually Queue a Test Job" format, for local use.
-* `healthcheck` — exit 0 when a worker of this host (`WORKER_NAME`) has a live heartbeat in
-  Redis, 1 otherwise; for container orchestrators.
+* `healthcheck [--fail-on-stranded]` — exit 0 when a worker of this host (`WORKER_NAME`) has a
+  live heartbeat in Redis, 1 otherwise; for container orchestrators. With `--fail-on-stranded`, also
+  1 while messages wait in priority lists the worker does not read (a readiness probe).
 * `dead-letters {list,replay} [--rejected]` — what the worker moved aside (failed jobs, or with
   `--rejected` the messages it could not take): list them as JSON lines, or replay some
   (`--index N`, `--job-id ID`, `--all`) onto the queue (docs/runbook.md, "Rejected and dead-letter messages").
@@ -26,9 +28,9 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, get_args
 
-from client_worker.config import ConfigError, Settings, load_settings
+from client_worker.config import ConfigError, QualityCheckMode, Settings, load_settings
 from client_worker.errors import JobError
 from client_worker.jobs.keys import RedisKeys
 from client_worker.pipeline.presets import PRESETS, get_preset
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument("-o", "--output", required=True, type=Path,
                           help="GLB file to write; the .usdz with the same stem and poster.png go beside it")
     generate.add_argument("--preset", choices=sorted(PRESETS), help="quality preset (default: DEFAULT_PRESET)")
+    generate.add_argument("--quality-check", choices=get_args(QualityCheckMode),
+                          help="what the check against the photo decides (default: QUALITY_CHECK)")
     generate.add_argument("--triton-url", help="Triton gRPC host:port (default: TRITON_URL)")
     generate.add_argument("--model-version", help="pin a model version (default: TRITON_MODEL_VERSION, or latest)")
 
@@ -67,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     enqueue.add_argument("--wait", type=float, default=0, metavar="SECONDS",
                          help="wait up to SECONDS for a final status and print it")
 
-    commands.add_parser("healthcheck", help="exit 0 if a worker of this host is alive")
+    health = commands.add_parser("healthcheck", help="exit 0 if a worker of this host is alive")
+    health.add_argument("--fail-on-stranded", action="store_true",
+                        help="exit 1 also while messages wait in priority lists the worker does not read "
+                             "(for a readiness probe; docs/runbook.md, \"Stranded messages\")")
 
     dead_letters = commands.add_parser("dead-letters", help="list or replay failed jobs and rejected messages")
     dead_letters.add_argument("action", choices=["list", "replay"])
@@ -80,10 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     chosen.add_argument("--all", action="store_true", help="replay every record")
 
     args = parser.parse_args(argv)
+    from redis.exceptions import RedisError
+
+    from client_worker.startup import redis_problem
+
     try:
         if args.command == "run":
             return _run()
         settings = load_settings()
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    try:
         if args.command == "generate":
             return asyncio.run(_generate(settings, args))
         if args.command == "check-photos":
@@ -92,21 +107,24 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_enqueue(settings, args))
         if args.command == "dead-letters":
             return asyncio.run(_dead_letters(settings, args))
-        return asyncio.run(_healthcheck(settings))
-    except ConfigError as error:
-        print(error, file=sys.stderr)
-        return 2
+        return asyncio.run(_healthcheck(settings, fail_on_stranded=args.fail_on_stranded))
+    except RedisError as error:  # enqueue, dead-letters: Redis unreachable, said in one line
+        problem = redis_problem(error, "REDIS_URL", settings.redis_url)
+        print(f"{args.command} failed: {Redaction.of(settings)(problem)}", file=sys.stderr)
+        return 1
 
 
 def _run() -> int:
     from client_worker.logs import configure_logging
     from client_worker.worker import run_worker
 
+    from client_worker.startup import StartupError
+
     settings = load_settings(require_storage=True)
     configure_logging(settings.log_level, Redaction.of(settings))
     try:
         asyncio.run(run_worker(settings))
-    except JobError as error:  # Triton not ready at start-up
+    except StartupError as error:  # a dependency failed at start: one line (client_worker/startup.py)
         print(f"worker not started: {Redaction.of(settings)(str(error))}", file=sys.stderr)
         return 1
     return 0
@@ -119,6 +137,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     from client_worker.download import DownloadLimits, download_first_image
     from client_worker.pipeline.photo_to_asset import MODEL_FILE, POSTER_FILE, AssetPipeline
     from client_worker.pipeline.inference import TritonMeshClient
+    from client_worker.pipeline.quality_check import QUALITY_KEY
     from img2mesh.errors import InvalidInput
 
     preset = get_preset(args.preset or settings.default_preset)
@@ -133,7 +152,7 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
         else:
             image = Path(args.image).read_bytes()
         await client.wait_ready(settings.triton_ready_timeout_s)
-        asset = await pipeline.make(image, preset)
+        asset = await pipeline.make(image, preset, quality_check=args.quality_check or settings.quality_check)
     except (JobError, InvalidInput, OSError) as error:
         print(f"generate failed: {Redaction.of(settings)(str(error))}", file=sys.stderr)
         return 1
@@ -149,10 +168,10 @@ async def _generate(settings: Settings, args: argparse.Namespace) -> int:
     details = asset.details
     print(json.dumps({
         "output": written[MODEL_FILE], "files": written, "bytes": details["file_size_bytes"],
-        "vertices": details["vertex_count"], "faces": details["face_count"], "preset": preset.name,
+        "vertices": details["vertex_count"], "faces": details["face_count"], "preset": details["preset"],
         "model": details["model_name"], "model_version": details["model_version"],
         "weights_version": details["weights_version"], "background_removal": details["background_removal"],
-        "seconds": round(time.perf_counter() - started, 2),
+        QUALITY_KEY: details[QUALITY_KEY], "seconds": round(time.perf_counter() - started, 2),
     }))
     return 0
 
@@ -245,21 +264,23 @@ async def _enqueue(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _healthcheck(settings: Settings) -> int:
+async def _healthcheck(settings: Settings, *, fail_on_stranded: bool = False) -> int:
     from redis.asyncio import Redis
     from redis.exceptions import RedisError
 
     from client_worker.jobs.priorities import PriorityLists, stranded_messages
+    from client_worker.startup import redis_problem
 
     keys = RedisKeys(settings.key_prefix)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
     try:
         members = [member.decode() for member in await redis.smembers(keys.workers())]
         ours = [member for member in members if member.startswith(f"{settings.worker_name}:")]
         alive = [member for member in ours if await redis.exists(keys.heartbeat(member))]
         stranded = await stranded_messages(redis, PriorityLists.from_settings(settings), settings.queue_name)
     except (RedisError, OSError) as error:
-        print(f"unhealthy: Redis unreachable ({Redaction.of(settings)(str(error))})", file=sys.stderr)
+        print(f"unhealthy: {Redaction.of(settings)(redis_problem(error, 'REDIS_URL', settings.redis_url))}",
+              file=sys.stderr)
         return 1
     finally:
         await redis.aclose()
@@ -268,9 +289,15 @@ async def _healthcheck(settings: Settings) -> int:
         return 1
     report: dict[str, object] = {"healthy": True, "workers": alive}
     if stranded.lists:
-        # Still healthy: a restart cannot fix a setting, and the worker serves the lists it reads.
+        # Healthy unless asked otherwise: a restart cannot fix a setting, and the worker serves the
+        # lists it reads; a readiness probe may ask, to show the stranded work (docs/runbook.md).
         report["stranded_messages"] = stranded.shown()
         report["advice"] = stranded.advice(settings)
+        if fail_on_stranded:
+            report["healthy"] = False
+            print(json.dumps(report))
+            print(f"unhealthy: {stranded.advice(settings)}", file=sys.stderr)
+            return 1
     print(json.dumps(report))
     return 0
 

@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from client_worker.backoff import Backoff
 from client_worker.errors import JobError
+from client_worker.logs import OutageLog
 from client_worker.metrics import Metrics
 from client_worker.pipeline.photo_to_asset import Asset, StageListener, timed_stage
 from client_worker.pipeline.content_address import ContentAddress
@@ -54,6 +55,10 @@ third of it, so a maker survives two lost renewals (a Redis blip) before its mar
 WAITING = Backoff(base_s=0.05, max_s=1.0)
 """How soon a job waiting for another's asset looks again: soon at first (a copy takes a moment
 and the maker may be nearly done), then at most once a second (two Redis reads per waiting job)."""
+
+
+Storing = Callable[[Sequence[str]], Awaitable[None]]
+"""Told the storage keys of a job's copies before they are written."""
 
 
 class CacheError(Exception):
@@ -123,9 +128,14 @@ class AssetReuse:
             await flight.land()
 
     async def copy(self, cached: CachedAsset, address: ContentAddress, stem: str, timings_ms: dict[str, float],
-                   listener: StageListener) -> Copies | None:
-        """Copies of ``cached``'s files under ``stem``, or None when copying failed: run the model."""
+                   listener: StageListener, storing: Storing | None = None) -> Copies | None:
+        """Copies of ``cached``'s files under ``stem``, or None when copying failed: run the model.
+
+        ``storing`` is awaited with the keys of the copies before any is written (the job notes them,
+        to remove them should it fail)."""
         urls: dict[str, str] = {}
+        if storing is not None:
+            await storing([stem + extension for extension in cached.extensions.values()])
         try:
             async with timed_stage(Stage.COPY, timings_ms, listener):
                 for role, extension in cached.extensions.items():
@@ -182,11 +192,14 @@ class Flight:
         """The address this job claimed and the task renewing its marker."""
 
     async def copies(self, address: ContentAddress, stem: str, timings_ms: dict[str, float],
-                     listener: StageListener) -> Copies | None:
-        """Copies of the asset cached for ``address`` under ``stem``, or None: run the model.
+                     listener: StageListener, storing: Storing | None = None,
+                     vet: Callable[[dict[str, Any]], None] | None = None) -> Copies | None:
+        """Copies of the asset cached for ``address`` under ``stem``, or None: run the model
+        (``storing``: as `AssetReuse.copy`'s).
 
         While another job makes the asset of ``address``, this waits for its entry (the job's
-        deadline bounds the wait); a miss claims the address for this job.
+        deadline bounds the wait); a miss claims the address for this job. ``vet`` sees a hit's
+        details before its files are copied, and may raise to refuse them for this job.
         """
         if not self.reuse.enabled:
             return None
@@ -199,7 +212,9 @@ class Flight:
         if cached is None:
             self.reuse.count("miss")
             return None
-        return await self.reuse.copy(cached, address, stem, timings_ms, listener)
+        if vet is not None:
+            vet(cached.details)
+        return await self.reuse.copy(cached, address, stem, timings_ms, listener, storing)
 
     async def _entry(self, address: str) -> CachedAsset | None:
         """The entry of ``address``, once no other job is making it; None when this job claimed it."""
@@ -217,13 +232,15 @@ class Flight:
         return cached
 
     async def _renew(self, address: str) -> None:
+        outage = OutageLog(log, "the asset cache's marker could not be renewed")
         while True:
             await asyncio.sleep(self.reuse.making_ttl_s / 3)
             try:
                 ours = await self.cache.renew(address, self.job_id, self.reuse.making_ttl_s)
             except CacheError as error:
-                log.warning("the asset cache's marker could not be renewed", extra={"error": str(error)})
+                outage.failed(error, job_id=self.job_id)
                 continue
+            outage.succeeded()
             if not ours:
                 log.warning("the asset cache's marker lapsed: another job may make the same asset",
                             extra={"job_id": self.job_id})

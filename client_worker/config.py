@@ -39,6 +39,8 @@ _HEX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 
 PhotoCheckMode = Literal["strict", "warn", "off"]
 """What the worker does with the photo check's verdicts (`PHOTO_CHECK`, docs/photo-check.md)."""
+QualityCheckMode = Literal["off", "report", "review", "strict"]
+"""What the worker does with the check of each asset against its photo (`QUALITY_CHECK`, docs/quality-check.md)."""
 
 
 class _Credentials:
@@ -146,8 +148,15 @@ class Settings(BaseSettings):
     # strict: mesh the best usable candidate, fail the job when none is; warn: mesh the best one
     # anyway and report its problems; off: mesh the first photo that downloads, unchecked.
     photo_check: PhotoCheckMode = "strict"
-    # How many of a job's image URLs are candidates: each costs a download and a U²-Net pass.
+    # How many usable photos are looked for among a job's URLs (in order, up to IMAGE_URLS_MAX) before
+    # the best is meshed: each photo checked costs a download and a U²-Net pass.
     photo_candidates: int = Field(default=4, ge=1, le=32)
+
+    # --- the asset's check against its photo (docs/quality-check.md) -------------------------
+    # off: no check; report: measure only; review: complete a job under the thresholds with
+    # quality.verdict "review" and its reasons; strict: fail it. review and strict first try the
+    # next preset once where a finer grid may help.
+    quality_check: QualityCheckMode = "review"
 
     # --- storage ---------------------------------------------------------------------------
     storage_backend: Literal["supabase", "local"] = "supabase"
@@ -166,6 +175,8 @@ class Settings(BaseSettings):
     webhook_attempts: int = Field(default=3, ge=1, le=10)
     webhook_retry_base_delay_s: float = Field(default=1.0, gt=0)
     webhook_redelivery_max_delay_s: float = Field(default=300.0, gt=0)
+    # Webhook requests one worker has in flight at most (the outbox drains this many at a time).
+    webhook_concurrency: int = Field(default=8, ge=1, le=256)
     status_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     status_text_max_chars: int = Field(default=2000, ge=200)
 

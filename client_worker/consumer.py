@@ -34,6 +34,7 @@ from client_worker.jobs.limits import MessageLimits
 from client_worker.jobs.queue import Delivery, JobQueue, Run, Writes, combined
 from client_worker.memory import release_memory
 from client_worker.metrics import Metrics
+from client_worker.pipeline.quality_check import QUALITY_KEY
 from client_worker.pipeline.stages import Stage
 from client_worker.processing import JobProcessor, StageFailure
 from client_worker.retry_policy import GiveUp, Retry, RetryPolicy
@@ -105,7 +106,7 @@ class Consumer:
             log.warning("message rejected", extra={"reason": str(rejection), "list": self.settings.rejected_list})
             return
         try:
-            job: Job | MalformedJob = parse_job(message)
+            job: Job | MalformedJob = parse_job(message, self.limits)
         except MalformedJob as malformed:
             if malformed.job_id is None:
                 await self._reject(delivery, str(malformed))
@@ -155,7 +156,7 @@ class Consumer:
             if refusal is not None:
                 await self._fail(run, message, run.attempt - 1, refusal, Stage.INTAKE)
                 return
-        await self._run_job(run, message, job)
+        await self._run_job(run, message, job, finishing)
 
     async def _reject(self, delivery: Delivery, reason: str) -> None:
         """Move a message that is not a job we can run to the rejected list, with ``reason``, and count it."""
@@ -168,7 +169,7 @@ class Consumer:
         self.metrics.jobs.labels("deferred").inc()
         log.info("job is busy; this copy is tried again later", extra={"job_id": job_id, "reason": reason})
 
-    async def _run_job(self, run: Run, message: TaskMessage, job: Job) -> None:
+    async def _run_job(self, run: Run, message: TaskMessage, job: Job, finishing: bool) -> None:
         self.metrics.in_flight.inc()
         log.info("job started", extra={"job_id": job.job_id, "attempt": run.attempt})
         try:
@@ -186,7 +187,7 @@ class Consumer:
             await self._confirmed(lambda: self.queue.release(run))
             self.metrics.jobs.labels("handed_back").inc()
         except StageFailure as failure:
-            await self._failed_attempt(run, message, failure)
+            await self._failed_attempt(run, message, failure, finishing)
         else:
             await self._complete(run, message, completed.model_url, completed.metadata)
         finally:
@@ -195,7 +196,8 @@ class Consumer:
     async def _complete(self, run: Run, message: TaskMessage, model_url: str, metadata: dict[str, object]) -> None:
         job_id = run.job_id
         event = StatusEvent(job_id, "completed", model_url=model_url, metadata=metadata)
-        result = {"job_id": job_id, "status": "completed", "model_url": model_url}
+        result = {"job_id": job_id, "status": "completed", "model_url": model_url,
+                  **({QUALITY_KEY: metadata[QUALITY_KEY]} if QUALITY_KEY in metadata else {})}
         writes = combined(
             self.status.writes(event),
             self.records.forget(job_id),
@@ -210,12 +212,20 @@ class Consumer:
         log.info("job completed", extra={"job_id": job_id, "model_url": model_url,
                                          "timings_ms": metadata.get("timings_ms")})
 
-    async def _failed_attempt(self, run: Run, message: TaskMessage, failure: StageFailure) -> None:
+    async def _failed_attempt(self, run: Run, message: TaskMessage, failure: StageFailure, finishing: bool) -> None:
+        """``finishing``: the run only had to complete a job whose files were all uploaded before."""
         decision = self.retries.after_failure(failure.error, run.attempt)
         if isinstance(decision, Retry):
             if decision.pause_intake:
                 self.on_triton_unavailable()
             await self._retry(run, failure, decision)
+        elif not finishing and await self._confirmed(lambda: self.records.uploaded(run.job_id)):
+            # Every file is uploaded and recorded (the attempt failed after that, at its deadline):
+            # a run that only completes it is better than failing it and removing the files.
+            await self._confirmed(lambda: self.queue.release(run))
+            self.metrics.jobs.labels("handed_back").inc()
+            log.warning("the job failed after all its files were uploaded; it is handed back to be completed",
+                        extra={"job_id": run.job_id, "error": str(failure.error)})
         else:
             await self._fail(run, message, run.attempt, decision, failure.stage, failure.details)
 
@@ -234,7 +244,9 @@ class Consumer:
 
     async def _fail(self, run: Run, message: TaskMessage, attempts: int, failure: GiveUp, stage: Stage,
                     details: dict[str, object] | None = None) -> None:
-        """``details``: what the failed attempt reports besides (the photo choice's report)."""
+        """Fail the job for good: dead-letter it with its status, and leave none of its files or
+        records behind (``attempt_records``, `discard`). ``details``: what the failed attempt
+        reports besides (the photo choice's report)."""
         job_id = run.job_id
         text = self.status.reportable(failure.message)
         event = StatusEvent(job_id, "failed", error_message=text,
@@ -244,11 +256,16 @@ class Consumer:
             self.results.failure([*_result_ids(message), *self.canvas.chained_task_ids(message)], text,
                                  expired=failure.kind == "expired"),
             self.canvas.after_failure(message),
+            self.records.discard(job_id),
         )
         if not await self._confirmed(lambda: self.queue.fail(run, message.delivery_id, text, attempts, writes)):
             self._overtaken(job_id)
             return
         self._announce(job_id)
+        try:
+            await self.records.remove_discarded(job_id)
+        except (RedisError, OSError) as error:  # the files wait in the discarded-files hash for maintenance
+            log.warning("the files of the failed job are removed later", extra={"job_id": job_id, "error": str(error)})
         self.metrics.jobs.labels("failed").inc()
         log.error("job failed", extra={"job_id": job_id, "kind": failure.kind, "stage": stage, "error": text})
 

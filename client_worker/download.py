@@ -142,11 +142,13 @@ async def download_first_image(
 
 
 async def download_each(
-    urls: Sequence[str], limits: DownloadLimits, client: httpx.AsyncClient
+    urls: Sequence[str], limits: DownloadLimits, client: httpx.AsyncClient, deadline: float | None = None,
 ) -> list[DownloadedImage | JobError]:
-    """Download all of ``urls`` at once, together within ``job_timeout_s``: each URL's image, or why
-    it gave none, in the order of ``urls`` (the caller bounds their number)."""
-    deadline = asyncio.get_running_loop().time() + limits.job_timeout_s
+    """Download all of ``urls`` at once, together within ``job_timeout_s`` (or before ``deadline``, on
+    the event loop's clock, when several calls share it): each URL's image, or why it gave none, in
+    the order of ``urls`` (the caller bounds their number)."""
+    if deadline is None:
+        deadline = asyncio.get_running_loop().time() + limits.job_timeout_s
 
     async def one(url: str) -> DownloadedImage | JobError:
         try:

@@ -39,6 +39,29 @@ class JsonFormatter(logging.Formatter):
         return self.redaction(json.dumps(line, default=str, ensure_ascii=False))
 
 
+class OutageLog:
+    """The log of one step that fails while a dependency is away (Redis, the backend, storage): an
+    expected outage, so one WARNING line per failure, without a stack trace, carrying `failures`,
+    how many times in a row the step failed. The lines thin out as the count grows (the 1st, 2nd,
+    4th, 8th … failure are logged), and the first success after failures says how many there were."""
+
+    def __init__(self, logger: logging.Logger, message: str) -> None:
+        self.logger = logger
+        self.message = message
+        self.failures = 0
+
+    def failed(self, error: BaseException, **extra: object) -> None:
+        self.failures += 1
+        if self.failures & (self.failures - 1) == 0:
+            self.logger.warning(self.message, extra={**extra, "error": str(error) or type(error).__name__,
+                                                     "failures": self.failures})
+
+    def succeeded(self) -> None:
+        if self.failures:
+            self.logger.info("working again after an outage", extra={"step": self.message, "failures": self.failures})
+            self.failures = 0
+
+
 def configure_logging(level: str = "INFO", redaction: Redaction | None = None) -> None:
     """Send every logger's records to stderr as JSON lines (replacing earlier handlers)."""
     handler = logging.StreamHandler(sys.stderr)

@@ -4,10 +4,15 @@
 "Photo choice"): `strict` meshes the best usable candidate and refuses the job, naming each photo
 and its problem, when none is usable; `warn` meshes the best candidate anyway and reports its
 problems; `off` meshes the first image that downloads, unchecked, as before the check existed.
-The first `PHOTO_CANDIDATES` URLs are downloaded together, within the download deadline, and
-checked together (Triton batches them); a candidate that fails to download or that Triton refuses
-only drops out. Best is: fewest problems, then the largest product (what framing has to enlarge
-least), then the most certain mask, then the job's own order.
+
+The rule: the URLs are tried in their order, all of them if need be (intake refuses a job with more
+than `IMAGE_URLS_MAX`), until `PHOTO_CANDIDATES` *usable* photos are found; the best of the photos
+checked is meshed. They go in rounds: as many URLs as usable photos are still wanted are downloaded
+together, within the job's one download deadline (`DOWNLOAD_JOB_TIMEOUT_S`), and checked together
+(Triton batches them); a URL that fails to download or that Triton refuses only drops out. So a
+job whose first four URLs are dead and whose fifth is good is meshed from the fifth, and a job of
+good photos costs `PHOTO_CANDIDATES` checks. Best is: fewest problems, then the largest product
+(what framing has to enlarge least), then the most certain mask, then the job's own order.
 """
 
 from __future__ import annotations
@@ -112,9 +117,9 @@ def report(photos: Sequence[CheckedPhoto], mode: PhotoCheckMode, chosen: Checked
     return {REPORT_KEY: described}
 
 
-def refusal(photos: Sequence[CheckedPhoto], unchecked: int) -> str:
+def refusal(photos: Sequence[CheckedPhoto], unchecked: int, limits: DownloadLimits) -> str:
     """Why none of ``photos`` can be meshed, naming each photo and its problem; ``unchecked``: how many
-    more URLs the job has."""
+    more URLs the job has, which the download deadline left unchecked."""
     if len(photos) == 1:
         message = f"photo {shown_url(photos[0].url)}: {photos[0].problems_text()}"
     else:
@@ -122,8 +127,22 @@ def refusal(photos: Sequence[CheckedPhoto], unchecked: int) -> str:
                            for index, photo in enumerate(photos, 1))
         message = f"none of the {len(photos)} photos can be used: {listed}"
     if unchecked:
-        message += f"; the other {unchecked} URLs were not checked (at most {len(photos)} are, PHOTO_CANDIDATES)"
+        message += (f"; the downloads of this job took longer than {limits.job_timeout_s:g} s in all "
+                    f"(DOWNLOAD_JOB_TIMEOUT_S), so the other {unchecked} URLs were not checked")
     return message
+
+
+@dataclass(frozen=True)
+class _Unannounced:
+    """A stage listener that records durations but announces no stage (a later round's)."""
+
+    listener: StageListener
+
+    async def started(self, stage: Stage) -> None:
+        """Not announced again."""
+
+    def finished(self, stage: Stage, seconds: float) -> None:
+        self.listener.finished(stage, seconds)
 
 
 class PhotoChoice:
@@ -163,20 +182,37 @@ class PhotoChoice:
             async with timed_stage(Stage.DOWNLOAD, timings_ms, listener):
                 image = await download_first_image(urls, self.limits, self.http)
             return ChosenPhoto(image.url, image.data, {REPORT_KEY: {"mode": mode}})
-        candidates = list(urls[: self.candidates])
-        async with timed_stage(Stage.DOWNLOAD, timings_ms, listener):
-            downloads = await download_each(candidates, self.limits, self.http)
-        failures = [(url, got) for url, got in zip(candidates, downloads) if isinstance(got, JobError)]
-        if len(failures) == len(candidates):
-            raise no_usable_image(urls, candidates, failures, self.limits, (self.candidates, "PHOTO_CANDIDATES"))
-        loaded = [got.data if isinstance(got, DownloadedImage) else got for got in downloads]
-        async with timed_stage(Stage.CHECK, timings_ms, listener):
-            photos = await self.check_all(list(zip(candidates, loaded)))
+        urls = list(urls[: self.limits.max_urls])  # intake refuses more; any other caller is bounded here
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.limits.job_timeout_s
+        photos: list[CheckedPhoto] = []
+        announce: StageListener = listener
+        while len(photos) < len(urls) and loop.time() < deadline:
+            wanted = self.candidates - sum(photo.usable for photo in photos)
+            if wanted <= 0:
+                break
+            round_ms: dict[str, float] = {}
+            batch = urls[len(photos): len(photos) + wanted]
+            async with timed_stage(Stage.DOWNLOAD, round_ms, announce):
+                downloads = await download_each(batch, self.limits, self.http, deadline)
+            loaded = [got.data if isinstance(got, DownloadedImage) else got for got in downloads]
+            if any(isinstance(got, bytes) for got in loaded):
+                async with timed_stage(Stage.CHECK, round_ms, announce):
+                    photos += await self.check_all(list(zip(batch, loaded)))
+            else:
+                photos += await self.check_all(list(zip(batch, loaded)))  # only failures: nothing to check
+            for stage, ms in round_ms.items():
+                timings_ms[stage] = round(timings_ms.get(stage, 0.0) + ms, 1)
+            announce = _Unannounced(listener)  # later rounds repeat stages the backend has heard of
+        if all(photo.data is None for photo in photos):
+            failures = [(photo.url, photo.failure) for photo in photos if photo.failure is not None]
+            raise no_usable_image(urls, urls, failures, self.limits)
         chosen = chosen_photo(photos, mode)
         if chosen is None or chosen.data is None:
-            message = refusal(photos, len(urls) - len(photos))
-            if any(isinstance(photo.failure, TransientJobError) for photo in photos):
-                raise TransientJobError(message)  # a candidate that could not be fetched now may be the usable one
+            unchecked = len(urls) - len(photos)
+            message = refusal(photos, unchecked, self.limits)
+            if unchecked or any(isinstance(photo.failure, TransientJobError) for photo in photos):
+                raise TransientJobError(message)  # a photo that could not be fetched now may be the usable one
             raise PhotoRefused(message, report(photos, mode, None))
         return ChosenPhoto(chosen.url, chosen.data, report(photos, mode, chosen))
 

@@ -6,13 +6,17 @@ from: it reports progress and keeps what it made through `AttemptRecords`, which
 implements (the Redis queue's is ``client_worker.attempt_records``). The expensive results survive
 a failed attempt: the finished files, and each URL once uploaded, are kept there, so a retry after
 a storage outage uploads the same bytes again instead of re-running the model, and a retry after a
-crash following the uploads does not upload at all. The photo is the best of the job's candidates
+crash following the uploads does not upload at all. Before a file is stored (uploaded, or copied
+from the asset cache) its key is noted there too, so that a job that ends failed leaves no file
+behind (the job source removes them, ``client_worker.attempt_records``). The photo is the best of the job's candidates
 (``client_worker.photo_choice``). A photo whose asset was already made (same
 content address: ``client_worker.asset_cache``) gets copies of those files instead of a model run,
 and an asset this job made is offered to later jobs once stored; jobs of one address that run at
 the same time wait for the first one's asset instead of running the model too. An error of the source itself
 (``source_errors``, e.g. Redis unreachable) is not a failure of the job: it propagates to the
-caller, which gives the attempt back. The whole attempt has a deadline (``JOB_TIMEOUT_S``).
+caller, which gives the attempt back. The whole attempt has a deadline (``JOB_TIMEOUT_S``). The
+files check themselves against the photo under the job's ``quality_check_mode`` or ``QUALITY_CHECK``
+(docs/quality-check.md); copies of a cached asset are judged again under this job's mode.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from client_worker.asset_cache import CACHE, AssetCache, AssetReuse, Flight
@@ -31,6 +36,7 @@ from client_worker.metrics import Metrics
 from client_worker.photo_choice import PhotoChoice, PhotoRefused
 from client_worker.pipeline.photo_to_asset import MODEL_FILE, Asset, AssetPipeline, timed_stage
 from client_worker.pipeline.presets import Preset, get_preset
+from client_worker.pipeline.quality_check import QUALITY_KEY, QualityRefused, refusal, rejudged
 from client_worker.pipeline.stages import PROGRESS, Stage
 from client_worker.storage import Storage, storage_stem
 from img2mesh.errors import InvalidInput
@@ -73,6 +79,10 @@ class AttemptRecords(Protocol):
     async def keep_url(self, job_id: str, role: str, url: str) -> None:
         """Keep the URL of one uploaded file."""
 
+    async def storing(self, job_id: str, keys: Sequence[str]) -> None:
+        """Note, before any of them is written (uploaded or copied), the storage keys that will hold
+        the job's files: a job that ends failed has them removed, so it leaves no files behind."""
+
 
 @dataclass
 class Completed:
@@ -96,8 +106,9 @@ class _Attempt:
     token: str
     stage: Stage = Stage.INTAKE
     ms: dict[str, float] = field(default_factory=dict)
-    photos: dict[str, Any] = field(default_factory=dict)
-    """The photo choice's report, once it has one (for the failed webhook too)."""
+    reported: dict[str, Any] = field(default_factory=dict)
+    """What the failed webhook reports besides: the photo choice's report once there is one, and the
+    quality check's when it refused the asset."""
 
     async def started(self, stage: Stage) -> None:
         self.stage = stage
@@ -106,6 +117,11 @@ class _Attempt:
 
     def finished(self, stage: Stage, seconds: float) -> None:
         self.processor.metrics.stage_seconds.labels(stage).observe(seconds)
+
+    def refused(self, refused: QualityRefused) -> QualityRefused:
+        """``refused`` (the check's verdict under ``strict``), its report kept for the failed webhook."""
+        self.reported = {**self.reported, **refused.report}
+        return refused
 
 
 class JobProcessor:
@@ -141,9 +157,9 @@ class JobProcessor:
             async with deadline, self.reuse.flight(job.job_id) as flight:
                 completed = await self._process(run, flight)
         except JobError as error:
-            raise StageFailure(run.stage, error, run.photos) from error
+            raise StageFailure(run.stage, error, run.reported) from error
         except InvalidInput as error:
-            raise StageFailure(run.stage, PermanentJobError(str(error)), run.photos) from error
+            raise StageFailure(run.stage, PermanentJobError(str(error)), run.reported) from error
         except self.source_errors:
             raise
         except Exception as error:  # a bug or an unmapped library error: retry; the log has the details
@@ -153,7 +169,7 @@ class JobProcessor:
             else:
                 log.exception("unexpected error", extra={"job_id": job.job_id, "stage": run.stage})
                 message = f"an internal error of the worker stopped the job at the {run.stage} stage"
-            raise StageFailure(run.stage, TransientJobError(message), run.photos) from error
+            raise StageFailure(run.stage, TransientJobError(message), run.reported) from error
         completed.metadata["timings_ms"]["total"] = round((time.perf_counter() - started) * 1000, 1)
         return completed
 
@@ -169,6 +185,7 @@ class JobProcessor:
             asset, urls = await self._make_asset(run, preset, stem, flight)
         pending = [file for file in asset.files if file.role not in urls]
         if pending:
+            await self.records.storing(job.job_id, [stem + file.extension for file in pending])
             async with timed_stage(Stage.UPLOAD, run.ms, run):
                 for file in pending:
                     urls[file.role] = await self.storage.upload(stem + file.extension, file.data, file.content_type)
@@ -187,18 +204,34 @@ class JobProcessor:
         try:
             photo = await self.photo_choice.choose(run.job.image_urls, run, run.ms, run.job.photo_check_mode)
         except PhotoRefused as refused:
-            run.photos = refused.report
+            run.reported = refused.report
             raise
-        run.photos = photo.report
+        run.reported = photo.report
         chosen = {"image_url": photo.url, **photo.report}
+        mode = run.job.quality_check_mode or self.settings.quality_check
         cache: dict[str, Any] = {}
         if self.reuse.enabled:  # the address asks Triton for its model versions: not when the cache is off
             address = await self.pipeline.address(photo.data, preset, size=run.job.real_size)
-            copies = await flight.copies(address, stem, run.ms, run)
+
+            def vet(cached: dict[str, Any]) -> None:
+                """Refuse, before copying, files this job's own mode would refuse (``strict``)."""
+                refused = refusal(rejudged(cached.get(QUALITY_KEY), mode))
+                if refused is not None:
+                    raise run.refused(refused)
+
+            copies = await flight.copies(address, stem, run.ms, run,
+                                         storing=lambda keys: self.records.storing(run.job.job_id, keys), vet=vet)
             if copies is not None:
-                return Asset((), {**copies.details, **chosen, "timings_ms": dict(run.ms)}), copies.urls
+                quality = rejudged(copies.details.get(QUALITY_KEY), mode)
+                details = {**copies.details, QUALITY_KEY: quality, **chosen, "timings_ms": dict(run.ms)}
+                return Asset((), details), copies.urls
             cache = {CACHE: self.reuse.made(address)}
-        made = await self.pipeline.make(photo.data, preset, run, size=run.job.real_size)
+        try:
+            made = await self.pipeline.make(photo.data, preset, run, size=run.job.real_size, quality_check=mode)
+        except QualityRefused as refused:
+            self.metrics.observe_quality(refused.report[QUALITY_KEY])
+            raise run.refused(refused) from None
+        self.metrics.observe_quality(made.details[QUALITY_KEY])
         asset = Asset(made.files, {**made.details, **chosen, **cache,
                                    "timings_ms": {**run.ms, **made.details["timings_ms"]}})
         await self.records.keep(run.job.job_id, asset)

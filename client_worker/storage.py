@@ -14,6 +14,7 @@ import re
 import tempfile
 import urllib.parse
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Protocol
 
 import httpx
@@ -36,6 +37,14 @@ class Storage(Protocol):
 
         Raises:
             PermanentJobError: there is no object ``source_key``, or the copy is refused.
+            TransientJobError: the storage is unavailable.
+        """
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove the objects ``keys``; one that does not exist is no error (a removal may be repeated).
+
+        Raises:
+            PermanentJobError: the storage refuses the removal (credentials).
             TransientJobError: the storage is unavailable.
         """
 
@@ -210,6 +219,31 @@ class SupabaseStorage:
             ) from error
         return await bucket.get_public_url(key)
 
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove ``keys`` from the bucket (``DELETE /storage/v1/object/{bucket}``, which skips keys
+        that hold nothing).
+
+        Raises:
+            PermanentJobError: Storage refuses the removal.
+            TransientJobError: timeouts, connection errors, 5xx and 429.
+        """
+        for key in keys:
+            _check_key(key)
+        if not keys:
+            return
+        bucket = (await self._supabase()).storage.from_(self.bucket)
+        try:
+            await bucket.remove(list(keys))
+        except StorageApiError as error:
+            status = str(error.status)
+            message = (f"Supabase bucket {self.bucket!r} did not remove {len(keys)} objects, "
+                       f"status {status} ({error.code}: {error.message})")
+            if status == "429" or status.startswith("5"):
+                raise TransientJobError(message) from error
+            raise PermanentJobError(message) from error
+        except httpx.TransportError as error:  # timeouts included
+            raise TransientJobError(f"removal of objects from Supabase bucket {self.bucket!r} failed: {error!r}") from error
+
     def _map_api_error(self, error: StorageApiError, key: str, size: int, content_type: str) -> Exception:
         """Turn storage3's error (status = the body's string ``statusCode``) into a job error."""
         status = str(error.status)
@@ -263,7 +297,6 @@ class LocalStorage:
             return target.as_uri()
         return f"{self.public_base_url}/{urllib.parse.quote(key)}"
 
-
     async def copy(self, source_key: str, key: str) -> str:
         """Write a copy of the file ``source_key`` under ``key`` (atomically) and return its URL.
 
@@ -276,6 +309,12 @@ class LocalStorage:
         except FileNotFoundError as error:
             raise PermanentJobError(f"there is no file {source_key!r} in {self.directory} to copy") from error
         return await self.upload(key, data, "")
+
+    async def delete(self, keys: Sequence[str]) -> None:
+        """Remove the files ``keys`` (a missing one is skipped)."""
+        paths = [self.directory.joinpath(*_check_key(key)) for key in keys]
+        for path in paths:
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

@@ -3,8 +3,9 @@
 Concurrency is asyncio: each of the `CONCURRENCY` loops claims a message and hands it to the
 consumer (``client_worker.consumer``), so several requests reach Triton at once and its dynamic
 batcher can combine them. Background loops keep the heartbeat (and the leases of running jobs)
-alive, promote due retries, recover dead workers' jobs, re-send undelivered webhooks and update
-the queue gauges.
+alive, promote due retries, recover dead workers' jobs, remove the files of failed jobs and update
+the queue gauges; the webhook outbox has a loop of its own (``status.webhook``), which drains at
+once when the backend answers again after an outage.
 
 When Triton goes away mid-run, the consumer's retry policy puts the affected jobs back without
 using up an attempt and tells this module, which pauses all loops until the model is ready again.
@@ -30,13 +31,16 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from wsgiref.simple_server import WSGIServer
 
 from asset.real_size import RealSize
 from client_worker.attempt_records import RedisAttemptRecords
 from client_worker.backoff import Backoff
 from client_worker.config import Settings
+from client_worker.errors import JobError
 from client_worker.jobs.celery_canvas import CeleryCanvas
 from client_worker.jobs.queue import JobQueue, instance_id
+from client_worker.logs import OutageLog
 from client_worker.metrics import Metrics
 from client_worker.pipeline.photo_to_asset import AssetPipeline
 from client_worker.pipeline.inference import TritonMeshClient
@@ -49,6 +53,7 @@ from client_worker.consumer import Consumer
 from client_worker.status.celery_results import CeleryResults
 from client_worker.status.store import StatusStore
 from client_worker.status.webhook import WebhookSender
+from client_worker.startup import StartupError, redis_problem
 from client_worker.storage import Storage, make_storage
 
 log = logging.getLogger(__name__)
@@ -81,7 +86,7 @@ class Worker:
         self.storage = storage or make_storage(settings)
         pipeline = AssetPipeline(self.inference, max_resolution=settings.max_resolution,
                                  default_size=RealSize(settings.default_largest_side_m))
-        self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks)
+        self.records = RedisAttemptRecords(self.redis, self.queue, self.status, self.webhooks, self.storage)
         cache = RedisAssetCache(self.redis, self.queue.keys, settings.asset_cache_ttl_s)
         self.photo_choice = PhotoChoice.from_settings(settings, self.inference, self.http)
         processor = JobProcessor(settings, pipeline, self.photo_choice, self.storage, self.records, cache, self.metrics,
@@ -93,6 +98,8 @@ class Worker:
         )
         self.stopping = asyncio.Event()
         self.triton_ready = asyncio.Event()
+        self.background_removal: dict[str, object] = {}
+        """The U²-Net Triton serves at start (``TritonMeshClient.background_removal``), for the ready log."""
         self._triton_down = asyncio.Event()
         self._closing = asyncio.Event()
 
@@ -103,23 +110,23 @@ class Worker:
             self.stopping.set()
 
     async def run(self) -> None:
+        """Run until a stop request; raises `StartupError` when a dependency fails at start (``startup``)."""
         log.info("worker starting", extra={"instance": self.instance, "settings": loggable_settings(self.settings)})
-        metrics_server = self.metrics.serve(self.settings.metrics_port)
+        metrics_server = None
         try:
-            await self.redis.ping()
-            await self.inference.wait_ready(self.settings.triton_ready_timeout_s)
-            await self.photo_choice.wait_ready(self.settings.triton_ready_timeout_s)
+            metrics_server = self._serve_metrics()
+            await self._check_dependencies()
             self.triton_ready.set()
-            await self.queue.register()
             background = [
                 asyncio.create_task(self._every(self.settings.heartbeat_interval_s, self._heartbeat)),
                 asyncio.create_task(self._every(self.settings.maintenance_interval_s, self._maintenance)),
                 asyncio.create_task(self._watch_triton()),
+                asyncio.create_task(self.webhooks.keep_delivering(self._closing)),
             ]
             loops = [asyncio.create_task(self._job_loop()) for _ in range(self.settings.concurrency)]
             log.info("worker ready", extra={"instance": self.instance, "concurrency": self.settings.concurrency,
                                             "queues": self.queue.sources,
-                                            "background_removal": await self.inference.background_removal()})
+                                            "background_removal": self.background_removal})
             await self.stopping.wait()
             _, unfinished = await asyncio.wait(loops, timeout=self.settings.shutdown_grace_s or None)
             for loop in unfinished:
@@ -146,7 +153,37 @@ class Worker:
             if close is not None:
                 await close()
 
+    def _serve_metrics(self) -> WSGIServer | None:
+        try:
+            return self.metrics.serve(self.settings.metrics_port)
+        except OSError as error:
+            raise StartupError(f"cannot serve metrics on port {self.settings.metrics_port} (METRICS_PORT): "
+                               f"{error.strerror or error}: choose a free port, or 0 for no metrics") from None
+
+    async def _check_dependencies(self) -> None:
+        """Redis, the result backend and Triton's models, each named in one line when it fails."""
+        settings = self.settings
+        redis_steps = [("REDIS_URL", settings.redis_url, self.redis.ping)]
+        if self.results.backend is not None and settings.result_backend_url is not None:
+            redis_steps.append(("RESULT_BACKEND_URL", settings.result_backend_url, self.results.backend.ping))
+        for setting, url, step in redis_steps:
+            try:
+                await step()
+            except (RedisError, OSError) as error:
+                raise StartupError(redis_problem(error, setting, url)) from None
+        try:
+            await self.inference.wait_ready(settings.triton_ready_timeout_s)
+            await self.photo_choice.wait_ready(settings.triton_ready_timeout_s)
+            self.background_removal = await self.inference.background_removal()
+        except JobError as error:
+            raise StartupError(f"Triton at {settings.triton_url} (TRITON_URL): {error}") from None
+        try:  # the heartbeat only once the models are ready: `healthcheck` passes from then on
+            await self.queue.register()
+        except (RedisError, OSError) as error:
+            raise StartupError(redis_problem(error, "REDIS_URL", settings.redis_url)) from None
+
     async def _job_loop(self) -> None:
+        outage = OutageLog(log, "Redis unreachable; claiming again in 1 s")
         while not self.stopping.is_set():
             if not self.triton_ready.is_set():
                 await _first(self.triton_ready.wait(), self.stopping.wait())
@@ -154,9 +191,10 @@ class Worker:
             try:
                 delivery = await self.queue.claim(CLAIM_TIMEOUT_S)
             except (RedisError, OSError) as error:
-                log.warning("Redis unreachable; retrying", extra={"error": str(error)})
+                outage.failed(error)
                 await asyncio.sleep(1.0)
                 continue
+            outage.succeeded()
             if delivery is None:
                 continue
             try:
@@ -181,8 +219,8 @@ class Worker:
         for instance, count in (await self.queue.recover_dead_workers()).items():
             self.metrics.recovered.inc(count)
             log.warning("recovered the jobs of a dead worker", extra={"dead_worker": instance, "jobs": count})
-        await self.webhooks.redeliver_due()
         await self.results.copy()
+        await self.records.remove_discarded()
         for name, depth in (await self.queue.depths()).items():
             self.metrics.queue_depth.labels(name).set(depth)
         await self._watch_stranded()
@@ -229,13 +267,16 @@ class Worker:
         a cancellation that lands inside a command into a connection error, which the
         `except` below would otherwise swallow, leaving the loop running forever.
         """
+        outage = OutageLog(log, f"background task {action.__name__.lstrip('_')}: Redis unreachable")
         while not self._closing.is_set():
             try:
                 await action()
             except (RedisError, OSError) as error:  # an outage must not end the heartbeat or maintenance loop
-                log.warning("background task: Redis unreachable", extra={"task": action.__name__, "error": str(error)})
+                outage.failed(error)
             except Exception:
                 log.exception("background task failed", extra={"task": action.__name__})
+            else:
+                outage.succeeded()
             await self._pause(interval_s)
 
     async def _pause(self, seconds: float) -> None:

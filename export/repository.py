@@ -35,6 +35,7 @@ from img2mesh.contract import (
     ENSEMBLE,
     ENSEMBLES,
     FOREGROUND,
+    FRAMED_PHOTO,
     IMAGE,
     IMAGE_PREPROCESS,
     INFERENCE_PRECISIONS,
@@ -255,7 +256,8 @@ def ensemble_config(shapes: Shapes) -> mc.ModelConfig:
             model_name=FOREGROUND,
             model_version=-1,
             input_map={IMAGE: IMAGE, MASK: "u2net_mask"},
-            output_map={CONDITION: "condition"},
+            # The framed cut-out leaves the ensemble: the worker checks the asset against it.
+            output_map={CONDITION: "condition", FRAMED_PHOTO: FRAMED_PHOTO},
         ),
         Step(
             model_name=ENCODER,

@@ -61,6 +61,10 @@ exporter's version number; the ensemble's own version is another thing, see docs
 
 PHOTO_MEASURES = "PHOTO_MEASURES"
 """The photo check's answer: ``img2mesh.photo_measures.PhotoMeasures`` as a JSON string."""
+FRAMED_PHOTO = "FRAMED_PHOTO"
+"""The cut-out as TripoSR framed it, RGBA uint8 [FRAMED_SIZE, FRAMED_SIZE, 4] (alpha: the mask): output of
+``foreground`` and of the ensemble, for the worker's check of the asset against its photo
+(docs/quality-check.md)."""
 
 MESH_OUTPUTS = (VERTICES, FACES, VERTEX_COLORS, UVS, TEXTURE, MESH_INFO)
 """What the mesher returns and the ensemble passes through, in this order."""
@@ -72,6 +76,9 @@ MAX_BATCH_SIZE = 8
 U2NET_SIZE = 320
 CONDITION_SIZE = 512
 """TripoSR's ``cond_image_size``: the side of the square image the encoder sees."""
+FRAMED_SIZE = 256
+"""The side of ``FRAMED_PHOTO``: enough for an outline's IoU and the colours away from it, and a
+quarter of the condition's pixels to send back with every mesh."""
 VARIABLE = -1
 """A dimension whose size varies per request (vertex, face and point counts)."""
 
@@ -126,10 +133,11 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
     )
     version = TensorSpec(VERSION, "INT64", (1,))
     measures = TensorSpec(PHOTO_MEASURES, "STRING", (1,))
+    framed = TensorSpec(FRAMED_PHOTO, "UINT8", (FRAMED_SIZE, FRAMED_SIZE, 4))
     specs = (
         ModelSpec(IMAGE_PREPROCESS, (image,), (TensorSpec(U2NET_INPUT, "FP32", u2net),)),
         ModelSpec(REMBG, (TensorSpec(REMBG_INPUT, "FP32", u2net),), (TensorSpec(REMBG_MASK, "FP32", mask),)),
-        ModelSpec(FOREGROUND, (image, TensorSpec(MASK, "FP32", mask)), (TensorSpec(CONDITION, "FP32", condition),)),
+        ModelSpec(FOREGROUND, (image, TensorSpec(MASK, "FP32", mask)), (TensorSpec(CONDITION, "FP32", condition), framed)),
         ModelSpec(
             ENCODER, (TensorSpec(ENCODER_IMAGE, "FP32", condition),), (TensorSpec(SCENE_CODES, "FP32", codes), version)
         ),
@@ -144,11 +152,20 @@ def model_specs(shapes: Shapes | None = None) -> dict[str, ModelSpec]:
             mesh,
         ),
         ModelSpec(PHOTO_MEASURE, (image, TensorSpec(MASK, "FP32", mask)), (measures,)),
-        ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(WEIGHTS_VERSION, "INT64", (1,)))),
+        ModelSpec(ENSEMBLE, (image,), (*mesh, TensorSpec(WEIGHTS_VERSION, "INT64", (1,)), framed)),
         ModelSpec(PHOTO_CHECK, (image,), (measures,)),
     )
     return {spec.name: spec for spec in specs}
 
+
+# --- TripoSR's camera ----------------------------------------------------------------------------
+
+CAMERA_DISTANCE = 1.9
+"""TripoSR's camera (docs/facts.md, "TripoSR's camera"): at (CAMERA_DISTANCE, 0, 0) of the world frame,
+elevation 0, looking at the origin (towards -X), image-right +Y and up +Z. The official renderer's
+defaults, whose first view shows the input photo again; the weights take no camera, so this is the
+view they reproduce. The self-check draws the asset's front view from here (docs/quality-check.md);
+its 40° field of view only scales that view, which the check frames by the object's box instead."""
 
 # --- Request parameters ---------------------------------------------------------------------------
 

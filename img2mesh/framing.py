@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from img2mesh.contract import CONDITION_SIZE, FOREGROUND_RATIO
+from img2mesh.contract import CONDITION_SIZE, FOREGROUND_RATIO, FRAMED_SIZE
 from img2mesh.errors import InvalidInput
 
 _ROWS_PER_BLOCK = 256
@@ -74,9 +74,24 @@ def condition_image(
     Frames the foreground, composites onto grey, then resizes like TripoSR's
     ``F.interpolate(mode="bilinear", antialias=True, align_corners=False)`` on ``uint8 / 255``.
     """
-    framed = composite_on_gray(resize_foreground(rgba, foreground_ratio))
-    resized = [_resize_channel(framed[:, :, channel].astype(np.float32) / 255.0, size) for channel in range(3)]
+    return framed_condition(resize_foreground(rgba, foreground_ratio), size)
+
+
+def framed_condition(framed: np.ndarray, size: int = CONDITION_SIZE) -> np.ndarray:
+    """:func:`condition_image` of a cut-out already framed by :func:`resize_foreground`."""
+    gray = composite_on_gray(framed)
+    resized = [_resize_channel(gray[:, :, channel].astype(np.float32) / 255.0, size) for channel in range(3)]
     return np.stack(resized)
+
+
+def framed_photo(framed: np.ndarray, size: int = FRAMED_SIZE) -> np.ndarray:
+    """The cut-out framed by :func:`resize_foreground`, RGBA uint8 ``[size, size, 4]``: the photo and its
+    mask (alpha) as TripoSR's square frames them, which the asset's front view is compared with.
+
+    Pillow's bilinear resize weights the colours by alpha, so the background's black does not bleed
+    into the product's edge.
+    """
+    return np.asarray(Image.fromarray(np.ascontiguousarray(framed)).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def _resize_channel(channel: np.ndarray, size: int) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +72,28 @@ def test_the_photo_check_doc_lists_exactly_the_codes_and_thresholds_of_the_modul
         assert str(value) in threshold and f"`{code}`" in threshold, (measure, threshold)
     undecided = measures["undecided_share"][1]
     assert f"between {pm.UNDECIDED_LOW} and {pm.UNDECIDED_HIGH}" in undecided
+
+
+def test_the_quality_check_doc_lists_exactly_the_codes_and_thresholds_of_the_module() -> None:
+    from asset.mesh_health import LOOSE_PART_SHARE
+    from client_worker.pipeline import quality_check as qc
+
+    document = ROOT / "docs" / "quality-check.md"
+    assert tuple(_table(document, "| code |")) == qc.PROBLEM_CODES
+    thresholds = {
+        "silhouette_iou": ((qc.MIN_SILHOUETTE_IOU,), (qc.OUTLINE,)),
+        "mirrored_iou`, `flipped_iou": ((qc.MIN_SILHOUETTE_IOU, qc.ORIENTATION_MARGIN), (qc.MIRRORED, qc.UPSIDE_DOWN)),
+        "colour_difference": ((qc.MAX_COLOUR_DIFFERENCE,), (qc.COLOURS,)),
+        "loose_parts`, `loose_share": ((qc.MAX_LOOSE_PARTS, qc.MAX_LOOSE_SHARE), (qc.LOOSE_PARTS,)),
+        "open_edges": ((qc.MAX_OPEN_EDGES,), (qc.HOLES,)),
+    }
+    rows = _table(document, "| measure | threshold |")
+    assert set(rows) == set(thresholds)
+    for measure, (values, codes) in thresholds.items():
+        threshold, problem = rows[measure][1], rows[measure][2]
+        assert all(f"{value:g}" in threshold for value in values), (measure, threshold)
+        assert all(f"`{code}`" in problem for code in codes), (measure, problem)
+    described = _table(ROOT / "docs" / "webhooks.md", "| measure | what it is | range |")
+    listed = {name for row in described for name in row.split("`, `")}
+    assert listed == {field.name for field in fields(qc.QualityMeasures)}
+    assert f"{LOOSE_PART_SHARE:.0%}".replace("%", " %") in described["loose_parts"][1]

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from client_worker.errors import PermanentJobError
 from client_worker.jobs import ids
 from client_worker.jobs.celery_wire import TaskMessage
-from client_worker.jobs.job import JOB_OPTION, Job
+from client_worker.jobs.job import IMAGE_URLS_MAX, JOB_OPTION, Job
+from client_worker.jobs.limits import MessageLimits
 
 
 class MalformedJob(PermanentJobError):
@@ -27,14 +28,15 @@ class MalformedJob(PermanentJobError):
         self.job_id = job_id
 
 
-def parse_job(message: TaskMessage) -> Job:
-    """Validate the job payload of a task; raises `MalformedJob` with an actionable message."""
+def parse_job(message: TaskMessage, limits: MessageLimits | None = None) -> Job:
+    """Validate the job payload of a task within ``limits`` (``IMAGE_URLS_MAX``); raises `MalformedJob`
+    with an actionable message."""
     payload = _payload(message)
     job_id = _loose_job_id(payload)
     if message.problem is not None:
         raise MalformedJob(message.problem, job_id)
     try:
-        return Job.model_validate(payload)
+        return Job.model_validate(payload, context={IMAGE_URLS_MAX: (limits or MessageLimits()).image_urls_max})
     except ValidationError as error:
         options = [problem["msg"] for problem in error.errors() if problem["type"] == JOB_OPTION]
         if len(options) == len(error.errors()):  # a bad job option says what is wrong in its own words

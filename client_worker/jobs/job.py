@@ -20,7 +20,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationInfo,
 from pydantic_core import PydanticCustomError
 
 from asset.real_size import RealSize
-from client_worker.config import PhotoCheckMode
+from client_worker.config import PhotoCheckMode, QualityCheckMode
 from client_worker.errors import PermanentJobError
 from client_worker.jobs import ids
 from client_worker.jobs.limits import shown
@@ -29,6 +29,8 @@ from client_worker.pipeline.presets import Preset, requested_preset
 
 JOB_OPTION = "job_option"
 """The error type of a bad job option, whose message stands on its own."""
+IMAGE_URLS_MAX = "image_urls_max"
+"""The key of the validation context that bounds how many image URLs a job may list (``IMAGE_URLS_MAX``)."""
 
 
 class Job(BaseModel):
@@ -58,6 +60,10 @@ class Job(BaseModel):
     """How strictly the job's photos are checked (`photo_check_mode`, else `metadata.photo_check_mode`): a
     backend that was refused a photo may ask for `warn` to have it meshed anyway; None leaves
     `PHOTO_CHECK`."""
+    quality_check_mode: QualityCheckMode | None = Field(default=None, validate_default=True)
+    """What the check of the job's asset against its photo decides (`quality_check_mode`, else
+    `metadata.quality_check_mode`): a backend may ask for `strict` where a broken model must never
+    reach the shop, or `report` to only hear the measures; None leaves `QUALITY_CHECK`."""
 
     @field_validator("job_id", "product_id", "variant_id", mode="before")
     @classmethod
@@ -99,12 +105,16 @@ class Job(BaseModel):
 
     @field_validator("image_urls", mode="before")
     @classmethod
-    def _urls(cls, value: object) -> object:
+    def _urls(cls, value: object, info: ValidationInfo) -> object:
         if isinstance(value, str):
             raise ValueError("must be a list of URL strings, e.g. [\"https://cdn.shopify.com/...jpg\"], not a string")
         if isinstance(value, list):
             if not value:
                 raise ValueError("is empty; list at least one product image URL")
+            most = (info.context or {}).get(IMAGE_URLS_MAX)
+            if most is not None and len(value) > most:
+                raise ValueError(f"lists {len(value)} URLs, more than the {most} a job may have (IMAGE_URLS_MAX): "
+                                 f"send the product's {most} best photos, best first")
             for index, item in enumerate(value):
                 if not isinstance(item, str) or not item.strip():
                     raise ValueError(f"item {index} is {shown(item)}; every item must be a non-empty URL string")
@@ -128,6 +138,12 @@ class Job(BaseModel):
         requested = _keyword_or_metadata(given, info, "photo_check_mode")
         return None if requested is None else _option(photo_check_mode, requested)
 
+    @field_validator("quality_check_mode", mode="plain")
+    @classmethod
+    def _quality_check_mode(cls, given: object, info: ValidationInfo) -> QualityCheckMode | None:
+        requested = _keyword_or_metadata(given, info, "quality_check_mode")
+        return None if requested is None else _option(quality_check_mode, requested)
+
     @field_validator("real_size", mode="plain")
     @classmethod
     def _size(cls, _given: object, info: ValidationInfo) -> RealSize | None:
@@ -136,11 +152,19 @@ class Job(BaseModel):
 
 def photo_check_mode(value: object) -> PhotoCheckMode:
     """A job's `photo_check_mode`, as `PHOTO_CHECK` spells the modes (case and spaces aside)."""
-    modes: tuple[PhotoCheckMode, ...] = get_args(PhotoCheckMode)
+    return _mode("photo_check_mode", get_args(PhotoCheckMode), value)
+
+
+def quality_check_mode(value: object) -> QualityCheckMode:
+    """A job's `quality_check_mode`, as `QUALITY_CHECK` spells the modes (case and spaces aside)."""
+    return _mode("quality_check_mode", get_args(QualityCheckMode), value)
+
+
+def _mode(option: str, modes: tuple[str, ...], value: object) -> Any:
     mode = value.strip().lower() if isinstance(value, str) else value
     if mode not in modes:
-        raise PermanentJobError(f"photo_check_mode must be one of {', '.join(modes)}, got {shown(value)}")
-    return mode  # type: ignore[return-value]
+        raise PermanentJobError(f"{option} must be one of {', '.join(modes)}, got {shown(value)}")
+    return mode
 
 
 def _keyword_or_metadata(keyword: object, info: ValidationInfo, key: str) -> object:

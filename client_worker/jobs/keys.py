@@ -41,6 +41,10 @@ class RedisKeys:
         """Hash caching a job's finished files between attempts, so a retry does not redo inference."""
         return f"{self.prefix}:artifact:{job_id}"
 
+    def discarded_files(self) -> str:
+        """Hash job_id -> the storage keys (JSON list) of a failed job's files still to be removed."""
+        return f"{self.prefix}:discarded-files"
+
     def asset_cache(self, address: str) -> str:
         """String (JSON, kept `ASSET_CACHE_TTL_S`) naming the stored files of a finished asset by its
         content address (``client_worker.pipeline.content_address``), for later jobs to copy."""
@@ -67,6 +71,10 @@ class RedisKeys:
         """Sorted set job_id -> when the outbox entry is next tried."""
         return f"{self.prefix}:outbox:due"
 
+    def outbox_waiting(self) -> str:
+        """Set of the job ids whose outbox entry waits out a back-off after failed deliveries (and
+        is not being sent): what a backend that answers again gets at once."""
+        return f"{self.prefix}:outbox:waiting"
 
     def rejected(self) -> str:
         """List of the messages that are no job for this worker (`REJECTED_LIST` by default)."""

@@ -32,15 +32,18 @@ class LimitExceeded(ValueError):
 
 @dataclass(frozen=True)
 class MessageLimits:
-    """The ``MESSAGE_MAX_*`` settings."""
+    """The ``MESSAGE_MAX_*`` settings, and ``IMAGE_URLS_MAX``."""
 
     max_bytes: int = Settings.default("message_max_bytes")
     max_decompressed_bytes: int = Settings.default("message_max_decompressed_bytes")
     max_depth: int = Settings.default("message_max_depth")
+    image_urls_max: int = Settings.default("image_urls_max")
+    """The most image URLs a job may list (``IMAGE_URLS_MAX``): a job with more fails at intake."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MessageLimits:
-        return cls(settings.message_max_bytes, settings.message_max_decompressed_bytes, settings.message_max_depth)
+        return cls(settings.message_max_bytes, settings.message_max_decompressed_bytes, settings.message_max_depth,
+                   settings.image_urls_max)
 
     def check_size(self, data: bytes | str, what: str) -> None:
         if len(data) > self.max_bytes:

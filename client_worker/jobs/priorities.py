@@ -27,6 +27,10 @@ KNOWN_SEPARATORS = ("\x06\x16", ":")
 """kombu's default separator and the `:` of Celery's documentation on Redis priorities."""
 KOMBU_STEPS = range(1, 10)
 """Every step a producer can name: kombu clamps priorities to 0–9, step 0 is the plain list."""
+EVERY_STEP = [0, *KOMBU_STEPS]
+"""The steps whose lists are every list kombu can write for a queue, whatever the producers'
+`priority_steps`: a priority p goes to the list of one of their steps ≤ p, and each of 0–9 is a
+step here. What the advice proposes, as the lists seen so far do not tell the producers' steps."""
 
 
 class PriorityLists:
@@ -62,7 +66,11 @@ class PriorityLists:
 
 @dataclass(frozen=True)
 class Stranded:
-    """Messages waiting in lists this worker does not read, and the settings that would read them."""
+    """Messages waiting in lists this worker does not read, and the settings that would read them.
+
+    The steps proposed are `EVERY_STEP`, not the steps of the lists that hold messages now: a
+    producer with steps 0–9 whose messages so far had the priorities 0, 1, 2, 3, 5, 6, 7 and 9 writes
+    4 and 8 to lists of their own later, which a worker set to the steps seen would strand next."""
 
     lists: dict[str, int]
     separators: list[str]
@@ -73,8 +81,7 @@ class Stranded:
         """From the lengths of the `unread` lists, in their order: which hold messages, and what to set."""
         full = {name: length for name, length in zip(unread, lengths) if length}
         separators = sorted({unread[name][0] for name in full})
-        steps = sorted({0, *lists.steps, *(unread[name][1] for name in full)})
-        return cls(full, separators, steps)
+        return cls(full, separators, list(EVERY_STEP))
 
     def shown(self) -> dict[str, int]:
         """The lists and their counts in name order, the names `printable`."""
@@ -88,8 +95,9 @@ class Stranded:
             wanted.append(f"PRIORITY_SEPARATOR={' or '.join(printable(sep) for sep in self.separators)}")
         return (f"messages wait in priority lists this worker does not read: {shown}; the producers' "
                 f"broker_transport_options differ from PRIORITY_STEPS={','.join(map(str, settings.priority_steps))} "
-                f"PRIORITY_SEPARATOR={printable(settings.priority_separator)}: set {' and '.join(wanted)} "
-                "(and the autoscaler's prioritySteps) to match them")
+                f"PRIORITY_SEPARATOR={printable(settings.priority_separator)}: set {' and '.join(wanted)}, "
+                "which reads every list kombu can write for priorities 0-9 (or exactly the producers' "
+                "priority_steps, if you know them), and the autoscaler's prioritySteps to the same")
 
 
 async def stranded_messages(redis: Redis, lists: PriorityLists, queue: str) -> Stranded:

@@ -32,6 +32,7 @@ from img2mesh.contract import (
     ENSEMBLE,
     FACES,
     FOREGROUND_RATIO,
+    FRAMED_PHOTO,
     IMAGE,
     MESH_INFO,
     MESH_OUTPUTS,
@@ -48,9 +49,12 @@ from img2mesh.contract import (
 )
 
 OUTPUTS = MESH_OUTPUTS
-"""Always asked for; `WEIGHTS_VERSION` too when the served model has it (a repository exported before
-it was named so lacks it): the ensemble's own version is always the ensemble's and its steps follow
-the latest weights, so the weights' version is the one worth reporting."""
+"""Always asked for; `OPTIONAL_OUTPUTS` too when the served model has them (a repository exported
+before they existed lacks them)."""
+OPTIONAL_OUTPUTS = (WEIGHTS_VERSION, FRAMED_PHOTO)
+"""`WEIGHTS_VERSION`: the ensemble's own version is always the ensemble's and its steps follow the
+latest weights, so the weights' version is the one worth reporting. `FRAMED_PHOTO`: the cut-out as
+TripoSR framed it, which the asset is checked against (docs/quality-check.md)."""
 _PERMANENT_CODES = {"INVALID_ARGUMENT", "OUT_OF_RANGE", "FAILED_PRECONDITION"}
 _ENSEMBLE_PREFIX = re.compile(r"^(?:in ensemble '[^']*', )+")
 """Triton's prefix on an ensemble step's error: where it failed, not what was wrong."""
@@ -87,7 +91,8 @@ class MeshResult:
     """A mesh in the TripoSR world frame, as ``asset.mesh_preparation.prepare_mesh`` takes it.
 
     ``uvs`` and ``texture`` are the baked colour texture (glTF UV convention) when a texture size
-    was asked for, None otherwise.
+    was asked for, None otherwise. ``framed_photo`` is the cut-out as TripoSR framed it (RGBA uint8,
+    ``FRAMED_PHOTO``), None from a repository exported before it existed.
     """
 
     vertices: np.ndarray
@@ -99,6 +104,7 @@ class MeshResult:
     weights_version: str | None
     uvs: np.ndarray | None = None
     texture: np.ndarray | None = None
+    framed_photo: np.ndarray | None = None
 
 
 def status_code(error: InferenceServerException) -> str:
@@ -264,14 +270,19 @@ class TritonMeshClient:
         return {"version": version, **records.get(str(version), {"name": "unrecorded", "md5": None})}
 
     async def _output_names(self) -> list[str]:
-        """OUTPUTS, plus WEIGHTS_VERSION when the served model has it (read once from its metadata)."""
+        """OUTPUTS, plus those of OPTIONAL_OUTPUTS the served model has (read once from its metadata)."""
         if self._outputs is None:
             metadata = await self._client.get_model_metadata(
                 self.model_name, self.model_version, client_timeout=_PROBE_TIMEOUT_S
             )
             served = {output.name for output in metadata.outputs}
-            self._outputs = [*OUTPUTS, *([WEIGHTS_VERSION] if WEIGHTS_VERSION in served else [])]
+            self._outputs = [*OUTPUTS, *(name for name in OPTIONAL_OUTPUTS if name in served)]
         return self._outputs
+
+    def _optional(self, result: grpcclient.InferResult, name: str) -> np.ndarray | None:
+        """Output ``name`` of OPTIONAL_OUTPUTS for this request's one image, or None when not served."""
+        array = result.as_numpy(name) if name in (self._outputs or ()) else None
+        return None if array is None else array[0]
 
     async def _mapped(self, error: InferenceServerException) -> Exception:
         code = status_code(error)
@@ -293,7 +304,7 @@ class TritonMeshClient:
         info_bytes = arrays[MESH_INFO].reshape(-1)[0]
         info = json.loads(info_bytes.decode("utf-8") if isinstance(info_bytes, bytes) else str(info_bytes))
         response = result.get_response()
-        weights = result.as_numpy(WEIGHTS_VERSION) if WEIGHTS_VERSION in (self._outputs or ()) else None
+        weights = self._optional(result, WEIGHTS_VERSION)
         served = str(int(weights.reshape(-1)[0])) if weights is not None else None
         if self.weights_version and served != self.weights_version:
             raise TransientJobError(
@@ -307,6 +318,7 @@ class TritonMeshClient:
             vertex_colors=np.asarray(arrays[VERTEX_COLORS][0], dtype=np.uint8),
             uvs=np.asarray(arrays[UVS][0], dtype=np.float32) if arrays[TEXTURE][0].size else None,
             texture=np.asarray(arrays[TEXTURE][0], dtype=np.uint8) if arrays[TEXTURE][0].size else None,
+            framed_photo=self._optional(result, FRAMED_PHOTO),
             info=info,
             model_name=response.model_name or self.model_name,
             model_version=response.model_version or self.model_version,

@@ -6,7 +6,10 @@ source of jobs call it, so they all make the same files from the same photo, byt
 
 One prepared mesh (``asset.mesh_preparation``: glTF frame, real size, the baked texture when
 Triton returns one) becomes three files: the GLB (web viewers and Android's Scene Viewer), the
-USDZ (AR Quick Look on iPhone and iPad) and the poster PNG, all with the preset's material.
+USDZ (AR Quick Look on iPhone and iPad) and the poster PNG, all with the preset's material. Then the
+files check themselves against the photo (``client_worker.pipeline.quality_check``, docs/quality-check.md):
+under ``review`` and ``strict`` an asset whose outline falls short is made once more at the next
+preset, whose finer grid keeps thin parts, before the verdict.
 """
 
 from __future__ import annotations
@@ -22,10 +25,22 @@ from asset import glb, poster, usdz
 from asset.material import Material
 from asset.mesh_preparation import PreparedMesh, prepare_mesh
 from asset.real_size import RealSize
+from client_worker.config import QualityCheckMode
 from client_worker.pipeline.content_address import ContentAddress, content_address, writer_version
 from client_worker.pipeline.inference import MeshResult, TritonMeshClient
-from client_worker.pipeline.presets import Preset
+from client_worker.pipeline.presets import Preset, next_preset
+from client_worker.pipeline.quality_check import (
+    QUALITY_KEY,
+    QualityMeasures,
+    Unmeasurable,
+    measure_quality,
+    quality_report,
+    refusal,
+    retry_report,
+    worth_retrying,
+)
 from client_worker.pipeline.stages import Stage
+from img2mesh.contract import ENSEMBLE, FRAMED_PHOTO
 
 MODEL_FILE = "model"
 """The role of the GLB, the file the webhook's ``modelUrl`` points at."""
@@ -33,6 +48,10 @@ USDZ_FILE = "usdz"
 """The role of the USDZ, for AR Quick Look."""
 POSTER_FILE = "poster"
 """The role of the poster image."""
+QUALITY_TIMING = "quality"
+"""The key of the check's duration in ``timings_ms`` (a part of ``encoding``)."""
+NO_FRAMED_PHOTO = (f"Triton's {ENSEMBLE} returns no {FRAMED_PHOTO}: the repository was exported before the check "
+                   "existed (python -m export configs --output REPOSITORY brings it up to date)")
 
 
 @dataclass(frozen=True)
@@ -54,6 +73,17 @@ class Asset:
 
     def file(self, role: str) -> AssetFile:
         return next(file for file in self.files if file.role == role)
+
+
+@dataclass(frozen=True)
+class _Made:
+    """One run of the model and the writers: the files, their details, and the check's measures or why
+    there are none."""
+
+    files: tuple[AssetFile, ...]
+    details: dict[str, Any]
+    measures: QualityMeasures | None
+    unchecked: str | None
 
 
 class StageListener(Protocol):
@@ -101,16 +131,44 @@ class AssetPipeline:
                                writer_version())
 
     async def make(
-        self, image: bytes, preset: Preset, listener: StageListener | None = None, *, size: RealSize | None = None
+        self, image: bytes, preset: Preset, listener: StageListener | None = None, *, size: RealSize | None = None,
+        quality_check: QualityCheckMode = "review",
     ) -> Asset:
-        """Mesh the photo on Triton and write the asset's files; ``size`` overrides the default size.
+        """Mesh the photo on Triton, write the asset's files and check them against the photo under
+        ``quality_check`` (``QUALITY_CHECK``); ``size`` overrides the default size.
 
         Raises:
             PermanentJobError: Triton refused the photo or a parameter.
+            QualityRefused: under ``strict``, the files failed their check (at the next preset too, when
+                that was tried).
             TransientJobError: Triton failed or is unavailable (``TritonUnavailable``).
             InvalidInput: the mesh cannot be written (no triangle with an area).
         """
         preset = self.resolved(preset)
+        made = await self._made(image, preset, listener, size, check=quality_check != "off")
+        retry = None
+        finer = self.finer(preset)
+        if quality_check in ("review", "strict") and made.measures is not None and worth_retrying(made.measures) \
+                and finer is not None:
+            retry = retry_report(preset.name, made.measures, made.details["timings_ms"])
+            made = await self._made(image, finer, listener, size, check=True)
+        quality = quality_report(quality_check, made.measures, unchecked=made.unchecked, retry=retry)
+        refused = refusal(quality)
+        if refused is not None:
+            raise refused
+        return Asset(files=made.files, details={**made.details, QUALITY_KEY: quality})
+
+    def finer(self, preset: Preset) -> Preset | None:
+        """The next preset, resolved, when its grid is finer than ``preset``'s (``MAX_RESOLUTION`` may
+        cap both alike), else None."""
+        following = next_preset(preset)
+        if following is None or self.resolved(following).resolution <= preset.resolution:
+            return None
+        return self.resolved(following)
+
+    async def _made(self, image: bytes, preset: Preset, listener: StageListener | None, size: RealSize | None,
+                    *, check: bool) -> _Made:
+        """One run of the ``preset`` (already resolved): Triton, the writers and, with ``check``, the check."""
         real_size = size or self.default_size
         timings: dict[str, float] = {}
         async with timed_stage(Stage.INFERENCE, timings, listener):
@@ -118,8 +176,11 @@ class AssetPipeline:
                 image, resolution=preset.resolution, target_faces=preset.target_faces, texture_size=preset.texture_size
             )
         background_removal = await self.inference.background_removal()
+        measures, unchecked = None, None
         async with timed_stage(Stage.ENCODING, timings, listener):
             prepared, files = await asyncio.to_thread(write_files, mesh, preset, real_size, timings)
+            if check:
+                measures, unchecked = await asyncio.to_thread(check_files, mesh, files, timings)
         model = next(file for file in files if file.role == MODEL_FILE)
         summary = glb.glb_summary(model.data)
         width, height, depth = (round(float(extent), 4) for extent in prepared.extent_m)
@@ -143,7 +204,7 @@ class AssetPipeline:
             "mesh_info": mesh.info,
             "timings_ms": timings,
         }
-        return Asset(files=files, details=details)
+        return _Made(files, details, measures, unchecked)
 
 
 PREPARE_STEP = "prepare"
@@ -184,6 +245,23 @@ def write_files(
         files.append(AssetFile(writer.role, writer.extension, writer.content_type, writer.write(prepared, material)))
         timings_ms[writer.role] = _ms_since(started)
     return prepared, tuple(files)
+
+
+def check_files(mesh: MeshResult, files: tuple[AssetFile, ...], timings_ms: dict[str, float]
+                ) -> tuple[QualityMeasures | None, str | None]:
+    """The check of the written files against the photo Triton framed (``QUALITY_TIMING`` of
+    ``encoding``): the measures, or None and why there are none."""
+    if mesh.framed_photo is None:
+        return None, NO_FRAMED_PHOTO
+    model = next(file for file in files if file.role == MODEL_FILE)
+    started = time.perf_counter()
+    try:
+        low, high = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+        return measure_quality(model.data, mesh.framed_photo, low, high), None
+    except Unmeasurable as why:
+        return None, str(why)
+    finally:
+        timings_ms[QUALITY_TIMING] = _ms_since(started)
 
 
 def _texture_details(prepared: PreparedMesh, preset: Preset) -> dict[str, Any] | None:

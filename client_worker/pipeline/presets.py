@@ -55,6 +55,13 @@ PRESETS: Mapping[str, Preset] = {
 }
 
 
+def next_preset(preset: Preset) -> Preset | None:
+    """The preset after ``preset`` in ``PRESETS`` (a finer grid, more triangles, a larger texture), or None."""
+    names = list(PRESETS)
+    position = names.index(preset.name) + 1
+    return PRESETS[names[position]] if position < len(names) else None
+
+
 def get_preset(name: str) -> Preset:
     """Look a preset up by name (case and surrounding spaces ignored).
 

@@ -4,7 +4,8 @@ Only with `RESULT_BACKEND_URL` set (the producers' `result_backend`, a Redis URL
 what Celery's Redis backend writes: the key `celery-task-meta-<task_id>` holding the JSON meta
 `{status, result, traceback, children, date_done, task_id}` for `RESULT_EXPIRES_S`, and a
 pub/sub message with the same meta on a channel of the same name (see docs/facts.md,
-"Celery canvas and results"). Success carries `{job_id, status, model_url}`; a failure carries an exception in
+"Celery canvas and results"). Success carries `{job_id, status, model_url}` (and `quality`, the asset's check,
+docs/webhooks.md); a failure carries an exception in
 Celery's JSON form, which `get()` raises with the job's error message.
 
 The meta goes first into an outbox hash in the broker's Redis, inside the transaction that
@@ -23,8 +24,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
 from client_worker.jobs.keys import RedisKeys
+from client_worker.logs import OutageLog
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class CeleryResults:
         self.expires_s = expires_s
         self._settle = redis.register_script(_SETTLE)
         self._copies: set[asyncio.Task[None]] = set()
+        self._outage = OutageLog(log, "Celery results not written yet (Redis or the result backend unreachable); "
+                                      "the next pass retries")
 
     def success(self, task_ids: list[str], result: dict[str, Any]) -> Callable[[Pipeline], None]:
         """Writes (for the acknowledging transaction) of a successful result for ``task_ids``."""
@@ -86,8 +91,10 @@ class CeleryResults:
     async def _copy_in_background(self) -> None:
         try:
             await self.copy()
-        except Exception:  # the backend or Redis unreachable: the outbox keeps the results
-            log.exception("Celery results not written yet; the next pass will retry")
+        except (RedisError, OSError) as error:  # the backend or Redis unreachable: the outbox keeps the results
+            self._outage.failed(error)
+        else:
+            self._outage.succeeded()
 
     async def copy(self) -> int:
         """Write every staged result to the result backend; returns how many."""

@@ -147,6 +147,7 @@ class StatusStore:
             pipe.publish(self.keys.status_channel(), message)
             pipe.hset(self.keys.outbox(), event.job_id, message)
             pipe.zadd(self.keys.outbox_due(), {event.job_id: time.time() + self.redeliver_after_s})
+            pipe.srem(self.keys.outbox_waiting(), event.job_id)  # the new event is being sent now
 
         return write
 

@@ -4,15 +4,17 @@ Khronos validity, and the baked texture (UV convention, seams, embedded image)."
 from __future__ import annotations
 
 import io
+import json
 import struct
 
 import numpy as np
 import pytest
+import trimesh
 from PIL import Image
 
-from asset.glb import glb_summary, read_glb_json, write_glb
+from asset.glb import glb_summary, read_glb, read_glb_json, write_glb
 from asset.material import DEFAULT_ROUGHNESS, Material, TextureFormat
-from asset.mesh_preparation import PreparedMesh, prepare_mesh
+from asset.mesh_preparation import PreparedMesh, prepare_mesh, triposr_positions
 from asset.real_size import RealSize
 from img2mesh.errors import EmptyMesh
 from tests.support.gltf_validator import GltfValidator
@@ -239,3 +241,54 @@ def test_height_scales_the_up_axis_to_a_real_size(mesh: tuple[np.ndarray, np.nda
     np.testing.assert_allclose(wide.extent_m / wide.extent_m.max(), prepared.extent_m / prepared.extent_m.max())
     with pytest.raises(ValueError, match="a product's size must be"):
         RealSize(20.0)
+
+
+@pytest.mark.parametrize("texture_format", list(TextureFormat))
+def test_a_glb_reads_back_as_the_mesh_it_was_written_from(textured: PreparedMesh,
+                                                          texture_format: TextureFormat) -> None:
+    glb = write_glb(textured, Material(texture_format=texture_format))
+    mesh = read_glb(glb)
+    np.testing.assert_allclose(mesh.positions, textured.positions, atol=1e-6)
+    np.testing.assert_array_equal(mesh.triangles, textured.triangles)
+    np.testing.assert_allclose(mesh.uvs, textured.uvs, atol=1e-6)  # glTF's convention, as prepared
+    assert mesh.colors is None
+    if texture_format is TextureFormat.PNG:
+        np.testing.assert_array_equal(mesh.texture, textured.texture)
+    else:
+        assert np.abs(mesh.texture.astype(int) - textured.texture).mean() < 2
+    reduced = read_glb(glb, texture_side=64)
+    assert reduced.texture.shape[0] >= 64 and reduced.texture.shape[0] < textured.texture.shape[0]
+
+
+def test_vertex_colours_read_back_as_srgb(mesh: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+    prepared = prepare_mesh(*mesh)
+    read = read_glb(write_glb(prepared))
+    assert read.uvs is None and read.texture is None
+    assert np.abs(read.colors.astype(int) - prepared.colors).max() <= 1
+
+
+def test_a_node_transform_of_the_file_is_applied(textured: PreparedMesh) -> None:
+    """What a viewer shows: a mirror a writer put into a node's matrix is in the positions read back."""
+    glb = write_glb(textured)
+    document = read_glb_json(glb)
+    document["nodes"][0]["matrix"] = [-1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0.5, 0, 0, 1]  # columns first
+    text = json.dumps(document).encode()
+    text += b" " * (-len(text) % 4)
+    old_length = struct.unpack_from("<I", glb, 12)[0]
+    binary = glb[20 + old_length:]
+    header = struct.pack("<4sII", b"glTF", 2, 20 + len(text) + len(binary))
+    rewritten = header + struct.pack("<II", len(text), 0x4E4F534A)
+    moved = read_glb(rewritten + text + binary).positions
+    np.testing.assert_allclose(moved, textured.positions * [-1, 1, 1] + [0.5, 0, 0], atol=1e-6)
+
+
+def test_positions_go_back_to_the_triposr_frame_they_were_prepared_from() -> None:
+    box = trimesh.creation.box(extents=[0.2, 0.6, 1.0]).apply_translation([0.1, -0.2, 0.3])
+    vertices = np.asarray(box.vertices, dtype=np.float32)
+    colors = np.zeros((len(vertices), 3), dtype=np.uint8)
+    prepared = prepare_mesh(vertices, np.asarray(box.faces, dtype=np.int32), colors, size=RealSize(0.12, "height"))
+    back = triposr_positions(prepared.positions, vertices.min(axis=0), vertices.max(axis=0))
+    np.testing.assert_allclose(back, vertices, atol=1e-6)  # a box has no degenerate triangle: every vertex stays
+    # A mirror in the file stays a mirror in the TripoSR frame: image-right (+Y) swapped.
+    mirrored = triposr_positions(prepared.positions * [-1, 1, 1], vertices.min(axis=0), vertices.max(axis=0))
+    np.testing.assert_allclose(mirrored[:, 1], vertices[:, 1].min() + vertices[:, 1].max() - vertices[:, 1], atol=1e-6)

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from img2mesh.errors import InvalidInput
-from img2mesh.framing import composite_on_gray, condition_image, resize_foreground
+from img2mesh.contract import FRAMED_SIZE
+from img2mesh.framing import composite_on_gray, condition_image, framed_photo, resize_foreground
 
 
 def test_crop_drops_last_row_and_column_and_pads_bottom_right() -> None:
@@ -88,3 +90,23 @@ def test_missing_foreground_is_an_invalid_input(alpha_box: tuple[int, int, int, 
         rgba[top:bottom, left:right, 3] = 255
     with pytest.raises(InvalidInput, match=message):
         condition_image(rgba)
+
+
+def test_the_framed_photo_is_the_cut_out_where_the_condition_has_it() -> None:
+    """FRAMED_PHOTO frames the cut-out as the condition does: the product where the condition is not
+    grey, in its own colours, the rest transparent."""
+    rgba = np.zeros((300, 500, 4), dtype=np.uint8)
+    rgba[60:240, 100:250] = (200, 40, 40, 255)  # a red product, 150 wide and 180 high
+    rgba[60:120, 250:400] = (40, 60, 200, 255)  # with a blue arm to the right: 300 wide in all
+    framed = resize_foreground(rgba, 0.85)
+    photo = framed_photo(framed)
+    assert photo.shape == (FRAMED_SIZE, FRAMED_SIZE, 4) and photo.dtype == np.uint8
+    product = photo[..., 3] >= 128
+    condition = condition_image(rgba, foreground_ratio=0.85)
+    not_grey = np.abs(condition - 127 / 255).max(axis=0) > 0.2
+    shrunk = np.asarray(Image.fromarray(not_grey.astype(np.uint8) * 255).resize((FRAMED_SIZE,) * 2)) >= 128
+    assert (product == shrunk).mean() > 0.995
+    columns = np.nonzero(product.any(axis=0))[0]
+    assert abs((columns.ptp() + 1) / FRAMED_SIZE - 0.85) < 0.01  # the wider side fills the foreground ratio
+    assert tuple(photo[100, 60, :3]) == (200, 40, 40) and tuple(photo[75, 200, :3]) == (40, 60, 200)
+    assert photo[5, 5, 3] == 0

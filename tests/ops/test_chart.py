@@ -450,6 +450,18 @@ def test_the_worker_is_live_while_it_heartbeats_and_stops_gracefully(chart: list
     assert int(worker["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"]) == settings.metrics_port
 
 
+def test_the_worker_can_be_made_unready_by_stranded_messages_but_never_restarted_for_them(chart: list[dict]) -> None:
+    assert "readinessProbe" not in container(one(chart, "Deployment", "worker"), "worker")  # opt-in
+    opted = container(one(render({**REQUIRED_VALUES, "worker.readyOnlyWithoutStrandedMessages": "true"}),
+                          "Deployment", "worker"), "worker")
+    assert opted["readinessProbe"]["exec"]["command"] == ["python", "-m", "client_worker", "healthcheck",
+                                                          "--fail-on-stranded"]
+    assert "--fail-on-stranded" not in opted["livenessProbe"]["exec"]["command"]
+    help_text = subprocess.run([sys.executable, "-m", "client_worker", "healthcheck", "--help"],
+                               capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "--fail-on-stranded" in help_text
+
+
 # --- autoscaling ---------------------------------------------------------------------------------
 
 def test_workers_scale_on_every_list_producers_push_to(chart: list[dict]) -> None:

@@ -80,6 +80,7 @@ class JobStream:
     def __init__(self, url: str, image: bytes, threads: int = 2) -> None:
         self.url, self.image = url, image
         self.jobs: list[Job] = []
+        self._finished = threading.Condition()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
@@ -101,7 +102,15 @@ class JobStream:
                 job = self._one(client, started)
             except Exception as error:  # noqa: BLE001 - every failure is recorded and asserted on
                 job = Job(started, time.monotonic(), error=str(error))
-            self.jobs.append(job)
+            with self._finished:
+                self.jobs.append(job)
+                self._finished.notify_all()
+
+    def wait_for_a_job_since(self, moment: float, timeout_s: float = 300) -> None:
+        """Block until a job that started at ``moment`` or later has finished."""
+        with self._finished:
+            if not self._finished.wait_for(lambda: any(job.started >= moment for job in self.jobs), timeout_s):
+                raise AssertionError(f"no job finished within {timeout_s:g} s")
 
     def _one(self, client: grpcclient.InferenceServerClient, started: float) -> Job:
         image = grpcclient.InferInput(IMAGE, [1, 1], "BYTES")
@@ -167,7 +176,8 @@ def test_runbook_rolls_versions_under_load_and_survives_a_broken_version(
         steps: list[tuple[str, float, float, subprocess.CompletedProcess[str]]] = []
 
         def step(name: str, argv: list[str]) -> None:
-            time.sleep(3)  # jobs run on the old version first
+            # Jobs run on the version before the step first: one whole job since the last step.
+            stream.wait_for_a_job_since(steps[-1][2] if steps else 0.0)
             started = time.monotonic()
             result = run(local(argv))
             steps.append((name, started, time.monotonic(), result))
@@ -181,7 +191,7 @@ def test_runbook_rolls_versions_under_load_and_survives_a_broken_version(
             shutil.copytree(server.repository / model / "2", target)
             (target / "model.onnx").write_bytes(b"not an onnx file" * 64)
         step("roll to broken 3", replace_option(roll, "--version", "3"))
-        time.sleep(3)
+        stream.wait_for_a_job_since(steps[-1][2])
         end = time.monotonic()
 
     jobs = stream.jobs

@@ -20,7 +20,8 @@ Errors are storage's own: HTTP 400 (500 for 500) with a body whose ``statusCode`
 "403" row-level security for the anon key). A request whose ``apikey`` is not a project key is
 refused before storage, as the API gateway does: HTTP 401 ``{"message": "Invalid API key"}``.
 
-Use the ``supabase_storage`` fixture; ``fail_next`` injects outages for retry tests.
+Use the ``supabase_storage`` fixture; ``fail_next`` injects outages for retry tests, and ``hold``
+stops an upload or copy in mid-air (the test sees it arrive, then kills the worker) for crash tests.
 """
 
 from __future__ import annotations
@@ -63,6 +64,16 @@ class Bucket:
 
 
 @dataclass
+class Hold:
+    """An upload or copy to a key ending with ``keys_ending`` that the server holds: ``arrived`` is
+    set when it comes; once ``release`` is set the connection is closed, nothing stored."""
+
+    keys_ending: str
+    arrived: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str
@@ -80,6 +91,7 @@ class SupabaseStorageServer:
         self.buckets: dict[str, Bucket] = {}
         self.requests: list[RecordedRequest] = []
         self._failures: list[tuple[int, bytes, str]] = []
+        self._holds: list[Hold] = []
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
         self._http.daemon_threads = True
@@ -114,6 +126,21 @@ class SupabaseStorageServer:
         payload = json.dumps(body).encode() if isinstance(body, dict) else body.encode()
         with self._lock:
             self._failures.extend([(http_status, payload, keys_ending)] * times)
+
+    def hold(self, keys_ending: str) -> Hold:
+        """Hold the next upload or copy to a key ending with ``keys_ending`` (see `Hold`)."""
+        held = Hold(keys_ending)
+        with self._lock:
+            self._holds.append(held)
+        return held
+
+    def take_hold(self, key: str) -> Hold | None:
+        with self._lock:
+            for index, held in enumerate(self._holds):
+                if key.endswith(held.keys_ending):
+                    del self._holds[index]
+                    return held
+            return None
 
     def take_failure(self, key: str) -> tuple[int, bytes] | None:
         with self._lock:
@@ -223,12 +250,24 @@ def _make_handler(server: SupabaseStorageServer) -> type[BaseHTTPRequestHandler]
             if bucket is None:
                 self._send_json(*_error("404", "Bucket not found", "NoSuchBucket", "Bucket not found"))
                 return
+            if method in ("POST", "PUT") and self._held(key):
+                return
             if method in ("POST", "PUT"):
                 self._upload(method, bucket, key, body)
             elif method == "GET":
                 self._download(bucket, key)
             else:
                 self._delete(bucket, body)
+
+        def _held(self, key: str) -> bool:
+            """Hold a request `hold` asked for until released, then drop it unanswered."""
+            held = server.take_hold(key)
+            if held is None:
+                return False
+            held.arrived.set()
+            held.release.wait(120)
+            self.close_connection = True
+            return True
 
         def _check_api_key(self) -> dict | None:
             """The gateway refuses unknown keys; storage itself then reads the bearer token."""
@@ -288,6 +327,8 @@ def _make_handler(server: SupabaseStorageServer) -> type[BaseHTTPRequestHandler]
                                         f"body must have required property '{missing[0]}'"))
                 return
             source_key, key = request["sourceKey"], request["destinationKey"]
+            if self._held(key):
+                return
             failure = server.take_failure(key)
             if failure is not None:
                 self._send(failure[0], failure[1], "application/json")

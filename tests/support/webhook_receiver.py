@@ -1,8 +1,10 @@
 """A real local HTTP server standing in for the backend's webhook endpoint.
 
-It records every POST (path, headers, raw body), can answer with failures on demand
-(`fail_next`), and can be taken down and brought back on the same port (`stop`/`start`) to
-simulate a backend outage: while it is down, connections are refused.
+It records every POST (path, headers, raw body, when it arrived), can answer with failures on
+demand (`fail_next`, or `answer_all` for a backend that answers every request with an error), can
+take a while to answer (`delay_s`, counting the requests it holds at once), and can be taken down
+and brought back on the same port (`stop`/`start`) to simulate a backend outage: while it is down,
+connections are refused.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Delivery:
     headers: dict[str, str]
     body: bytes
     answered: int
+    at: float = 0.0
+    """When it arrived (`time.monotonic`)."""
 
     @property
     def json(self) -> Any:
@@ -41,6 +45,10 @@ class WebhookReceiver:
         self.port = free_port()
         self.deliveries: list[Delivery] = []
         self._failures: list[int] = []
+        self._answer_all: int | None = None
+        self.delay_s = 0.0
+        self.in_flight = 0
+        self.most_in_flight = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -54,9 +62,15 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                arrived = time.monotonic()
                 with receiver._lock:
-                    status = receiver._failures.pop(0) if receiver._failures else 200
-                    receiver.deliveries.append(Delivery(self.path, dict(self.headers.items()), body, status))
+                    receiver.in_flight += 1
+                    receiver.most_in_flight = max(receiver.most_in_flight, receiver.in_flight)
+                time.sleep(receiver.delay_s)
+                with receiver._lock:
+                    receiver.in_flight -= 1
+                    status = receiver._failures.pop(0) if receiver._failures else receiver._answer_all or 200
+                    receiver.deliveries.append(Delivery(self.path, dict(self.headers.items()), body, status, arrived))
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -77,6 +91,11 @@ class WebhookReceiver:
     def fail_next(self, count: int, status: int = 503) -> None:
         with self._lock:
             self._failures.extend([status] * count)
+
+    def answer_all(self, status: int | None) -> None:
+        """Answer every request with ``status`` from now on (None: answer normally again)."""
+        with self._lock:
+            self._answer_all = status
 
     def accepted(self, job_id: str | None = None) -> list[dict[str, Any]]:
         """Bodies answered 2xx, optionally for one job, in arrival order."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -12,12 +13,14 @@ from typing import Any
 
 import pytest
 import redis
+from celery import Celery
 from redis.asyncio import Redis
 
 from client_worker.config import Settings, load_settings
 from client_worker.storage import Storage
 from client_worker.worker import Worker
 from tests.support.webhook_receiver import WebhookReceiver
+from tests.support.worker_jobs import start_worker_process
 
 
 @pytest.fixture
@@ -55,6 +58,21 @@ async def redis_client(redis_url: str) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def backend_url(redis_url: str) -> str:
+    """The producers' Celery result backend: another database of the same server."""
+    return redis_url.rsplit("/", 1)[0] + "/1"
+
+
+@pytest.fixture
+def celery_producer(redis_url: str, backend_url: str) -> Iterator[Celery]:
+    """The backend's Celery app (a real `celery` client) with a result backend, sending to our queue."""
+    app = Celery("backend", broker=redis_url, backend=backend_url)
+    app.conf.update(task_default_queue="celery", result_expires=600)
+    yield app
+    app.close()
 
 
 @pytest.fixture
@@ -178,6 +196,23 @@ def start_worker() -> Iterator[Callable[..., WorkerThread]]:
     yield start
     for worker in workers:
         worker.stop()
+
+
+@pytest.fixture
+def worker_process(tmp_path: Path) -> Iterator[Callable[[Settings], subprocess.Popen[bytes]]]:
+    """Start real worker processes (`python -m client_worker run`, logging to tmp_path/worker.log);
+    any still running after the test is killed."""
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(settings: Settings) -> subprocess.Popen[bytes]:
+        processes.append(start_worker_process(settings, tmp_path))
+        return processes[-1]
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
 
 
 # --- "exactly one final state": what the fault-injection and soak tests check -----------------

@@ -5,6 +5,7 @@ tasks run on a real Celery worker (celery.contrib.testing) consuming their own q
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -34,16 +35,9 @@ def job(job_id: str, image_urls: list[str]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def backend_url(redis_url: str) -> str:
-    """The producers' result backend: another database of the same server."""
-    return redis_url.rsplit("/", 1)[0] + "/1"
-
-
-@pytest.fixture
-def producer(redis_url: str, backend_url: str) -> Iterator[Celery]:
+def producer(celery_producer: Celery, redis_url: str) -> Iterator[Celery]:
     """The backend's Celery app, with a result backend, plus the follow-up tasks its other worker runs."""
-    app = Celery("backend", broker=redis_url, backend=backend_url)
-    app.conf.update(task_default_queue="celery", result_expires=600)
+    app = celery_producer
     notes = redis.Redis.from_url(redis_url)
 
     @app.task(name="tests.model_url", shared=False)
@@ -56,7 +50,6 @@ def producer(redis_url: str, backend_url: str) -> Iterator[Celery]:
 
     yield app
     notes.close()
-    app.close()
 
 
 @pytest.fixture
@@ -159,7 +152,7 @@ def test_messages_in_lists_the_worker_does_not_read_are_reported_until_the_setti
     assert line.levelname == "ERROR"  # type: ignore[attr-defined]
     text = line.getMessage()  # type: ignore[attr-defined]
     assert r"celery\x06\x165 (1), celery:3 (1)" in text
-    assert r"set PRIORITY_STEPS=0,3,5,6,9 and PRIORITY_SEPARATOR=\x06\x16 or :" in text
+    assert r"set PRIORITY_STEPS=0,1,2,3,4,5,6,7,8,9 and PRIORITY_SEPARATOR=\x06\x16 or :" in text
     registry = blind.worker.metrics.registry  # type: ignore[union-attr]
     wait_until(lambda: registry.get_sample_value("img2mesh_worker_stranded_messages") == 2, 30, "the gauge")
     health = subprocess.run([sys.executable, "-m", "client_worker", "healthcheck"], env=settings_environment(settings),
@@ -167,7 +160,7 @@ def test_messages_in_lists_the_worker_does_not_read_are_reported_until_the_setti
     assert health.returncode == 0, health.stderr
     report = json.loads(health.stdout)
     assert report["stranded_messages"] == {r"celery\x06\x165": 1, "celery:3": 1}
-    assert "PRIORITY_STEPS=0,3,5,6,9" in report["advice"]
+    assert "PRIORITY_STEPS=0,1,2,3,4,5,6,7,8,9" in report["advice"]
     assert statuses(webhook_receiver, "stranded-5") == []  # nobody read it
     blind.stop()
 
@@ -177,6 +170,53 @@ def test_messages_in_lists_the_worker_does_not_read_are_reported_until_the_setti
     assert final(webhook_receiver, "stranded-3")["status"] == "completed"
     ten_steps.close()
     colon.close()
+
+
+def test_following_the_stranded_advice_strands_no_priority_and_the_health_check_can_fail_on_them(
+    e2e_settings: Callable[..., Settings], worker_process: Callable[[Settings], subprocess.Popen[bytes]],
+    photo_url: str, redis_url: str, webhook_receiver: WebhookReceiver, tmp_path: Path,
+) -> None:
+    """A producer with ten priority steps has sent every priority but 4 and 8 so far; a worker left at
+    kombu's steps advises settings that, once followed, also read the priorities not seen yet."""
+    producer = Celery("backend", broker=redis_url)
+    producer.conf.broker_transport_options = {"priority_steps": list(range(10)), "sep": ":"}
+    seen = [0, 1, 2, 3, 5, 6, 7, 9]
+    for priority in seen:
+        producer.send_task(TASK, kwargs=job(f"priority-{priority}", [photo_url]), priority=priority)
+    blind = e2e_settings(worker_name="blind-host")
+    first = worker_process(blind)
+    r = redis.Redis.from_url(redis_url)
+    wait_until(lambda: r.smembers("img2mesh:workers"), 60, "the worker process to register")
+    env = settings_environment(blind)
+    assert health(env, tmp_path).returncode == 0  # stranded messages alone do not make a worker unhealthy
+    refused = health(env, tmp_path, "--fail-on-stranded")
+    assert refused.returncode == 1, refused.stderr
+    report = json.loads(refused.stdout)
+    assert report["healthy"] is False
+    assert set(report["stranded_messages"]) == {f"celery:{priority}" for priority in seen if priority}
+    assert refused.stderr.startswith("unhealthy: messages wait in priority lists this worker does not read")
+    advice = re.search(r"set PRIORITY_STEPS=([\d,]+) and PRIORITY_SEPARATOR=(\S+?), ", report["advice"])
+    assert advice, report["advice"]
+    steps, separator = [int(step) for step in advice.group(1).split(",")], advice.group(2)
+    assert (steps, separator) == (list(range(10)), ":")
+    first.terminate()
+    first.wait(30)
+
+    advised = e2e_settings(worker_name="advised-host", priority_steps=steps, priority_separator=separator)
+    worker_process(advised)
+    for priority in (4, 8):  # the priorities nobody had sent yet
+        producer.send_task(TASK, kwargs=job(f"priority-{priority}", [photo_url]), priority=priority)
+    for priority in range(10):
+        assert final(webhook_receiver, f"priority-{priority}", 120)["status"] == "completed", priority
+    healthy = health(settings_environment(advised), tmp_path, "--fail-on-stranded")
+    assert healthy.returncode == 0, healthy.stderr
+    assert "stranded_messages" not in json.loads(healthy.stdout)
+    producer.close()
+
+
+def health(env: dict[str, str], cwd: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "client_worker", "healthcheck", *flags], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=60)
 
 
 def test_an_eta_job_is_announced_then_runs_and_a_bad_eta_fails(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -14,9 +15,10 @@ import redis
 
 from client_worker.config import Settings
 from export.u2net_models import U2NETP
-from local_triton import LocalTriton
+from local_triton import LocalTriton, free_port
 from tests.support.gltf_validator import GltfValidator
 from tests.support.image_server import ImageServer, Route
+from tests.support.redis_server import RedisServer
 from tests.support.webhook_receiver import WebhookReceiver
 from tests.support.worker_jobs import REPOSITORY_ROOT, final, guide_job, settings_environment, statuses, wait_until
 from tests.worker.conftest import E2E_RESOLUTION, WorkerThread, by_name
@@ -195,3 +197,69 @@ def test_check_photos_names_each_problem_and_the_photo_a_job_would_mesh(
         (line,) = [line for line in lines if str(paths[name]) in line]
         assert line.rstrip().endswith(code) and not line.startswith("*"), line
     assert lines[-1] == "PHOTO_CHECK=strict: no photo is usable: a job would fail"
+
+
+def test_a_dependency_that_fails_at_start_is_named_in_one_line_without_its_secret(
+    make_settings: Callable[..., Settings], redis_server: RedisServer, tmp_path: Path,
+) -> None:
+    """`run` against an unreachable Redis, a wrong or missing password, TLS to a plain port, an
+    unreachable result backend, no Triton, a taken metrics port: one line each, exit 1, no traceback,
+    no credential; `healthcheck` and `dead-letters` say the same of Redis."""
+    guarded = RedisServer(tmp_path / "guarded", password="the-right-secret-4711")
+    guarded.directory.mkdir()
+    guarded.start()
+    closed = free_port()
+    busy = socket.socket()
+    busy.bind(("0.0.0.0", 0))
+    busy.listen()
+    wrong = "not-the-secret-0815"
+    good = redis_server.url
+    cases = {
+        f"redis://127.0.0.1:{closed}/0": (
+            {}, f"cannot reach Redis at 127.0.0.1:{closed} (REDIS_URL): connection refused"),
+        f"redis://:{wrong}@127.0.0.1:{guarded.port}/0": (
+            {}, f"Redis at 127.0.0.1:{guarded.port} (REDIS_URL) refused the credentials"),
+        f"redis://127.0.0.1:{guarded.port}/0": (
+            {}, f"Redis at 127.0.0.1:{guarded.port} (REDIS_URL) requires a password and REDIS_URL has none"),
+        f"rediss://:{wrong}@127.0.0.1:{guarded.port}/0": (
+            {"redis_timeout_s": 1.5},
+            f"cannot reach Redis at 127.0.0.1:{guarded.port} (REDIS_URL): no answer in time; rediss:// expects TLS"),
+        good: ({"result_backend_url": f"redis://:{wrong}@127.0.0.1:{closed}/1"},
+               f"cannot reach Redis at 127.0.0.1:{closed} (RESULT_BACKEND_URL): connection refused"),
+    }
+    try:
+        for url, (overrides, expected) in cases.items():
+            env = settings_environment(make_settings(require_storage=True, redis_url=url, **overrides))
+            result = cli(["run"], tmp_path, env)
+            assert result.returncode == 1, (url, result.stderr)
+            assert_one_line(result.stderr, f"worker not started: {expected}", wrong)
+            if "RESULT_BACKEND_URL" in expected:
+                continue
+            for command, prefix in ((["healthcheck"], "unhealthy"), (["dead-letters", "list"], "dead-letters failed")):
+                checked = cli(command, tmp_path, env)
+                assert checked.returncode == 1, (command, checked.stderr)
+                assert_one_line(checked.stderr, f"{prefix}: {expected}", wrong)
+
+        triton = settings_environment(make_settings(require_storage=True, triton_url=f"127.0.0.1:{closed}",
+                                                    triton_ready_timeout_s=0))
+        result = cli(["run"], tmp_path, triton)
+        assert result.returncode == 1, result.stderr
+        assert_one_line(result.stderr, f"worker not started: Triton at 127.0.0.1:{closed} (TRITON_URL): ", wrong)
+
+        taken = settings_environment(make_settings(require_storage=True, metrics_port=busy.getsockname()[1]))
+        result = cli(["run"], tmp_path, taken)
+        assert result.returncode == 1, result.stderr
+        assert_one_line(result.stderr, f"worker not started: cannot serve metrics on port {busy.getsockname()[1]} "
+                                       "(METRICS_PORT)", wrong)
+    finally:
+        busy.close()
+        guarded.kill()
+
+
+def assert_one_line(stderr: str, starting: str, secret: str) -> None:
+    """The failure is the one line that is not a JSON log line, and nothing shows ``secret``."""
+    assert secret not in stderr and "Traceback" not in stderr, stderr
+    (line,) = [line for line in stderr.splitlines() if not line.startswith("{")]
+    assert line.startswith(starting), (line, starting)
+    logged = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [entry["msg"] for entry in logged] in ([], ["worker starting"]), logged

@@ -116,3 +116,12 @@ def test_the_result_backend_is_a_redis_url() -> None:
     assert load_settings(result_backend_url="").result_backend_url is None
     with pytest.raises(ConfigError, match="RESULT_BACKEND_URL: must start with redis://"):
         load_settings(result_backend_url="rpc://")
+
+
+def test_the_quality_check_is_review_unless_quality_check_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().quality_check == "review"
+    monkeypatch.setenv("QUALITY_CHECK", "strict")
+    assert load_settings().quality_check == "strict"
+    monkeypatch.setenv("QUALITY_CHECK", "lax")
+    with pytest.raises(ConfigError, match="QUALITY_CHECK:"):
+        load_settings()

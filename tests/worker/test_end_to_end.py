@@ -291,7 +291,7 @@ def test_bad_job_inputs_fail_permanently_with_messages_a_merchant_can_read(
         "port-99999": (["http://localhost:99999/a.jpg"], "port 99999 is not a valid port number"),
         "tiff": ([by_name(image_server.url("/scan.tif"))], "TIFF images are not supported: save the photo as JPEG"),
         "empty-file": ([by_name(image_server.url("/empty.jpg"))], "the file is empty (0 bytes)"),
-        "thousand-urls": (missing, "the other 996 URLs were not tried (at most 4 are, PHOTO_CANDIDATES)"),
+        "thousand-urls": (missing, "'image_urls' lists 1000 URLs, more than the 10 a job may have (IMAGE_URLS_MAX)"),
     }
     r = redis.Redis.from_url(redis_url)
     for job_id, (urls, _) in expected.items():

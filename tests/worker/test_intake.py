@@ -310,3 +310,20 @@ def test_malformed_job_explains_itself(change: dict[str, Any], message: str, job
     with pytest.raises(MalformedJob, match=message) as caught:
         parse_job(parsed)
     assert caught.value.job_id == job_id
+
+
+@pytest.mark.parametrize(("change", "mode"), [
+    ({}, None),
+    ({"quality_check_mode": "strict"}, "strict"),
+    ({"metadata": {"quality_check_mode": " Report "}}, "report"),
+])
+def test_a_job_may_choose_its_own_quality_check(change: dict[str, Any], mode: str | None) -> None:
+    payload = {**JOB, **change}
+    job = parse_job(parse_message(json.dumps({"task": TASK, "id": "t", "args": [], "kwargs": payload}), TASK))
+    assert job.quality_check_mode == mode
+
+
+def test_an_unknown_quality_check_mode_fails_the_job_at_intake() -> None:
+    payload = {**JOB, "metadata": {"quality_check_mode": "lax"}}
+    with pytest.raises(MalformedJob, match="quality_check_mode must be one of off, report, review, strict, got 'lax'"):
+        parse_job(parse_message(json.dumps({"task": TASK, "id": "t", "args": [], "kwargs": payload}), TASK))

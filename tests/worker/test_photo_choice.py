@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -150,3 +151,37 @@ async def test_a_triton_without_the_photo_check_is_named_at_start_up_unless_the_
             await PhotoChoice("off", 4, client, DownloadLimits(), http).wait_ready(0)
     finally:
         await client.close()
+
+
+def test_urls_are_tried_in_order_up_to_image_urls_max_until_a_usable_photo_and_more_are_refused(
+    e2e_settings: Callable[..., Settings], worker_process: Callable[[Settings], subprocess.Popen[bytes]],
+    image_server: ImageServer, redis_url: str, webhook_receiver: WebhookReceiver,
+) -> None:
+    """The rule of docs/photo-check.md, "Which photos are checked": PHOTO_CANDIDATES (4) usable photos
+    are looked for among the URLs in order, up to IMAGE_URLS_MAX (10); a job with more is refused."""
+    urls = serve_photos(image_server)
+    dead = [by_name(image_server.url(f"/dead-{index}.jpg")) for index in range(4)]
+    unusable = [urls[name] for name in sorted(photos.UNUSABLE)]
+    worker_process(e2e_settings())
+    r = redis.Redis.from_url(redis_url)
+    jobs = {"fifth-after-four-dead": [*dead, urls["clean"]],
+            "fifth-after-four-unusable": [*unusable, urls["clean"]],
+            "tenth": [*dead, *unusable, urls["missing"], urls["clean"]]}
+    for job_id, job_urls in jobs.items():
+        r.lpush("celery", json.dumps(guide_job(job_id, job_urls)))
+    for job_id, job_urls in jobs.items():
+        body = final(webhook_receiver, job_id, 120)
+        assert body["status"] == "completed", body
+        assert body["metadata"]["image_url"] == urls["clean"]
+        report = body["metadata"]["photo_choice"]
+        assert [candidate["url"] for candidate in report["candidates"]] == job_urls  # each tried, in order
+
+    requests = len(image_server.hosts_seen)
+    eleven = [*dead, *unusable, urls["missing"], urls["clean"], urls["transparent"]]
+    r.lpush("celery", json.dumps(guide_job("eleven-urls", eleven)))
+    refused = final(webhook_receiver, "eleven-urls")
+    assert refused["status"] == "failed"
+    assert refused["metadata"] == {"attempts": 1, "stage": "intake", "kind": "permanent"}
+    assert refused["errorMessage"] == ("malformed job: 'image_urls' lists 11 URLs, more than the 10 a job may have "
+                                       "(IMAGE_URLS_MAX): send the product's 10 best photos, best first")
+    assert len(image_server.hosts_seen) == requests  # refused before any download

@@ -3,7 +3,7 @@ processing through a completed, a failed and a retried job (real tritonserver, r
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ class MemoryRecords:
     stages: list[tuple[str, str]] = field(default_factory=list)
     assets: dict[str, Asset] = field(default_factory=dict)
     urls: dict[str, dict[str, str]] = field(default_factory=dict)
+    stored: dict[str, set[str]] = field(default_factory=dict)
 
     async def progress(self, job_id: str, token: str, metadata: dict[str, Any]) -> None:
         self.stages.append((job_id, metadata["stage"]))
@@ -50,6 +51,9 @@ class MemoryRecords:
 
     async def keep_url(self, job_id: str, role: str, url: str) -> None:
         self.urls.setdefault(job_id, {})[role] = url
+
+    async def storing(self, job_id: str, keys: Sequence[str]) -> None:
+        self.stored.setdefault(job_id, set()).update(keys)
 
 
 class StorageDownOnce(LocalStorage):

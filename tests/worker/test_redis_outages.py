@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,7 +31,7 @@ from client_worker.storage import SupabaseStorage
 from tests.support.image_server import ImageServer, Route
 from tests.support.redis_server import RedisServer
 from tests.support.webhook_receiver import WebhookReceiver
-from tests.support.worker_jobs import guide_job
+from tests.support.worker_jobs import final, guide_job, wait_until
 from tests.worker.conftest import WorkerThread, assert_nothing_left, by_name, wait_for_ledger
 
 
@@ -168,3 +170,34 @@ def push(server: RedisServer, message: str) -> None:
             time.sleep(0.2)
         finally:
             client.close()
+
+
+def test_an_outage_is_logged_as_warnings_with_a_count_and_no_stack_trace(
+    persistent_redis: RedisServer, e2e_settings: Callable[..., Settings],
+    worker_process: Callable[[Settings], subprocess.Popen[bytes]], photo_url: str,
+    webhook_receiver: WebhookReceiver, tmp_path: Path,
+) -> None:
+    """Redis is killed while webhooks are in flight (the receiver takes 2 s to answer each), so the
+    worker process meets the outage in its background deliveries as well as in its job and loops."""
+    webhook_receiver.delay_s = 2.0
+    process = worker_process(e2e_settings(redis_url=persistent_redis.url, concurrency=1))
+    r = persistent_redis.client()
+    wait_until(lambda: r.smembers("img2mesh:workers"), 60, "the worker process to register")
+    r.lpush("celery", json.dumps(guide_job("through-an-outage", [photo_url])))
+    wait_until(lambda: webhook_receiver.in_flight, 60, "a webhook in flight")
+    persistent_redis.kill()
+    time.sleep(5)  # the deliveries in flight end and find Redis gone; so do the loops and the job
+    persistent_redis.start()
+    assert final(webhook_receiver, "through-an-outage", 120)["status"] == "completed"
+    process.terminate()
+    assert process.wait(60) == 0
+
+    lines = [json.loads(line) for line in (tmp_path / "worker.log").read_text().splitlines() if line.startswith("{")]
+    assert not [line for line in lines if line["level"] == "ERROR" or "exc" in line], "an outage logged an error"
+    outage = [line for line in lines if line["level"] == "WARNING" and "Redis" in line["msg"]]
+    assert {"webhook delivery: Redis unreachable; the outbox will retry"} <= {line["msg"] for line in outage}, outage
+    counted = [line for line in outage if "failures" in line or "tries" in line]
+    assert counted and all(isinstance(line.get("failures", line.get("tries")), int) for line in counted)
+    uncounted = {line["msg"] for line in outage} - {line["msg"] for line in counted}
+    assert uncounted <= {"Redis failed during the job; it is handed back, uncounted", "Redis restarted; checking this "
+                         "worker's processing list"}, uncounted

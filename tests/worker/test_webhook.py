@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from client_worker.metrics import Metrics
 from client_worker.redaction import Redaction
 from client_worker.status.store import StatusEvent, StatusStore
 from client_worker.status.webhook import WebhookSender
+from client_worker.storage import LocalStorage
 from tests.support.webhook_receiver import WebhookReceiver
 
 
@@ -83,7 +85,7 @@ class Reporter:
 
 
 @pytest.fixture
-async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings], Reporter]]:
+async def make_reporter(redis_client: Redis, tmp_path: Path) -> AsyncIterator[Callable[[Settings], Reporter]]:
     clients: list[httpx.AsyncClient] = []
 
     def make(settings: Settings) -> Reporter:
@@ -92,7 +94,8 @@ async def make_reporter(redis_client: Redis) -> AsyncIterator[Callable[[Settings
         queue = JobQueue(redis_client, settings, instance_id(settings.worker_name))
         store = StatusStore(redis_client, queue.keys, settings.status_ttl_s, sender.delivery_window_s,
                             settings.status_text_max_chars, Redaction.of(settings))
-        return Reporter(store, sender, queue, RedisAttemptRecords(redis_client, queue, store, sender))
+        return Reporter(store, sender, queue, RedisAttemptRecords(redis_client, queue, store, sender,
+                                                                         LocalStorage(tmp_path)))
 
     yield make
     for client in clients:

@@ -15,6 +15,7 @@ from asset.real_size import RealSize
 from client_worker.pipeline.photo_to_asset import MODEL_FILE, POSTER_FILE, USDZ_FILE, AssetPipeline
 from client_worker.pipeline.inference import MeshResult
 from client_worker.pipeline.presets import PRESETS
+from export.u2net_models import U2NETP
 from img2mesh.contract import ENSEMBLE
 from tests.support.arkit import arkit_problems
 from tests.support.product_mesh import product_mesh
@@ -32,6 +33,9 @@ class KnownMesh:
     async def image_to_mesh(self, image: bytes, *, resolution: int, target_faces: int, texture_size: int) -> MeshResult:
         self.requests.append({"resolution": resolution, "target_faces": target_faces, "texture_size": texture_size})
         return self.mesh
+
+    async def background_removal(self) -> dict[str, object]:
+        return {"version": 1, "name": U2NETP.name, "md5": U2NETP.md5}
 
 
 def mesh_result(textured: bool) -> MeshResult:
