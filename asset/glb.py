@@ -7,21 +7,22 @@ What glTF adds to the prepared mesh (``asset.mesh_preparation``) and its materia
   ``baseColorTexture`` (glTF reads it as sRGB), embedded in the GLB as PNG or JPEG, with a
   sampler that filters linearly with mipmaps and clamps at the atlas border (repeating would
   let filtering pull in texels from the opposite edge). glTF's UVs have (0, 0) at the image's
-  top-left corner, as the prepared mesh's; trimesh stores UVs with v up and flips them on
-  export, so they are handed to it flipped. An untextured mesh gets ``COLOR_0``: the network's
-  colours are sRGB values (they reproduce the photo's pixels), while ``COLOR_0`` is a *linear*
+  top-left corner, as the prepared mesh's, so they are written as they are; the image is the
+  prepared mesh's texture file, the one the USDZ embeds. An untextured mesh gets ``COLOR_0``:
+  the network's colours are sRGB values (they reproduce the photo's pixels), while ``COLOR_0`` is a *linear*
   multiplier of the base colour, so they are converted to linear. A textured mesh has no
   ``COLOR_0``: it would multiply the texture.
 * **Material.** One PBR material, explicit: metallic 0, the material's roughness, double-sided
   false. Without one, viewers use glTF's default material, metallic 1, which renders dark.
 * **Normals** are written as given: unit length, as glTF requires.
-* **No mesh compression.** trimesh can write Draco (through DracoPy), but model-viewer then
+* **No mesh compression.** Draco (through DracoPy) would shrink it, but model-viewer then
   fetches its decoder from Google's CDN unless the shop hosts it
   (docs/facts.md, "Browser tests"), and no browser test shows a compressed file loading yet; at
   60 000 triangles the GLB is about 2 MB, well under Shopify's 15 MB.
 
-This is the only module that knows glTF's encoding, and with ``glb_summary`` and ``read_glb`` the
-only one that reads it back.
+The document and its chunks are pygltflib's: a third of the time trimesh's exporter took, which
+hashed and bounded every array (bench.postprocess --anchors). This is the only module that knows
+glTF's encoding, and with ``glb_summary`` and ``read_glb`` the only one that reads it back.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import trimesh
+import pygltflib as gltf
 from PIL import Image
 
 from asset.material import DEFAULT_MATERIAL, METALLIC, Material, linear_to_srgb, srgb_to_linear
@@ -47,55 +47,70 @@ _JSON_CHUNK = 0x4E4F534A
 _BIN_CHUNK = 0x004E4942
 _COMPONENTS = {5121: np.uint8, 5123: np.uint16, 5125: np.uint32, 5126: np.float32}
 _WIDTHS = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
-# glTF sampler constants (the WebGL enums): LINEAR, LINEAR_MIPMAP_LINEAR, CLAMP_TO_EDGE.
-_LINEAR, _LINEAR_MIPMAP_LINEAR, _CLAMP_TO_EDGE = 9729, 9987, 33071
 
 
 def write_glb(mesh: PreparedMesh, material: Material = DEFAULT_MATERIAL) -> bytes:
     """The GLB of a prepared mesh: one node, one primitive with POSITION, NORMAL and either
     TEXCOORD_0 (with the texture) or COLOR_0, and one material."""
-    pbr = trimesh.visual.material.PBRMaterial(
-        name="product",
-        baseColorFactor=[255, 255, 255, 255],
-        metallicFactor=METALLIC,
-        roughnessFactor=float(material.roughness),
-        doubleSided=False,
-    )
+    document = gltf.GLTF2(scene=0, scenes=[gltf.Scene(nodes=[0])], nodes=[gltf.Node(mesh=0, name="product")])
+    binary = _Binary(document)
+    positions = np.ascontiguousarray(mesh.positions, dtype=np.float32)
+    # glTF requires the bounds of POSITION (viewers frame the model with them), and only those.
+    attributes = {"POSITION": binary.accessor(positions, gltf.VEC3, bounds=True),
+                  "NORMAL": binary.accessor(np.asarray(mesh.normals, dtype=np.float32), gltf.VEC3)}
+    pbr = gltf.PbrMetallicRoughness(baseColorFactor=[1.0, 1.0, 1.0, 1.0], metallicFactor=METALLIC,
+                                    roughnessFactor=float(material.roughness))
     if mesh.uvs is not None and mesh.texture is not None:
-        flipped = np.column_stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]])
-        visual = trimesh.visual.TextureVisuals(uv=flipped, material=pbr)
-        add_texture = _base_color_texture(mesh.texture_file(material), material.texture_format.mime_type)
+        attributes["TEXCOORD_0"] = binary.accessor(np.asarray(mesh.uvs, dtype=np.float32), gltf.VEC2)
+        document.images = [gltf.Image(bufferView=binary.view(mesh.texture_file(material)),
+                                      mimeType=material.texture_format.mime_type)]
+        document.samplers = [gltf.Sampler(magFilter=gltf.LINEAR, minFilter=gltf.LINEAR_MIPMAP_LINEAR,
+                                          wrapS=gltf.CLAMP_TO_EDGE, wrapT=gltf.CLAMP_TO_EDGE)]
+        document.textures = [gltf.Texture(source=0, sampler=0)]
+        pbr.baseColorTexture = gltf.TextureInfo(index=0)
     else:
-        visual = trimesh.visual.TextureVisuals(material=pbr)
         rgba = np.full((len(mesh.colors), 4), 255, dtype=np.uint8)
         rgba[:, :3] = np.round(srgb_to_linear(mesh.colors) * 255.0).astype(np.uint8)
-        visual.vertex_attributes["color"] = rgba
-        add_texture = None
-    geometry = trimesh.Trimesh(mesh.positions, mesh.triangles, visual=visual, process=False, validate=False)
-    geometry.vertex_normals = mesh.normals
-    scene = trimesh.Scene()
-    scene.add_geometry(geometry, geom_name="product", node_name="product")
-    return trimesh.exchange.gltf.export_glb(scene, include_normals=True, buffer_postprocessor=add_texture)
+        attributes["COLOR_0"] = binary.accessor(rgba, gltf.VEC4, normalized=True)
+    indices = binary.accessor(np.asarray(mesh.triangles, dtype=np.uint32).reshape(-1), gltf.SCALAR)
+    document.meshes = [gltf.Mesh(name="product", primitives=[
+        gltf.Primitive(attributes=gltf.Attributes(**attributes), indices=indices, material=0)])]
+    document.materials = [gltf.Material(name="product", pbrMetallicRoughness=pbr, doubleSided=False)]
+    binary.close()
+    return b"".join(document.save_to_bytes())
 
 
-def _base_color_texture(image: bytes, mime_type: str) -> Callable[[dict, dict], None]:
-    """trimesh's hook that adds our encoded image as the material's base colour texture.
+class _Binary:
+    """The GLB's binary chunk, built view by view, each starting at a multiple of 4 bytes."""
 
-    trimesh would re-encode an image itself (JPEG at its own quality, PNG at its own settings), so
-    the image bytes the caller chose are appended to the binary buffer here, with the texture
-    and sampler that reference them.
-    """
+    _COMPONENT_TYPES = {np.dtype(np.float32): gltf.FLOAT, np.dtype(np.uint32): gltf.UNSIGNED_INT,
+                        np.dtype(np.uint8): gltf.UNSIGNED_BYTE}
 
-    def add(buffer_items: dict, tree: dict) -> None:
-        tree["images"].append({"bufferView": len(buffer_items), "mimeType": mime_type})
-        buffer_items["base_color_texture"] = image + bytes(-len(image) % 4)
-        tree["samplers"] = [{"magFilter": _LINEAR, "minFilter": _LINEAR_MIPMAP_LINEAR,
-                             "wrapS": _CLAMP_TO_EDGE, "wrapT": _CLAMP_TO_EDGE}]
-        tree["textures"].append({"source": len(tree["images"]) - 1, "sampler": 0})
-        (only,) = tree["materials"]
-        only["pbrMetallicRoughness"]["baseColorTexture"] = {"index": len(tree["textures"]) - 1}
+    def __init__(self, document: gltf.GLTF2) -> None:
+        self.document = document
+        self.parts: list[bytes] = []
+        self.length = 0
 
-    return add
+    def view(self, data: bytes) -> int:
+        """A buffer view of ``data``; returns its index."""
+        self.document.bufferViews.append(gltf.BufferView(buffer=0, byteOffset=self.length, byteLength=len(data)))
+        self.parts += [data, bytes(-len(data) % 4)]
+        self.length += len(data) + (-len(data) % 4)
+        return len(self.document.bufferViews) - 1
+
+    def accessor(self, array: np.ndarray, kind: str, *, bounds: bool = False, normalized: bool = False) -> int:
+        """An accessor of ``array`` (one element per row) in a view of its own; returns its index."""
+        accessor = gltf.Accessor(bufferView=self.view(np.ascontiguousarray(array).tobytes()), count=len(array),
+                                 componentType=self._COMPONENT_TYPES[array.dtype], type=kind,
+                                 normalized=normalized or None)
+        if bounds:
+            accessor.min, accessor.max = array.min(axis=0).tolist(), array.max(axis=0).tolist()
+        self.document.accessors.append(accessor)
+        return len(self.document.accessors) - 1
+
+    def close(self) -> None:
+        self.document.buffers = [gltf.Buffer(byteLength=self.length)]
+        self.document.set_binary_blob(b"".join(self.parts))
 
 
 def glb_summary(data: bytes) -> dict:

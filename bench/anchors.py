@@ -252,13 +252,12 @@ def _ours_pad(inputs: JobInputs, network: Network) -> np.ndarray:
     return texture_baking.pad(inputs.unpadded, inputs.covered)
 
 
-def _opencv_pad(inputs: JobInputs, network: Network) -> np.ndarray:
-    import cv2
-
-    empty = (~inputs.covered).astype(np.uint8)  # OpenCV measures the distance to the nearest zero
-    _, labels = cv2.distanceTransformWithLabels(empty, cv2.DIST_L1, cv2.DIST_MASK_3, labelType=cv2.DIST_LABEL_PIXEL)
-    sources = np.flatnonzero(inputs.covered)  # label k is the k-th zero pixel in scan order
-    return inputs.unpadded.reshape(-1, 3)[sources[labels.reshape(-1) - 1]].reshape(inputs.unpadded.shape)
+def _scipy_pad(inputs: JobInputs, network: Network) -> np.ndarray:
+    """SciPy's taxicab distance transform with the nearest covered texel's indices, gathered as ours is."""
+    rows, columns = distance_transform_cdt(~inputs.covered, metric="taxicab", return_distances=False,
+                                           return_indices=True)
+    nearest = (rows * inputs.covered.shape[1] + columns).reshape(-1)
+    return inputs.unpadded.reshape(-1, 3).take(nearest, axis=0).reshape(inputs.unpadded.shape)
 
 
 def psnr(reference: np.ndarray, other: np.ndarray) -> float:
@@ -390,38 +389,32 @@ def _ours_glb(inputs: JobInputs, network: Network) -> Encoded:
     return Encoded(glb.write_glb(replace(inputs.prepared), inputs.material), np.zeros(0))
 
 
-def _pygltflib_glb(inputs: JobInputs, network: Network) -> Encoded:
-    """The same GLB (positions, normals, UVs, indices, the texture and material) built with pygltflib."""
-    import pygltflib as gl
+def _trimesh_glb(inputs: JobInputs, network: Network) -> Encoded:
+    """The same GLB (positions, normals, UVs, indices, the texture and material) exported by trimesh."""
+    import trimesh
 
-    mesh = inputs.prepared
+    mesh, material = inputs.prepared, inputs.material
     assert mesh.uvs is not None
-    arrays = [mesh.positions.astype(np.float32), mesh.normals.astype(np.float32), mesh.uvs.astype(np.float32),
-              mesh.triangles.astype(np.uint32).reshape(-1)]
-    image = inputs.material.encode_texture(_texture(inputs))
-    blobs = [array.tobytes() for array in arrays] + [image]
-    offsets = np.cumsum([0] + [len(blob) + (-len(blob) % 4) for blob in blobs])
-    views = [gl.BufferView(buffer=0, byteOffset=int(offset), byteLength=len(blob)) for offset, blob in zip(offsets, blobs)]
-    positions = arrays[0]
-    accessors = [
-        gl.Accessor(bufferView=0, componentType=gl.FLOAT, count=len(positions), type=gl.VEC3,
-                    min=positions.min(axis=0).tolist(), max=positions.max(axis=0).tolist()),
-        gl.Accessor(bufferView=1, componentType=gl.FLOAT, count=len(positions), type=gl.VEC3),
-        gl.Accessor(bufferView=2, componentType=gl.FLOAT, count=len(positions), type=gl.VEC2),
-        gl.Accessor(bufferView=3, componentType=gl.UNSIGNED_INT, count=len(arrays[3]), type=gl.SCALAR),
-    ]
-    document = gl.GLTF2(
-        scene=0, scenes=[gl.Scene(nodes=[0])], nodes=[gl.Node(mesh=0, name="product")],
-        meshes=[gl.Mesh(name="product", primitives=[gl.Primitive(
-            attributes=gl.Attributes(POSITION=0, NORMAL=1, TEXCOORD_0=2), indices=3, material=0)])],
-        materials=[gl.Material(name="product", doubleSided=False, pbrMetallicRoughness=gl.PbrMetallicRoughness(
-            baseColorTexture=gl.TextureInfo(index=0), metallicFactor=0.0, roughnessFactor=inputs.material.roughness))],
-        textures=[gl.Texture(source=0, sampler=0)], samplers=[gl.Sampler()],
-        images=[gl.Image(bufferView=4, mimeType=inputs.material.texture_format.mime_type)],
-        accessors=accessors, bufferViews=views, buffers=[gl.Buffer(byteLength=int(offsets[-1]))],
-    )
-    document.set_binary_blob(b"".join(blob + bytes(-len(blob) % 4) for blob in blobs))
-    return Encoded(b"".join(document.save_to_bytes()), np.zeros(0))
+    pbr = trimesh.visual.material.PBRMaterial(name="product", baseColorFactor=[255, 255, 255, 255],
+                                              metallicFactor=0.0, roughnessFactor=float(material.roughness),
+                                              doubleSided=False)
+    # trimesh keeps UVs with v up and flips them on export.
+    visual = trimesh.visual.TextureVisuals(uv=np.column_stack([mesh.uvs[:, 0], 1.0 - mesh.uvs[:, 1]]), material=pbr)
+    image = material.encode_texture(_texture(inputs))
+
+    def add_texture(buffer_items: dict, tree: dict) -> None:
+        tree["images"].append({"bufferView": len(buffer_items), "mimeType": material.texture_format.mime_type})
+        buffer_items["base_color_texture"] = image + bytes(-len(image) % 4)
+        tree["samplers"] = [{"magFilter": 9729, "minFilter": 9987, "wrapS": 33071, "wrapT": 33071}]
+        tree["textures"].append({"source": 0, "sampler": 0})
+        tree["materials"][0]["pbrMetallicRoughness"]["baseColorTexture"] = {"index": 0}
+
+    geometry = trimesh.Trimesh(mesh.positions, mesh.triangles, visual=visual, process=False, validate=False)
+    geometry.vertex_normals = mesh.normals
+    scene = trimesh.Scene()
+    scene.add_geometry(geometry, geom_name="product", node_name="product")
+    return Encoded(trimesh.exchange.gltf.export_glb(scene, include_normals=True, buffer_postprocessor=add_texture),
+                   np.zeros(0))
 
 
 def _compare_glb(inputs: JobInputs, ours: Encoded, theirs: Encoded) -> dict[str, Any]:
@@ -449,13 +442,13 @@ def anchored_steps(preset: Preset) -> tuple[Anchored, ...]:
             Candidate("pyfqmr", _pyfqmr, "pyfqmr"),
             Candidate("meshoptimizer simplify", _meshoptimizer, "meshoptimizer"),
         ), _compare_meshes),
-        Anchored("pad", Candidate("SciPy taxicab distance transform (ours)", _ours_pad), (
-            Candidate("OpenCV distanceTransformWithLabels (L1)", _opencv_pad, "cv2"),
+        Anchored("pad", Candidate("OpenCV distanceTransformWithLabels, L1 (ours)", _ours_pad), (
+            Candidate("SciPy taxicab distance transform", _scipy_pad),
         ), _compare_padding),
         Anchored("texture_encoding", Candidate(f"Pillow {preset.texture_format.value} (ours)", _ours_texture),
                  _texture_encoders(preset.texture_format), texture),
-        Anchored("model", Candidate("trimesh GLB (ours)", _ours_glb), (
-            Candidate("pygltflib GLB", _pygltflib_glb, "pygltflib"),
+        Anchored("model", Candidate("pygltflib GLB (ours)", _ours_glb), (
+            Candidate("trimesh GLB", _trimesh_glb),
         ), _compare_glb),
         Anchored("usdz", Candidate("usd-core (ours)", _ours_usdz), (), lambda inputs, ours, theirs: {}),
         Anchored("poster", Candidate("VTK OSMesa 2× supersampled (ours)", _ours_poster), (

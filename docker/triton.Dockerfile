@@ -19,7 +19,7 @@ RUN python3 -m pip install --no-cache-dir --no-deps --only-binary=:all: -r /tmp/
 COPY pyproject.toml /tmp/src/pyproject.toml
 COPY img2mesh /tmp/src/img2mesh
 RUN python3 -m pip install --no-cache-dir --no-deps /tmp/src && rm -rf /tmp/src \
-    && python3 -c "import sys, numpy, PIL, skimage, scipy, fast_simplification, openvino, img2mesh; assert sys.version_info[:2] == (3, 10), sys.version; assert numpy.__version__.startswith('1.'), numpy.__version__"
+    && python3 -c "import sys, numpy, PIL, skimage, scipy, fast_simplification, cv2, openvino, img2mesh; assert sys.version_info[:2] == (3, 10), sys.version; assert numpy.__version__.startswith('1.'), numpy.__version__"
 
 # The model repository comes from a volume (written by the exporter); TensorRT engines are cached in
 # another, so restarts skip the engine build. Both are owned by the image's non-root user (uid 1000).

@@ -21,6 +21,12 @@ grid, so the default ``band`` extraction asks the density field for far fewer po
 3. **Marching cubes** (scikit-image's Lewiner algorithm, whose ``mask`` skips cells) runs over the
    grid cells of the last level's active blocks only; every other grid value is never asked for.
 
+Each level is held on the box of the active blocks above it only, and its new points are listed
+from those blocks (``_points_between``), so the bookkeeping makes and walks no array of the whole
+R³ grid: its work follows the band's points, plus a few passes over bytes of that box at the finer
+levels' resolution. scikit-image gets the grid from its origin to the far corner of the box (so
+that it rounds vertices exactly as on the whole grid) and walks those cells only.
+
 A cell the band misses would be a hole in the mesh, so tests compare band and dense meshes on
 analytic surfaces, thin plates and noise fields. ``dense`` evaluates and meshes the whole grid
 with the same marching cubes, for comparison.
@@ -119,16 +125,16 @@ def extract_surface(
     if extraction not in EXTRACTIONS:
         raise ValueError(f"extraction must be one of {', '.join(EXTRACTIONS)}, got {extraction!r}")
     started = time.perf_counter()
-    grid = _SampledGrid(density_at, resolution, radius)
-    if extraction == "dense":
-        grid.sample(np.ones((resolution,) * 3, dtype=bool))
-        cells = None
+    sampler = _Sampler(density_at, resolution, radius)
+    if extraction == "band":
+        cells = _band_cells(sampler, threshold)
     else:
-        cells = _band_cells(grid, threshold)
+        density = sampler.checked(density_at(grid_points(resolution, radius)), resolution**3)
+        cells = _Level.whole_grid(resolution, density)
     grid_ms = _elapsed_ms(started)
     started = time.perf_counter()
-    vertices, faces = _mesh(grid, cells, threshold)
-    return Surface(vertices, faces, grid.evaluated, {"grid": grid_ms, "marching_cubes": _elapsed_ms(started)})
+    vertices, faces = _mesh(sampler, cells, threshold)
+    return Surface(vertices, faces, sampler.evaluated, {"grid": grid_ms, "marching_cubes": _elapsed_ms(started)})
 
 
 def marching_cubes(
@@ -149,10 +155,8 @@ def marching_cubes(
     """
     if density.size != resolution**3:
         raise ValueError(f"density has {density.size} values, expected resolution³ = {resolution**3}")
-    grid = _SampledGrid(_never_asked, resolution, radius)
-    grid.values[...] = density.reshape(grid.values.shape)
-    grid.known[...] = True
-    return _mesh(grid, None, threshold)
+    sampler = _Sampler(_never_asked, resolution, radius)
+    return _mesh(sampler, _Level.whole_grid(resolution, sampler.checked(density, resolution**3)), threshold)
 
 
 def colors_to_uint8(color: np.ndarray) -> np.ndarray:
@@ -160,84 +164,186 @@ def colors_to_uint8(color: np.ndarray) -> np.ndarray:
     return np.clip(np.round(color.astype(np.float32) * 255), 0, 255).astype(np.uint8)
 
 
-class _SampledGrid:
-    """The R³ grid's densities, asked of the field point by point as the extraction needs them."""
+class _Sampler:
+    """The density field asked at grid points, with the count and range of what it answered."""
 
     def __init__(self, density_at: DensityField, resolution: int, radius: float) -> None:
         self.density_at = density_at
         self.resolution = resolution
         self.radius = radius
         self.axis = _axis_coordinates(resolution, radius)
-        self.values = np.zeros((resolution,) * 3, dtype=np.float32)
-        self.known = np.zeros((resolution,) * 3, dtype=bool)
         self.evaluated = 0
+        self.lowest, self.highest = np.inf, -np.inf
 
-    def sample(self, needed: np.ndarray) -> None:
-        """Evaluate the field at the ``needed`` grid points (a boolean R³ mask) not known yet."""
-        # Flat indices: the R³ arrays are large, and one index array per point is cheaper than three.
-        flat = np.flatnonzero(needed & ~self.known)
-        if len(flat) == 0:
-            return
-        i, j, k = np.unravel_index(flat, self.values.shape)
-        points = np.stack([self.axis[i], self.axis[j], self.axis[k]], axis=1)
-        density = np.asarray(self.density_at(points), dtype=np.float32).reshape(-1)
-        if len(density) != len(flat):
-            raise ValueError(f"the density field returned {len(density)} values for {len(flat)} points")
-        self.values.reshape(-1)[flat] = density
-        self.known.reshape(-1)[flat] = True
-        self.evaluated += len(flat)
+    def sample(self, i: np.ndarray, j: np.ndarray, k: np.ndarray) -> np.ndarray:
+        """The densities at the grid points ``(i[n], j[n], k[n])``."""
+        if len(i) == 0:
+            return np.zeros(0, dtype=np.float32)
+        return self.checked(self.density_at(np.stack([self.axis[i], self.axis[j], self.axis[k]], axis=1)), len(i))
+
+    def checked(self, density: np.ndarray, count: int) -> np.ndarray:
+        """``density`` as FP32 [count], counted into what the field answered."""
+        density = np.asarray(density, dtype=np.float32).reshape(-1)
+        if len(density) != count:
+            raise ValueError(f"the density field returned {len(density)} values for {count} points")
+        self.evaluated += count
+        self.lowest = min(self.lowest, float(density.min()))
+        self.highest = max(self.highest, float(density.max()))
+        return density
 
     def range_text(self) -> str:
-        known = self.values[self.known]
-        return f"{float(known.min()):.4g} to {float(known.max()):.4g}"
+        return f"{self.lowest:.4g} to {self.highest:.4g}"
 
 
-def _band_cells(grid: _SampledGrid, threshold: float) -> np.ndarray:
-    """The grid cells to mesh ([R−1]³ booleans), evaluating the field only where they may be."""
-    resolution = grid.resolution
-    strides = [stride for stride in BAND_STRIDES if stride < resolution - 1]
+@dataclass(frozen=True)
+class _Level:
+    """One level of the band on a box of the grid: its lattice (grid indices along each axis), the
+    densities at the lattice's points (zero where none was needed), and which blocks between
+    consecutive lattice points are active (None: all of them)."""
+
+    lattices: tuple[np.ndarray, np.ndarray, np.ndarray]
+    values: np.ndarray
+    active: np.ndarray | None
+
+    @classmethod
+    def whole_grid(cls, resolution: int, density: np.ndarray) -> _Level:
+        """Every grid point and every cell."""
+        return cls((np.arange(resolution),) * 3, density.reshape((resolution,) * 3), None)
+
+    @classmethod
+    def sampled(cls, sampler: _Sampler, lattice: np.ndarray) -> _Level:
+        """Every point of ``lattice`` (along each axis) sampled, every block active."""
+        i, j, k = (axis.reshape(-1) for axis in np.meshgrid(lattice, lattice, lattice, indexing="ij"))
+        values = sampler.sample(i, j, k).reshape((len(lattice),) * 3)
+        return cls((lattice,) * 3, values, np.ones((len(lattice) - 1,) * 3, dtype=bool))
+
+    def around_active(self) -> _Level | None:
+        """This level cut to the box of its active blocks; None when none is active."""
+        assert self.active is not None, "a level of the band has chosen its blocks"
+        blocks = []
+        for axis in range(3):
+            active = np.flatnonzero(self.active.any(axis=tuple(other for other in range(3) if other != axis)))
+            if len(active) == 0:
+                return None
+            blocks.append(slice(int(active[0]), int(active[-1]) + 1))
+        points = tuple(slice(axis.start, axis.stop + 1) for axis in blocks)
+        return _Level(tuple(lattice[axis] for lattice, axis in zip(self.lattices, points)), self.values[points],
+                      self.active[tuple(blocks)])
+
+    def refined(self, sampler: _Sampler, finer: np.ndarray) -> _Level:
+        """The ``finer`` lattice (one that holds this one) over this level's box, with the points in
+        active blocks sampled and its blocks inside active ones active."""
+        assert self.active is not None, "a level of the band has chosen its blocks"
+        lattices = tuple(finer[(finer >= lattice[0]) & (finer <= lattice[-1])] for lattice in self.lattices)
+        starts = [np.searchsorted(fine, lattice) for fine, lattice in zip(lattices, self.lattices)]
+        values = np.zeros([len(fine) for fine in lattices], dtype=np.float32)
+        values[np.ix_(*starts)] = self.values
+        i, j, k = _points_between(self.active, starts)
+        values[i, j, k] = sampler.sample(lattices[0][i], lattices[1][j], lattices[2][k])
+        inside = self.active
+        for axis, start in enumerate(starts):
+            # Each block holds the finer blocks from its first point to its last.
+            inside = np.repeat(inside, np.diff(start), axis=axis)
+        return _Level(lattices, values, inside)
+
+
+def _band_cells(sampler: _Sampler, threshold: float) -> _Level | None:
+    """The box of the grid around the band, with the densities at every point of its cells to mesh
+    (the active ones); None when no block holds the threshold."""
+    resolution = sampler.resolution
     low, high = threshold * np.exp(-BAND_MARGIN), threshold * np.exp(BAND_MARGIN)
-    parent: tuple[np.ndarray, np.ndarray] | None = None  # lattice indices and active blocks of the level above
-    for stride in strides:
+    level: _Level | None = None
+    for stride in [stride for stride in BAND_STRIDES if stride < resolution - 1] + [1]:
         lattice = _lattice(resolution, stride)
-        inside = _blocks_inside(lattice, parent)
-        grid.sample(_corner_points(inside, lattice, resolution))
-        values = grid.values[np.ix_(lattice, lattice, lattice)]
-        lowest, highest = _corner_extremes(values)
-        active = inside & (lowest <= high) & (highest >= low)
-        parent = (lattice, _dilate(active, BAND_DILATION) & _blocks_inside(lattice, parent))
-    cells = _blocks_inside(np.arange(resolution), parent)
-    grid.sample(_corner_points(cells, np.arange(resolution), resolution))
-    return cells
+        if level is None:
+            level = _Level.sampled(sampler, lattice)
+        else:
+            boxed = level.around_active()
+            if boxed is None:
+                return None
+            level = boxed.refined(sampler, lattice)
+        if stride == 1:
+            return level
+        inside = level.active
+        active = _holds_band(level.values, low, high) & inside
+        level = _Level(level.lattices, level.values, _dilate(active, BAND_DILATION) & inside)
+    raise AssertionError("the last level is the grid")
 
 
-def _mesh(grid: _SampledGrid, cells: np.ndarray | None, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """Marching cubes over ``cells`` (None: every cell) of the sampled grid, in world coordinates."""
-    resolution = grid.resolution
-    mask = None
-    if cells is not None:
-        # scikit-image reads the mask of the cell with lowest corner (i, j, k) at (i+1, j+1, k+1)
-        # (tests/img2mesh/test_mesh_extraction.py checks band against dense meshes).
-        mask = np.zeros((resolution,) * 3, dtype=bool)
-        mask[1:, 1:, 1:] = cells
-    known = grid.values[grid.known] if cells is not None else grid.values
+def _points_between(active: np.ndarray, starts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices on a finer lattice of its points in an ``active`` block (its faces included) that are
+    not points of the block's lattice (at finer indices ``starts`` along each axis): each point
+    once, without an array of the finer lattice's size.
+
+    Along one axis, a finer point ``offset`` > 0 points after a block's first one lies in that
+    block only, and one at offset 0 is a point of the coarser lattice, on the faces of the blocks
+    before and after it. So for each offset along the three axes the points form a grid over the
+    blocks (over the coarser points at offset 0), and a point is wanted where one of its blocks is
+    active. The points at offset 0 along every axis are the coarser lattice's, sampled before."""
+    lengths = [np.diff(start) for start in starts]
+    found = []
+    for offsets in itertools.product(*(range(int(length.max())) for length in lengths)):
+        if not any(offsets):
+            continue
+        wanted, positions = active, []
+        for axis, (offset, start, length) in enumerate(zip(offsets, starts, lengths)):
+            if offset:
+                blocks = np.flatnonzero(length > offset)
+                wanted = wanted.take(blocks, axis=axis)
+                positions.append(start[blocks] + offset)
+            else:
+                wanted = _either_side(wanted, axis)
+                positions.append(start)
+        found.append([position[hit] for position, hit in zip(positions, np.nonzero(wanted))])
+    i, j, k = (np.concatenate(axis) for axis in zip(*found))
+    return i, j, k
+
+
+def _holds_band(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Which blocks between lattice points have corner values both at most ``high`` and at least ``low``."""
+    # The lowest and highest of the 8 corners, one axis at a time: 3 passes instead of 7.
+    lowest = highest = values
+    for axis in range(3):
+        first, second = [slice(None)] * 3, [slice(None)] * 3
+        first[axis], second[axis] = slice(None, -1), slice(1, None)
+        lowest = np.minimum(lowest[tuple(first)], lowest[tuple(second)])
+        highest = np.maximum(highest[tuple(first)], highest[tuple(second)])
+    return (lowest <= high) & (highest >= low)
+
+
+def _mesh(sampler: _Sampler, cells: _Level | None, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Marching cubes over the active cells of a box of the grid, in world coordinates."""
     level = np.float32(threshold)
-    crosses = cells is None or cells.any()
-    if not crosses or not (known.min() <= level <= known.max()):
-        raise _no_surface(grid, threshold)
+    if cells is None or not sampler.lowest <= level <= sampler.highest:
+        raise _no_surface(sampler, threshold)
+    volume, mask = cells.values, None
+    if cells.active is not None:
+        # scikit-image rounds vertices to FP32 in the coordinates of the volume it is given, and
+        # drops a triangle as degenerate where two corners round to one point: the volume starts
+        # at the grid's origin, as the dense grid does, so that the same triangles are dropped. It
+        # ends where the band's box ends, so that it walks no cell beyond the band. It reads the
+        # mask of the cell with lowest corner (i, j, k) at (i+1, j+1, k+1)
+        # (tests/img2mesh/test_band_extraction.py checks band against dense meshes).
+        box = tuple(slice(int(lattice[0]), int(lattice[-1]) + 1) for lattice in cells.lattices)
+        volume = np.zeros([axis.stop for axis in box], dtype=np.float32)
+        volume[box] = cells.values
+        mask = np.zeros(volume.shape, dtype=bool)
+        mask[tuple(slice(axis.start + 1, axis.stop) for axis in box)] = cells.active
+        if not volume.max() >= level:  # scikit-image's condition on the whole volume (its zeros are below)
+            raise _no_surface(sampler, threshold)
     try:
         vertices, faces, _, _ = lewiner_marching_cubes(
-            grid.values, level, mask=mask, gradient_direction="ascent", allow_degenerate=False
+            volume, level, mask=mask, gradient_direction="ascent", allow_degenerate=False
         )
     except RuntimeError:  # scikit-image: "No surface found at the given iso value."
-        raise _no_surface(grid, threshold) from None
-    world = vertices / (resolution - 1) * (2 * grid.radius) - grid.radius
+        raise _no_surface(sampler, threshold) from None
+    world = vertices / (sampler.resolution - 1) * (2 * sampler.radius) - sampler.radius
     return world.astype(np.float32), faces.astype(np.int32)
 
 
-def _no_surface(grid: _SampledGrid, threshold: float) -> EmptyMesh:
+def _no_surface(sampler: _Sampler, threshold: float) -> EmptyMesh:
     return EmptyMesh(
-        f"no surface found at threshold {threshold}: the density ranges from {grid.range_text()} over the grid; "
+        f"no surface found at threshold {threshold}: the density ranges from {sampler.range_text()} over the grid; "
         "use a threshold inside that range (default 25.0) or send a photo with one clearly visible object"
     )
 
@@ -247,53 +353,13 @@ def _lattice(resolution: int, stride: int) -> np.ndarray:
     return np.unique(np.append(np.arange(0, resolution, stride), resolution - 1))
 
 
-def _blocks_inside(lattice: np.ndarray, parent: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """Which blocks between ``lattice`` points lie in an active block of the level above (all at the top)."""
-    blocks = len(lattice) - 1
-    if parent is None:
-        return np.ones((blocks,) * 3, dtype=bool)
-    parent_lattice, parent_active = parent
-    owner = np.searchsorted(parent_lattice, lattice[:-1], side="right") - 1
-    # ``owner`` never decreases, so repeating each parent block along every axis is the same as
-    # gathering ``parent_active[owner, owner, owner]``, without an index per element of R³.
-    children = np.bincount(owner, minlength=len(parent_lattice) - 1)
-    inside = parent_active
-    for axis in range(3):
-        inside = np.repeat(inside, children, axis=axis)
-    return inside
-
-
-def _corner_points(blocks: np.ndarray, lattice: np.ndarray, resolution: int) -> np.ndarray:
-    """The R³ mask of the grid points that are corners of the given blocks."""
-    # A point is a corner of a block when a block starts at it or ends at it along every axis:
-    # one axis at a time, 3 passes instead of 8.
-    corners = blocks
-    for axis in range(3):
-        grown_shape = list(corners.shape)
-        grown_shape[axis] += 1
-        grown = np.zeros(grown_shape, dtype=bool)
-        start, end = [slice(None)] * 3, [slice(None)] * 3
-        start[axis], end[axis] = slice(None, -1), slice(1, None)
-        grown[tuple(start)] = corners
-        grown[tuple(end)] |= corners
-        corners = grown
-    if len(lattice) == resolution:
-        return corners
-    points = np.zeros((resolution,) * 3, dtype=bool)
-    points[np.ix_(lattice, lattice, lattice)] = corners
-    return points
-
-
-def _corner_extremes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The lowest and highest of the 8 corner values of every block."""
-    n = values.shape[0] - 1
-    corners = (values[a : n + a, b : n + b, c : n + c] for a, b, c in itertools.product((0, 1), repeat=3))
-    lowest = next(corners).copy()
-    highest = lowest.copy()
-    for corner in corners:
-        np.minimum(lowest, corner, out=lowest)
-        np.maximum(highest, corner, out=highest)
-    return lowest, highest
+def _either_side(blocks: np.ndarray, axis: int) -> np.ndarray:
+    """Along ``axis``, one longer than ``blocks``: whether the block before or the one after each
+    lattice point is set (none lies beyond the ends)."""
+    padded = np.pad(blocks, [(1, 1) if other == axis else (0, 0) for other in range(3)])
+    before, after = [slice(None)] * 3, [slice(None)] * 3
+    before[axis], after[axis] = slice(None, -1), slice(1, None)
+    return padded[tuple(before)] | padded[tuple(after)]
 
 
 def _dilate(active: np.ndarray, reach: int) -> np.ndarray:

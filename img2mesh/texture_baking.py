@@ -15,7 +15,8 @@ instead, whatever the triangle budget, and it is what AR Quick Look shows (docs/
    coordinates), and a triangle too small to hold a centre shows its centroid in its own texel.
 4. **Query** the decoder's colour at those points (the caller's ``color_at``).
 5. **Pad**: every texel no triangle covers takes the colour of the nearest covered texel (taxicab
-   distance), so bilinear filtering and mipmaps never blend a chart with the empty space.
+   distance, OpenCV's distance transform), so bilinear filtering and mipmaps never blend a chart
+   with the empty space.
 
 UVs follow glTF: ``(0, 0)`` is the top-left corner of the texture image, u to the right, v down;
 texel (row, column) covers ``v·S ∈ [row, row + 1)``, ``u·S ∈ [column, column + 1)``.
@@ -26,9 +27,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from fast_simplification import simplify
-from scipy.ndimage import distance_transform_cdt
 
 from img2mesh.atlas_rasterization import rasterize
 from img2mesh.mesh_extraction import colors_to_uint8
@@ -63,17 +64,27 @@ def texel_points(vertices: np.ndarray, faces: np.ndarray, owners: np.ndarray,
     """The surface point every covered texel shows: ``(flat texel indices, points FP32 [N, 3])``,
     from ``rasterize``'s owners and barycentric weights."""
     flat = np.flatnonzero(owners >= 0)
-    corners = vertices[faces[owners.reshape(-1)[flat]]].astype(np.float32)
-    points = np.einsum("nk,nkd->nd", weights.reshape(-1, 3)[flat], corners)
-    return flat, points.astype(np.float32)
+    # One corner at a time, gathered with take: 2.5× faster than an einsum over [N, 3, 3] corners
+    # gathered with index arrays (bench.postprocess times it as texel_points).
+    corners = faces.take(owners.reshape(-1).take(flat), axis=0)
+    texel_weights = weights.reshape(-1, 3).take(flat, axis=0)
+    points = np.zeros((len(flat), 3), dtype=np.float32)
+    for corner in range(3):
+        points += texel_weights[:, corner : corner + 1] * vertices.take(corners[:, corner], axis=0)
+    return flat, points
 
 
 def pad(texture: np.ndarray, covered: np.ndarray) -> np.ndarray:
     """Every texel outside ``covered`` takes the colour of the nearest covered texel."""
     # Taxicab rather than Euclidean distance: a third of the cost, and a padding texel only has to
     # take a colour from its own chart's edge, which the nearest texel by either distance is.
-    rows, columns = distance_transform_cdt(~covered, metric="taxicab", return_distances=False, return_indices=True)
-    return texture[rows, columns]
+    # OpenCV labels every texel with its nearest zero (a covered texel), the k-th zero in scan order
+    # as k: half the time of SciPy's taxicab transform with indices (bench.postprocess --anchors).
+    _, labels = cv2.distanceTransformWithLabels((~covered).astype(np.uint8), cv2.DIST_L1, cv2.DIST_MASK_3,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    nearest = np.flatnonzero(covered).take(labels.reshape(-1) - 1)
+    # take along the first axis: a third of the time of indexing with an index array.
+    return texture.reshape(-1, texture.shape[-1]).take(nearest, axis=0).reshape(texture.shape)
 
 
 def bake(

@@ -32,9 +32,9 @@ from client_worker.pipeline.presets import Preset
 
 PIPELINE_CORE = Path(__file__).with_name("photo_to_asset.py")
 """The pipeline core's source (not imported here: it imports this module)."""
-WRITER_LIBRARIES = ("numpy", "trimesh", "pillow", "usd-core", "vtk")
+WRITER_LIBRARIES = ("numpy", "trimesh", "pygltflib", "pillow", "usd-core", "vtk")
 """The distributions the writers call to make the files' bytes (mesh preparation and decimation,
-texture encoding, USD, the poster's renderer)."""
+glTF, texture encoding, USD, the poster's renderer)."""
 
 
 def source_digest(files: Iterable[Path]) -> str:

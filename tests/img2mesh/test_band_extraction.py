@@ -129,3 +129,14 @@ def test_a_threshold_at_the_edge_of_the_range_behaves_as_dense(edge: str) -> Non
 def test_an_unknown_extraction_is_a_caller_error() -> None:
     with pytest.raises(ValueError, match="extraction must be one of band, dense"):
         extract_surface(ball(), 32, 25.0, extraction="sparse")
+
+
+@pytest.mark.parametrize("resolution", [97, 130, 131])
+def test_lattices_ending_in_a_shorter_block_give_the_dense_mesh(resolution: int) -> None:
+    """Grids whose last point is off the coarse lattices' stride, so that each level's last block is
+    shorter, and a surface that the far ends of the grid cut through those blocks."""
+    shape = ball(center=(0.6, -0.1, 0.65), radius=0.45)
+    field = Counting(shape)
+    band = extract_surface(field, resolution, 25.0)
+    assert_same_mesh(band, extract_surface(shape, resolution, 25.0, extraction="dense"))
+    assert band.points_evaluated == len(field.asked)
